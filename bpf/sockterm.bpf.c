@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * sockterm's socket iterators. One pass per network namespace: filter in the
+ * kernel, emit one st_rec per match, and in kill mode destroy the match with
+ * the bpf_sock_destroy kfunc after its record was written.
+ */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "sockterm.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* The filter lives in its own section so user space can set it before load
+ * (a .rodata shared with string literals cannot be resized to fit). Frozen
+ * at load, so the verifier prunes what a run does not use. */
+const volatile struct st_config cfg SEC(".rodata.cfg");
+
+struct st_stats stats;
+
+/* Never used: they put the record types in the object's BTF, where the
+ * loader checks the Python mirror of them. */
+struct st_rec *st_rec_btf_anchor;
+struct st_owner *st_owner_btf_anchor;
+
+/* Process filter and self-exclusion: socket inode -> ST_INO_* */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);  /* sized by user space before load */
+	__type(key, __u64);
+	__type(value, __u8);
+} st_inodes SEC(".maps");
+
+/* Destroys that failed: socket cookie -> -errno. Absent means destroyed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __s32);
+} st_kill_errors SEC(".maps");
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
+
+static __always_inline bool addr_match(const volatile struct st_addr_rule *r,
+				       const __u32 *a, __u16 port)
+{
+	if (port < r->port_lo || port > r->port_hi)
+		return false;
+	return ((a[0] ^ r->addr[0]) & r->mask[0]) == 0 &&
+	       ((a[1] ^ r->addr[1]) & r->mask[1]) == 0 &&
+	       ((a[2] ^ r->addr[2]) & r->mask[2]) == 0 &&
+	       ((a[3] ^ r->addr[3]) & r->mask[3]) == 0;
+}
+
+static __always_inline bool addr_rules_match(const volatile struct st_addr_rule *rules,
+					     __u32 n, const __u8 *addr, __u16 port)
+{
+	const __u32 *a = (const __u32 *)addr;
+
+	if (n == 0)
+		return true;
+	for (int i = 0; i < ST_MAX_ADDRS; i++) {
+		if (i >= n)
+			break;
+		if (addr_match(&rules[i], a, port))
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool port_rules_match(const volatile struct st_port_range *rules,
+					     __u32 n, __u16 port)
+{
+	if (n == 0)
+		return true;
+	for (int i = 0; i < ST_MAX_PORTS; i++) {
+		if (i >= n)
+			break;
+		if (port >= rules[i].lo && port <= rules[i].hi)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline void v4_mapped(__u8 *out, __be32 addr)
+{
+	__u32 *w = (__u32 *)out;
+
+	w[0] = 0;
+	w[1] = 0;
+	w[2] = bpf_htonl(0x0000ffff);
+	w[3] = addr;
+}
+
+/* Fill the addressing part of r from the fields every sock_common has
+ * (full, TIME_WAIT and request sockets alike). */
+static __always_inline void read_common(struct st_rec *r, struct sock_common *skc)
+{
+	r->family = skc->skc_family;
+	r->state = skc->skc_state;
+	r->sport = skc->skc_num;
+	r->dport = bpf_ntohs(skc->skc_dport);
+	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	if (r->family == AF_INET) {
+		v4_mapped(r->src, skc->skc_rcv_saddr);
+		v4_mapped(r->dst, skc->skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&r->src, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&r->dst, skc, skc_v6_daddr);
+	}
+}
+
+static __always_inline bool wanted(const struct st_rec *r)
+{
+	if (!(cfg.states & (1u << r->state)))
+		return false;
+	if (r->family == AF_INET ? !(cfg.families & 1) : !(cfg.families & 2))
+		return false;
+	if (!addr_rules_match(cfg.dst, cfg.n_dst, r->dst, r->dport))
+		return false;
+	if (!addr_rules_match(cfg.src, cfg.n_src, r->src, r->sport))
+		return false;
+	if (!port_rules_match(cfg.dport, cfg.n_dport, r->dport))
+		return false;
+	return port_rules_match(cfg.sport, cfg.n_sport, r->sport);
+}
+
+static __always_inline __u64 sock_ino(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+/* Inode-based decisions: never our own sockets; with a process filter, only
+ * the sockets those processes hold. */
+static __always_inline bool inode_allowed(__u64 ino)
+{
+	__u8 *v = bpf_map_lookup_elem(&st_inodes, &ino);
+
+	if (v && *v == ST_INO_EXCLUDE)
+		return false;
+	if (cfg.flags & ST_CFG_INODES)
+		return v && *v == ST_INO_SELECT;
+	return true;
+}
+
+/* Write the record, then destroy: a record that did not fit in the seq
+ * buffer is retried by the kernel on the next read, and the socket must
+ * still be there for that retry to report it. */
+static __always_inline int emit(struct seq_file *seq, struct st_rec *r,
+				struct sock_common *skc)
+{
+	bool kill = (cfg.flags & ST_CFG_KILL) && !(r->flags & ST_F_MINI);
+	int err;
+
+	if (cfg.flags & ST_CFG_KILL)
+		r->result = kill ? ST_RES_DESTROYED : ST_RES_DEFERRED;
+	if (bpf_seq_write(seq, r, sizeof(*r)))
+		return 0;
+	__sync_fetch_and_add(&stats.matched, 1);
+	if (!kill)
+		return 0;
+	err = bpf_sock_destroy ? bpf_sock_destroy(skc) : -95 /* EOPNOTSUPP */;
+	if (err) {
+		__sync_fetch_and_add(&stats.destroy_failed, 1);
+		if (bpf_map_update_elem(&st_kill_errors, &r->cookie, &err, BPF_ANY))
+			__sync_fetch_and_add(&stats.errors_lost, 1);
+	} else {
+		__sync_fetch_and_add(&stats.destroyed, 1);
+	}
+	return 0;
+}
+
+SEC("iter/tcp")
+int st_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct st_rec r = {};
+	struct tcp_sock *tp;
+
+	if (!skc)
+		return 0;
+	__sync_fetch_and_add(&stats.visited, 1);
+	read_common(&r, skc);
+	r.proto = IPPROTO_TCP;
+	r.uid = ctx->uid;
+	if (!wanted(&r))
+		return 0;
+	/* TIME_WAIT and request sockets are small objects without the fields
+	 * of a full socket: only bpf_skc_to_tcp_sock says a full one is safe. */
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (tp) {
+		r.ino = sock_ino((struct sock *)tp);
+		if (!inode_allowed(r.ino))
+			return 0;
+	} else {
+		if (cfg.flags & ST_CFG_INODES)
+			return 0;
+		r.flags |= ST_F_MINI;
+	}
+	r.cookie = bpf_get_socket_cookie(skc);
+	return emit(ctx->meta->seq, &r, skc);
+}
+
+SEC("iter/udp")
+int st_udp(struct bpf_iter__udp *ctx)
+{
+	struct udp_sock *udp = ctx->udp_sk;
+	struct sock *sk;
+	struct st_rec r = {};
+
+	if (!udp)
+		return 0;
+	sk = (struct sock *)udp;
+	__sync_fetch_and_add(&stats.visited, 1);
+	read_common(&r, &sk->__sk_common);
+	r.proto = IPPROTO_UDP;
+	r.uid = ctx->uid;
+	if (!wanted(&r))
+		return 0;
+	r.ino = sock_ino(sk);
+	if (!inode_allowed(r.ino))
+		return 0;
+	r.cookie = bpf_get_socket_cookie(sk);
+	return emit(ctx->meta->seq, &r, &sk->__sk_common);
+}
+
+/* Which process holds which socket, host-wide, in one pass over all tasks. */
+SEC("iter/task_file")
+int st_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct st_owner o = {};
+	struct socket *sock;
+
+	if (!task || !file)
+		return 0;
+	/* threads share their leader's table: report it once */
+	if (task->pid != task->tgid)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	o.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	o.pid = task->tgid;
+	bpf_probe_read_kernel_str(o.comm, sizeof(o.comm), task->comm);
+	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));
+	return 0;
+}

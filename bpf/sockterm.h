@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one definition of what crosses between the BPF programs and user space.
+ * sockterm/record.py mirrors these structs; tests/unit/test_record.py checks
+ * that sizes and offsets agree, so the two cannot drift apart.
+ *
+ * __u* types only, widest fields first, no implicit padding.
+ */
+#ifndef SOCKTERM_H
+#define SOCKTERM_H
+
+#define ST_MAX_ADDRS 16
+#define ST_MAX_PORTS 16
+
+/* st_rec.result */
+#define ST_RES_MATCHED   0 /* list / match: nothing attempted */
+#define ST_RES_DESTROYED 1 /* destroy called; failures land in st_kill_errors */
+#define ST_RES_DEFERRED  2 /* TIME_WAIT / request socket: no kfunc, user space uses netlink */
+
+/* st_rec.flags */
+#define ST_F_MINI 0x1      /* no full struct sock (TIME_WAIT or request socket) */
+
+/* st_config.flags */
+#define ST_CFG_KILL       0x1 /* destroy what matches */
+#define ST_CFG_INODES     0x2 /* only sockets whose inode is in st_inodes (process filter) */
+#define ST_CFG_TCP        0x4
+#define ST_CFG_UDP        0x8
+
+/* st_inodes values */
+#define ST_INO_SELECT  1
+#define ST_INO_EXCLUDE 2   /* sockterm's own sockets: never touched */
+
+/* One socket, as emitted with bpf_seq_write. Addresses are IPv6-form, IPv4 as ::ffff:a.b.c.d */
+struct st_rec {
+	__u64 cookie;
+	__u64 ino;          /* socket inode (0 for TIME_WAIT / request sockets) */
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 netns;        /* network namespace inode */
+	__u32 uid;
+	__u32 flags;        /* ST_F_* */
+	__u16 sport;        /* host byte order */
+	__u16 dport;
+	__u16 family;       /* AF_INET / AF_INET6 */
+	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 state;         /* kernel TCP_* numbering, UDP included */
+	__u8 result;        /* ST_RES_* */
+	__u8 pad[3];
+};
+
+/* One --dst/--src target: (addr & mask) == addr, port in [port_lo, port_hi].
+ * Addresses as four network-order words. */
+struct st_addr_rule {
+	__u32 addr[4];
+	__u32 mask[4];
+	__u16 port_lo;
+	__u16 port_hi;
+};
+
+struct st_port_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+/* The filter, set before load in its own data section (.rodata.cfg). */
+struct st_config {
+	struct st_addr_rule dst[ST_MAX_ADDRS];
+	struct st_addr_rule src[ST_MAX_ADDRS];
+	struct st_port_range dport[ST_MAX_PORTS];
+	struct st_port_range sport[ST_MAX_PORTS];
+	__u32 n_dst;
+	__u32 n_src;
+	__u32 n_dport;
+	__u32 n_sport;
+	__u32 states;       /* bit (1 << state) */
+	__u32 families;     /* bit 0: AF_INET, bit 1: AF_INET6 */
+	__u32 flags;        /* ST_CFG_* */
+	__u32 pad;
+};
+
+/* Counters the programs keep in .bss, read after a run. */
+struct st_stats {
+	__u64 visited;
+	__u64 matched;
+	__u64 destroyed;
+	__u64 destroy_failed;
+	__u64 errors_lost;  /* failures that did not fit in st_kill_errors */
+};
+
+/* One (process, socket) pair from the iter/task_file program. */
+struct st_owner {
+	__u64 ino;
+	__u32 pid;
+	__u32 pad;
+	char comm[16];
+};
+
+#endif

@@ -1,0 +1,94 @@
+"""The sockterm command line: parse, call sockterm.core, render.
+
+Subcommands load lazily, so `sockterm --help` and completion import only
+click: no pyroute2, libbpf, pyelftools or rich.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..exitcodes import ExitCode
+
+COMMANDS = {
+    "list": ("sockterm.cli.show", "list_cmd", "Show sockets in every network namespace."),
+    "match": ("sockterm.cli.show", "match_cmd", "Show exactly what `kill` with the same filter would destroy."),
+    "kill": ("sockterm.cli.kill", "kill_cmd", "Destroy matching sockets (ECONNABORTED locally, RST to TCP peers)."),
+    "doctor": ("sockterm.cli.doctor", "doctor_cmd", "Tell what works on this host, and why not."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_text) for name, (_, _, help_text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="sockterm")
+@click.option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default="auto",
+              show_default=True, envvar="SOCKTERM_BACKEND",
+              help="Engine: bpf (socket iterators + bpf_sock_destroy), diag (netlink "
+                   "SOCK_DESTROY, like ss -K), or auto (bpf where the kernel can).")
+@click.option("-v", "--verbose", is_flag=True, help="Explain decisions and skipped namespaces on stderr.")
+@click.option("--debug", is_flag=True, envvar="SOCKTERM_DEBUG", help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx, *, backend: str, verbose: bool, debug: bool):
+    """Find sockets anywhere on this host and forcefully terminate the ones you name.
+
+    \b
+    Every network namespace is searched unless --netns narrows it.
+    Exit status: 0 matched/killed, 1 nothing matched, 2 usage error,
+    3 operational failure (a kill failed, missing privileges, unsupported kernel).
+
+    \b
+    Example, a backend behind a VIP died:
+      sudo sockterm kill --dst 10.0.0.5:80 --yes
+    """
+    ctx.obj = {"backend": backend, "verbose": verbose, "debug": debug}
+
+
+def main(argv=None) -> None:
+    debug = bool(os.environ.get("SOCKTERM_DEBUG")) or "--debug" in (argv or sys.argv[1:])
+    try:
+        code = cli.main(args=argv, prog_name="sockterm", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("sockterm: aborted", err=True)
+        code = ExitCode.FAILURE
+    except click.ClickException as exc:
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        click.echo(f"sockterm: error: {exc.format_message()}{hint}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("sockterm: interrupted", err=True)
+        code = 130
+    except BrokenPipeError:
+        sys.stderr.close()   # the reader went away (| head): not an error
+        code = ExitCode.OK
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"sockterm: internal error: {type(exc).__name__}: {exc} "
+                   "(run with --debug for a traceback)", err=True)
+        code = ExitCode.FAILURE
+    sys.exit(int(code or 0))

@@ -1,0 +1,79 @@
+"""sockterm kill."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..exitcodes import ExitCode
+from .options import filter_args, filter_options, output_options
+from .run import abort, build_filter, make_request, renderer_for, stream
+
+SAMPLE = 10
+
+
+@click.command("kill")
+@filter_options
+@output_options
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
+@click.option("--max", "max_kills", type=click.IntRange(min=0), metavar="N",
+              help="Refuse, killing nothing, when more than N sockets match.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be killed (same as match).")
+@click.pass_context
+def kill_cmd(ctx, *, yes: bool, max_kills: int | None, dry_run: bool, **kwargs):
+    """Destroy the matching sockets in every namespace.
+
+    The local application gets ECONNABORTED, a TCP peer gets a reset.
+    Without --state only connected sockets are killed: listeners and
+    unconnected UDP sockets only with --state listening / unconnected / all.
+    A filter naming an address, port, process or namespace is required.
+    """
+    from .. import states
+    flt = build_filter(filter_args(kwargs), states.DEFAULT_KILL)
+    processes = not kwargs["no_processes"]
+    if dry_run:
+        request = make_request(ctx, "match", flt, processes=processes)
+        renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=False)
+        return stream(request, renderer, {"command": "match", "filter": flt.describe()})
+    if not flt.targeted:
+        abort("kill needs a filter naming what to kill: --dst, --src, --dport, --sport, "
+              "--netns, --pid or --comm", ExitCode.USAGE)
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    if not yes and not interactive:
+        abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
+    if max_kills is not None or not yes:
+        _check_first(ctx, flt, max_kills, confirm=not yes)
+    request = make_request(ctx, "kill", flt, processes=processes)
+    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
+    return stream(request, renderer, {"command": "kill", "filter": flt.describe()})
+
+
+def _check_first(ctx, flt, max_kills, *, confirm: bool) -> None:
+    """A match pass before killing: the --max guard and the confirmation prompt."""
+    from ..core import Report, SocktermError, execute
+    from .render import endpoint
+    report = Report()
+    request = make_request(ctx, "match", flt, processes=confirm)
+    try:
+        socks = list(execute(request, report))
+    except SocktermError as exc:
+        abort(str(exc), exc.code)
+    if not socks:
+        click.echo("sockterm: nothing matches; nothing to kill", err=True)
+        sys.exit(int(ExitCode.NO_MATCH))
+    if max_kills is not None and len(socks) > max_kills:
+        abort(f"{len(socks)} sockets match, more than --max {max_kills}: nothing killed",
+              ExitCode.FAILURE)
+    if not confirm:
+        return
+    click.echo(f"About to kill {len(socks)} socket{'s' if len(socks) != 1 else ''}:", err=True)
+    for sock in socks[:SAMPLE]:
+        click.echo(f"  {sock.netns_name}  {sock.proto}  {sock.state_name()}  "
+                   f"{endpoint(sock.src_text(), sock.sport, sock.family)} -> "
+                   f"{endpoint(sock.dst_text(), sock.dport, sock.family)}", err=True)
+    if len(socks) > SAMPLE:
+        click.echo(f"  ... and {len(socks) - SAMPLE} more", err=True)
+    if not click.confirm("Kill them?", default=False, err=True):
+        click.echo("sockterm: nothing killed", err=True)
+        sys.exit(int(ExitCode.NO_MATCH))

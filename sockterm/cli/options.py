@@ -1,0 +1,78 @@
+"""Option bundles shared by list, match and kill: written once, used by all.
+
+Only click and the standard library here: --help and completion stay fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+OUTPUT_FORMATS = ("table", "tsv", "json", "jsonl")
+
+
+def _complete_states(ctx, param, incomplete):
+    from ..states import state_names
+    return [n for n in state_names() if n.startswith(incomplete)]
+
+
+def _complete_netns(ctx, param, incomplete):
+    from .. import netns
+    try:
+        found, _ = netns.discover()
+    except OSError:
+        return []
+    names = [ns.name for ns in found] + [str(ns.ino) for ns in found]
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def _compose(*decorators):
+    def apply(fn):
+        for deco in reversed(decorators):
+            fn = deco(fn)
+        return fn
+    return apply
+
+
+filter_options = _compose(
+    click.option("--dst", "dst", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
+                 help="Peer address, prefix and/or port (IPv6 as [ADDR]:PORT). Repeatable."),
+    click.option("--src", "src", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
+                 help="Local address, prefix and/or port. Repeatable."),
+    click.option("--dport", "dport", multiple=True, metavar="P|LO-HI",
+                 help="Peer port or port range. Repeatable."),
+    click.option("--sport", "sport", multiple=True, metavar="P|LO-HI",
+                 help="Local port or port range. Repeatable."),
+    click.option("--proto", "proto", multiple=True, type=click.Choice(["tcp", "udp"]),
+                 help="Protocol. Repeatable; default both."),
+    click.option("-4", "ipv4", is_flag=True, help="IPv4 sockets only."),
+    click.option("-6", "ipv6", is_flag=True, help="IPv6 sockets only."),
+    click.option("--state", "state", multiple=True, metavar="NAME",
+                 shell_complete=_complete_states,
+                 help="Socket state or group as ss(8) names them (established, syn-sent, "
+                      "listening, unconnected, connected, all, ...). Repeatable. "
+                      "match/kill default: connected sockets except time-wait."),
+    click.option("--netns", "netns", multiple=True, metavar="NAME|INODE|PATH",
+                 shell_complete=_complete_netns,
+                 help="Only this network namespace (ip netns name, inode or nsfs path). "
+                      "Repeatable; default every namespace."),
+    click.option("--pid", "pid", multiple=True, metavar="PID",
+                 help="Only sockets held by this process. Repeatable."),
+    click.option("--comm", "comm", multiple=True, metavar="NAME",
+                 help="Only sockets held by processes with this name (/proc/PID/comm). Repeatable."),
+)
+
+output_options = _compose(
+    click.option("-o", "--output", "output", type=click.Choice(OUTPUT_FORMATS),
+                 help="Output format; default: table on a terminal, tsv otherwise."),
+    click.option("-H", "--no-header", "no_header", is_flag=True,
+                 help="Omit the header line of table and tsv output."),
+    click.option("--no-processes", "no_processes", is_flag=True,
+                 help="Do not attribute sockets to processes (faster)."),
+)
+
+
+def filter_args(kwargs: dict) -> dict:
+    """Pop the filter options out of a command's keyword arguments."""
+    keys = ("dst", "src", "dport", "sport", "proto", "ipv4", "ipv6", "state", "netns", "pid", "comm")
+    return {key: kwargs.pop(key) for key in keys}
+

@@ -1,0 +1,164 @@
+"""The pipeline: filter -> namespaces -> engine -> report.
+
+The CLI builds a Request, calls `execute`, and renders the sockets it
+streams and the Report it returns. Nothing here imports click or rich.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from . import model, netns, probe, procs
+from .engine import EngineError
+from .exitcodes import ExitCode
+from .filter import Filter
+
+
+class SocktermError(Exception):
+    """A failure to report in one line, with the exit code it maps to."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Request:
+    command: str                 # list | match | kill
+    flt: Filter
+    backend: str = "auto"        # auto | bpf | diag
+    processes: bool = True       # attribute sockets to processes
+    log: Callable[[str], None] = lambda msg: None
+
+    @property
+    def kill(self) -> bool:
+        return self.command == "kill"
+
+
+@dataclass
+class Report:
+    engine: str = ""
+    namespaces: list = field(default_factory=list)   # model.NamespaceReport
+    skipped: list = field(default_factory=list)      # discovery notes (-v)
+    warnings: list = field(default_factory=list)     # one line each, for stderr
+
+    @property
+    def matched(self) -> int:
+        return sum(r.matched for r in self.namespaces)
+
+    @property
+    def killed(self) -> int:
+        return sum(r.killed for r in self.namespaces)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.namespaces)
+
+    @property
+    def ns_errors(self) -> list:
+        return [r for r in self.namespaces if r.error and not r.gone]
+
+    def exit_code(self, kill: bool) -> ExitCode:
+        if self.failed or self.ns_errors:
+            return ExitCode.FAILURE
+        if kill:
+            return ExitCode.OK if self.killed else ExitCode.NO_MATCH
+        return ExitCode.OK if self.matched else ExitCode.NO_MATCH
+
+
+def choose_engine(backend: str, kill: bool, host: probe.HostProbe, log) -> str:
+    if backend == "auto":
+        name = host.auto_engine()
+        why = host.why_not_bpf(kill=True)
+        log(f"engine: {name}" + (f" ({why})" if why else " (BTF, socket iterators and bpf_sock_destroy present)"))
+        return name
+    if backend == "bpf":
+        why = host.why_not_bpf(kill)
+        if why:
+            raise SocktermError(f"--backend bpf cannot run here: {why}; use --backend diag")
+    return backend
+
+
+def resolve_processes(flt: Filter) -> Filter:
+    """--pid/--comm become the set of socket inodes those processes hold."""
+    if not (flt.pids or flt.comms):
+        return flt
+    pids = set(flt.pids)
+    if flt.comms:
+        pids |= set(procs.pids_by_comm(flt.comms))
+    return dataclasses.replace(flt, inodes=procs.inodes_of(sorted(pids)))
+
+
+def select_namespaces(flt: Filter, report: Report) -> list[model.Namespace]:
+    found, skipped = netns.discover()
+    report.skipped.extend(skipped)
+    if not flt.netns:
+        return found
+    try:
+        return netns.resolve(flt.netns, found)
+    except netns.NamespaceError as exc:
+        raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+
+
+def preflight(req: Request, host: probe.HostProbe, engine: str) -> None:
+    missing = host.missing_caps(engine, req.kill)
+    if missing:
+        raise SocktermError(f"sockterm {req.command} needs {', '.join(missing)} "
+                            f"(run it as root)")
+
+
+def execute(req: Request, report: Report) -> Iterator[model.Sock]:
+    """Stream the sockets the request selects (destroyed first, for kill).
+
+    `report` is filled as the run goes; read it once the iterator is done.
+    """
+    host = probe.probe()
+    report.engine = engine_name = choose_engine(req.backend, req.kill, host, req.log)
+    preflight(req, host, engine_name)
+    flt = resolve_processes(req.flt)
+    namespaces = select_namespaces(flt, report)
+    for note in report.skipped:
+        req.log(f"skipped {note}")
+    try:
+        engine = _create(engine_name, flt, req)
+    except EngineError as exc:
+        raise SocktermError(f"{engine_name} engine: {exc}", exc.code) from None
+    try:
+        owners = engine.owners() if req.processes else None
+        with netns.Worker() as worker:
+            for ns in namespaces:
+                yield from _scan_one(engine, ns, worker, owners, report, req)
+    finally:
+        engine.close()
+
+
+def _create(name: str, flt: Filter, req: Request):
+    from . import engine as engines
+    return engines.create(name, flt=flt, kill=req.kill, exclude_inodes=procs.own_inodes(),
+                          log=req.log)
+
+
+def _scan_one(engine, ns, worker, owners, report: Report, req: Request):
+    nsr = model.NamespaceReport(ns=ns, engine=engine.name)
+    report.namespaces.append(nsr)
+    try:
+        for sock in engine.scan(ns, worker):
+            if owners is not None:
+                sock.processes = owners.get(sock.ino, [])
+            nsr.matched += 1
+            if req.kill:
+                if sock.result == model.KILLED:
+                    nsr.killed += 1
+                elif sock.result != model.GONE:
+                    nsr.failed += 1
+            yield sock
+    except (OSError, EngineError) as exc:
+        gone = isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ESRCH)
+        nsr.gone = gone
+        nsr.error = str(getattr(exc, "strerror", None) or exc)
+        req.log(f"namespace {ns.name}: {nsr.error}")
+        if not gone:
+            report.warnings.append(f"namespace {ns.name} ({ns.ino}): {nsr.error}")

@@ -1,0 +1,282 @@
+"""The BPF engine: CO-RE socket iterators that filter, and in kill mode
+destroy, inside the kernel; one iterator pass per namespace.
+
+The object is loaded and its iterators attached once per run; each namespace
+costs an iterator creation (in the worker thread, inside the namespace) and
+the reads of its matches.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+from importlib import resources
+
+from .. import libbpf, model, netns, record
+from ..exitcodes import ExitCode
+from . import EngineError
+
+OBJECT_NAME = "sockterm.bpf.o"
+READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer per read
+PROGRAMS = {"tcp": "st_tcp", "udp": "st_udp"}
+PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
+FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
+
+
+def object_path() -> str:
+    return str(resources.files("sockterm") / "data" / OBJECT_NAME)
+
+
+def compile_config(flt, kill: bool) -> record.StConfig:
+    """The Filter as the BPF programs read it (struct st_config)."""
+    cfg = record.StConfig()
+    for rules, out, count in ((flt.dst, cfg.dst, "n_dst"), (flt.src, cfg.src, "n_src")):
+        for i, rule in enumerate(rules):
+            addr = rule.net.network_address.packed
+            mask = rule.net.netmask.packed
+            for w in range(4):
+                # network-order words, compared as the kernel's __be32 words
+                out[i].addr[w] = int.from_bytes(addr[4 * w:4 * w + 4], "little")
+                out[i].mask[w] = int.from_bytes(mask[4 * w:4 * w + 4], "little")
+            out[i].port_lo, out[i].port_hi = rule.ports.lo, rule.ports.hi
+        setattr(cfg, count, len(rules))
+    for ranges, out, count in ((flt.dport, cfg.dport, "n_dport"), (flt.sport, cfg.sport, "n_sport")):
+        for i, rng in enumerate(ranges):
+            out[i].lo, out[i].hi = rng.lo, rng.hi
+        setattr(cfg, count, len(ranges))
+    cfg.states = sum(1 << s for s in flt.states)
+    cfg.families = (1 if 4 in flt.families else 0) | (2 if 6 in flt.families else 0)
+    cfg.flags = ((record.CFG_KILL if kill else 0)
+                 | (record.CFG_INODES if flt.inodes is not None else 0)
+                 | (record.CFG_TCP if "tcp" in flt.protos else 0)
+                 | (record.CFG_UDP if "udp" in flt.protos else 0))
+    return cfg
+
+
+def decode(buf, ns: model.Namespace) -> list[model.Sock]:
+    """st_rec records -> Sock objects."""
+    out = []
+    Sock = model.Sock
+    for (cookie, ino, src, dst, _netns, uid, flags, sport, dport, family, proto, state,
+         result) in record.REC.iter_unpack(buf):
+        out.append(Sock(netns=ns.ino, family=FAMILIES.get(family, family),
+                        proto=PROTO_NAMES.get(proto, str(proto)), state=state, src=src,
+                        sport=sport, dst=dst, dport=dport, cookie=cookie, uid=uid, ino=ino,
+                        result=_RESULTS[result], netns_name=ns.name,
+                        mini=bool(flags & record.F_MINI)))
+    return out
+
+
+_RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLED,
+            record.RES_DEFERRED: model.DEFERRED}
+
+
+class BpfEngine:
+    name = "bpf"
+
+    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None):
+        self.flt = flt
+        self.kill = kill
+        self.exclude_inodes = exclude_inodes
+        self.log = log
+        self.lib = None
+        self.obj = None
+        self.links: dict[str, int] = {}     # proto -> link pointer
+        self.link_fds: dict[str, int] = {}
+        self.owner_link = None
+        self._errors_fd = -1
+        self._stats_map = None
+        self.failures_seen = 0
+
+    # -- setup ---------------------------------------------------------------
+    def open(self) -> None:
+        try:
+            self.lib = lib = libbpf.load()
+        except libbpf.LibbpfUnavailable as exc:
+            raise EngineError(str(exc)) from None
+        self.log(f"bpf: libbpf {lib.version} from {lib.path}")
+        path = object_path()
+        if not os.path.exists(path):
+            raise EngineError(f"BPF object missing at {path}: reinstall sockterm")
+        self.obj = lib.bpf_object__open_file(path.encode(), None)
+        if not self.obj:
+            raise EngineError(f"cannot open BPF object {path}: {self._why(ctypes.get_errno())}")
+        btf = lib.bpf_object__btf(self.obj)
+        problems = record.layout_mismatches(lambda name: lib.struct_layout(btf, name))
+        if problems:
+            raise EngineError("the BPF object does not match this sockterm ("
+                              + "; ".join(problems) + "): reinstall sockterm")
+        self._configure()
+        err = lib.bpf_object__load(self.obj)
+        if err:
+            raise self._load_error(-err)
+        for proto, prog_name in PROGRAMS.items():
+            if proto in self.flt.protos:
+                self.links[proto] = self._attach(prog_name)
+                self.link_fds[proto] = lib.bpf_link__fd(self.links[proto])
+        self._errors_fd = lib.bpf_map__fd(self._map("st_kill_errors"))
+        self._stats_map = lib.bpf_map__fd(self._map(".bss"))
+        self._fill_inodes()
+
+    def _map(self, name: str):
+        found = self.lib.bpf_object__find_map_by_name(self.obj, name.encode())
+        if not found:
+            raise EngineError(f"the BPF object has no map {name}: reinstall sockterm")
+        return found
+
+    def _configure(self) -> None:
+        lib = self.lib
+        cfg = compile_config(self.flt, self.kill)
+        err = lib.bpf_map__set_initial_value(self._map(".rodata.cfg"), ctypes.byref(cfg),
+                                             ctypes.sizeof(cfg))
+        if err:
+            raise EngineError(f"cannot set the BPF filter: {self._why(-err)}")
+        entries = len(self.exclude_inodes) + len(self.flt.inodes or ())
+        lib.bpf_map__set_max_entries(self._map("st_inodes"), max(1, entries))
+        for proto, prog_name in PROGRAMS.items():
+            prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
+            lib.bpf_program__set_autoload(prog, proto in self.flt.protos)
+
+    def _fill_inodes(self) -> None:
+        fd = self.lib.bpf_map__fd(self._map("st_inodes"))
+        key, val = ctypes.c_uint64(), ctypes.c_uint8()
+        for inodes, mark in ((self.flt.inodes or (), record.INO_SELECT),
+                             (self.exclude_inodes, record.INO_EXCLUDE)):
+            for ino in inodes:
+                key.value, val.value = ino, mark
+                if self.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0):
+                    raise EngineError(f"cannot fill the inode map: {self._why(ctypes.get_errno())}")
+
+    def _attach(self, prog_name: str):
+        prog = self.lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
+        link = self.lib.bpf_program__attach_iter(prog, None)
+        if not link:
+            raise EngineError(f"cannot attach the {prog_name} iterator: {self._why(ctypes.get_errno())}")
+        return link
+
+    def _why(self, err: int) -> str:
+        return libbpf.errno_text(err)
+
+    def _load_error(self, err: int) -> EngineError:
+        if err in (errno.EPERM, errno.EACCES) and not _verifier_rejected(self.lib.log):
+            return EngineError("loading BPF programs needs CAP_BPF and CAP_PERFMON "
+                               "(or CAP_SYS_ADMIN): run as root")
+        tail = " | ".join(line for line in self.lib.log[-3:] if line.strip())
+        return EngineError(f"the kernel refused the BPF programs ({self._why(err)}): {tail}")
+
+    # -- per namespace ---------------------------------------------------------
+    def scan(self, ns: model.Namespace, worker: netns.Worker):
+        """Yield the matching sockets of ns; in kill mode they are already destroyed."""
+        fds = worker.call(ns, self._create_iters)
+        socks: list[model.Sock] = []
+        try:
+            for fd in fds:
+                for chunk in _read_all(fd):
+                    batch = decode(chunk, ns)
+                    if self.kill:
+                        socks.extend(batch)
+                    else:
+                        yield from batch
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if self.kill:
+            self._settle(ns, socks, worker)
+            yield from socks
+
+    def _create_iters(self) -> list[int]:
+        """In the worker, inside the namespace: one iterator per protocol with sockets."""
+        counts = netns.sockstat_counts()
+        fds = []
+        for proto, link_fd in self.link_fds.items():
+            busy = counts["tcp"] + counts["tcp_tw"] if proto == "tcp" else counts["udp"]
+            if not busy:
+                continue
+            fd = self.lib.bpf_iter_create(link_fd)
+            if fd < 0:
+                for opened in fds:
+                    os.close(opened)
+                raise OSError(-fd, f"cannot create the {proto} iterator: {self._why(-fd)}")
+            fds.append(fd)
+        return fds
+
+    def _settle(self, ns, socks: list[model.Sock], worker) -> None:
+        """Turn 'destroy was called' into the truth, and destroy what the kfunc cannot."""
+        stats = self.stats()
+        if stats.destroy_failed > self.failures_seen:
+            self.failures_seen = stats.destroy_failed
+            key, val = ctypes.c_uint64(), ctypes.c_int32()
+            for sock in socks:
+                if sock.result != model.KILLED:
+                    continue
+                key.value = sock.cookie
+                if self.lib.bpf_map_lookup_elem(self._errors_fd, ctypes.byref(key),
+                                                ctypes.byref(val)) == 0:
+                    model.set_error(sock, -val.value)
+        deferred = [s for s in socks if s.result == model.DEFERRED]
+        if deferred:
+            from .diag import destroy_here
+            worker.call(ns, lambda: destroy_here(deferred))
+
+    def stats(self) -> record.StStats:
+        stats = record.StStats()
+        key = ctypes.c_uint32(0)
+        self.lib.bpf_map_lookup_elem(self._stats_map, ctypes.byref(key), ctypes.byref(stats))
+        return stats
+
+    # -- host-wide -------------------------------------------------------------
+    def owners(self) -> dict[int, list[tuple[int, str]]]:
+        """socket inode -> [(pid, comm)], every process on the host, one kernel pass."""
+        if self.owner_link is None:
+            self.owner_link = self._attach("st_owners")
+        fd = self.lib.bpf_iter_create(self.lib.bpf_link__fd(self.owner_link))
+        if fd < 0:
+            raise EngineError(f"cannot walk processes: {self._why(-fd)}")
+        found: dict[int, list[tuple[int, str]]] = {}
+        try:
+            for chunk in _read_all(fd, record.OWNER.size):
+                for ino, pid, comm in record.OWNER.iter_unpack(chunk):
+                    entry = (pid, comm.split(b"\0", 1)[0].decode(errors="replace"))
+                    holders = found.setdefault(ino, [])
+                    if entry not in holders:
+                        holders.append(entry)
+        finally:
+            os.close(fd)
+        return found
+
+    def close(self) -> None:
+        if self.lib is None:
+            return
+        for link in [*self.links.values(), self.owner_link]:
+            if link:
+                self.lib.bpf_link__destroy(link)
+        self.links.clear()
+        self.owner_link = None
+        if self.obj:
+            self.lib.bpf_object__close(self.obj)
+            self.obj = None
+
+
+def _verifier_rejected(log: list[str]) -> bool:
+    return any("processed" in line or "R0" in line for line in log[-50:])
+
+
+def _read_all(fd: int, size: int = record.REC.size):
+    """Whole-record chunks from an iterator fd until it is exhausted."""
+    rest = b""
+    while True:
+        try:
+            chunk = os.read(fd, READ_SIZE)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        if rest:
+            chunk, rest = rest + chunk, b""
+        cut = len(chunk) - len(chunk) % size
+        if cut != len(chunk):
+            chunk, rest = chunk[:cut], chunk[cut:]
+        if chunk:
+            yield chunk

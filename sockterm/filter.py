@@ -1,0 +1,241 @@
+"""The socket filter: parsed once from the command line, compiled once, and
+used unchanged by match and kill on every engine.
+
+Semantics: options AND together, repeats of one option OR together.
+Addresses are compared in IPv6 form, IPv4 as ::ffff:a.b.c.d, so an IPv4
+target also matches an IPv6 socket talking to the v4-mapped address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from . import states as st
+
+MAX_ADDR_RULES = 16   # mirrors ST_MAX_ADDRS in bpf/sockterm.h
+MAX_PORT_RULES = 16   # mirrors ST_MAX_PORTS
+
+
+class FilterError(ValueError):
+    """A filter the user wrote that cannot mean anything."""
+
+
+@dataclass(frozen=True)
+class PortRange:
+    lo: int = 0
+    hi: int = 65535
+
+    def __contains__(self, port: int) -> bool:
+        return self.lo <= port <= self.hi
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+
+
+ANY_PORT = PortRange()
+
+
+@dataclass(frozen=True)
+class AddrRule:
+    """One --dst/--src target: a prefix in IPv6 form and an optional port range."""
+
+    net: ipaddress.IPv6Network
+    ports: PortRange = ANY_PORT
+    text: str = ""
+
+    def matches(self, addr16: bytes, port: int) -> bool:
+        value = int.from_bytes(addr16, "big")
+        return (value & int(self.net.netmask)) == int(self.net.network_address) and port in self.ports
+
+
+def parse_port(text: str) -> int:
+    if not re.fullmatch(r"\d{1,5}", text or ""):
+        raise FilterError(f"invalid port {text!r}: expected a number 0-65535")
+    port = int(text)
+    if port > 65535:
+        raise FilterError(f"invalid port {text!r}: expected a number 0-65535")
+    return port
+
+
+def parse_port_range(text: str) -> PortRange:
+    """P or LO-HI."""
+    text = text.strip()
+    if "-" in text:
+        lo_text, _, hi_text = text.partition("-")
+        lo, hi = parse_port(lo_text), parse_port(hi_text)
+        if lo > hi:
+            raise FilterError(f"invalid port range {text!r}: {lo} is above {hi}")
+        return PortRange(lo, hi)
+    port = parse_port(text)
+    return PortRange(port, port)
+
+
+def _network(text: str, whole: str) -> ipaddress.IPv6Network:
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise FilterError(
+            f"invalid address {whole!r}: expected ADDR[/PREFIX][:PORT], IPv6 as [ADDR]:PORT"
+        ) from None
+    if net.version == 4:
+        mapped = ipaddress.IPv6Address("::ffff:" + str(net.network_address))
+        return ipaddress.IPv6Network(f"{mapped}/{96 + net.prefixlen}")
+    return net
+
+
+def parse_addr_rule(text: str) -> AddrRule:
+    """ADDR[/PREFIX][:PORT[-PORT]]; IPv6 in brackets when a port follows."""
+    raw = text.strip()
+    if not raw:
+        raise FilterError("empty address: expected ADDR[/PREFIX][:PORT]")
+    port_text = None
+    if raw.startswith("["):
+        inner, sep, rest = raw[1:].partition("]")
+        if not sep:
+            raise FilterError(f"invalid address {text!r}: missing ']'")
+        addr = inner
+        if rest:
+            if rest.startswith("/"):
+                prefix, _, after = rest[1:].partition(":")
+                addr = f"{inner}/{prefix}"
+                port_text = after if after else None
+                if rest.endswith(":"):
+                    raise FilterError(f"invalid address {text!r}: empty port")
+            elif rest.startswith(":"):
+                port_text = rest[1:]
+            else:
+                raise FilterError(f"invalid address {text!r}: expected ':PORT' after ']'")
+    elif raw.count(":") == 1:
+        addr, _, port_text = raw.partition(":")
+    else:
+        addr = raw  # bare IPv4, or IPv6 without a port
+    if "%" in addr:
+        raise FilterError(f"invalid address {text!r}: zone indexes are not supported")
+    if not addr:
+        raise FilterError(f"invalid address {text!r}: the address is missing")
+    ports = ANY_PORT if port_text is None else parse_port_range(port_text)
+    if port_text == "":
+        raise FilterError(f"invalid address {text!r}: empty port")
+    return AddrRule(_network(addr, text), ports, raw)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What a run selects. Empty tuples mean 'not restricted by this option'."""
+
+    dst: tuple = ()
+    src: tuple = ()
+    dport: tuple = ()
+    sport: tuple = ()
+    protos: frozenset = frozenset({"tcp", "udp"})
+    families: frozenset = frozenset({4, 6})
+    states: frozenset = st.ALL
+    netns: tuple = ()
+    pids: tuple = ()
+    comms: tuple = ()
+    # socket inodes the process options resolved to (None: no process option)
+    inodes: frozenset | None = field(default=None, compare=False)
+
+    @property
+    def targeted(self) -> bool:
+        """Does the filter name something, so that a kill cannot mean 'everything'?"""
+        return bool(self.dst or self.src or self.dport or self.sport
+                    or self.netns or self.pids or self.comms)
+
+    def matches(self, sock) -> bool:
+        """The same decision the BPF program and the diag bytecode make, in Python."""
+        if sock.proto not in self.protos or sock.family not in self.families:
+            return False
+        if sock.state not in self.states:
+            return False
+        if self.dst and not any(r.matches(sock.dst, sock.dport) for r in self.dst):
+            return False
+        if self.src and not any(r.matches(sock.src, sock.sport) for r in self.src):
+            return False
+        if self.dport and not any(sock.dport in r for r in self.dport):
+            return False
+        if self.sport and not any(sock.sport in r for r in self.sport):
+            return False
+        if self.inodes is not None and sock.ino not in self.inodes:
+            return False
+        return True
+
+    def describe(self) -> str:
+        """The filter in the words of the command line (audit trail, messages)."""
+        parts = [f"--dst {r.text}" for r in self.dst] + [f"--src {r.text}" for r in self.src]
+        parts += [f"--dport {p}" for p in self.dport] + [f"--sport {p}" for p in self.sport]
+        if self.protos != {"tcp", "udp"}:
+            parts += [f"--proto {p}" for p in sorted(self.protos)]
+        if self.families != {4, 6}:
+            parts += [f"-{f}" for f in sorted(self.families)]
+        parts += [f"--netns {n}" for n in self.netns]
+        parts += [f"--pid {p}" for p in self.pids] + [f"--comm {c}" for c in self.comms]
+        names = sorted({st.NAMES[s] for s in self.states})
+        parts.append("--state " + ",".join(names))
+        return " ".join(parts)
+
+
+def build_filter(*, dst=(), src=(), dport=(), sport=(), proto=(), ipv4=False, ipv6=False,
+                 state=(), netns=(), pid=(), comm=(), default_states=st.DEFAULT_KILL) -> Filter:
+    """Turn command-line values (strings) into a Filter, or raise FilterError."""
+    dst_rules = tuple(parse_addr_rule(t) for t in dst)
+    src_rules = tuple(parse_addr_rule(t) for t in src)
+    if len(dst_rules) > MAX_ADDR_RULES or len(src_rules) > MAX_ADDR_RULES:
+        raise FilterError(f"at most {MAX_ADDR_RULES} --dst and {MAX_ADDR_RULES} --src targets per run")
+    dports = tuple(parse_port_range(t) for t in _split(dport))
+    sports = tuple(parse_port_range(t) for t in _split(sport))
+    if len(dports) > MAX_PORT_RULES or len(sports) > MAX_PORT_RULES:
+        raise FilterError(f"at most {MAX_PORT_RULES} --dport and {MAX_PORT_RULES} --sport ranges per run")
+    protos = frozenset(p.lower() for p in _split(proto)) or frozenset({"tcp", "udp"})
+    bad = protos - {"tcp", "udp"}
+    if bad:
+        raise FilterError(f"unknown protocol {sorted(bad)[0]!r}: expected tcp or udp")
+    families = frozenset(f for f, on in ((4, ipv4), (6, ipv6)) if on) or frozenset({4, 6})
+    states = frozenset()
+    for name in _split(state):
+        try:
+            states |= st.parse_state(name)
+        except ValueError as exc:
+            raise FilterError(str(exc)) from None
+    pids = tuple(_parse_pid(p) for p in _split(pid))
+    comms = tuple(_parse_comm(c) for c in comm)
+    netns_names = tuple(n for n in netns if _nonempty(n, "--netns"))
+    return Filter(dst_rules, src_rules, dports, sports, protos, families,
+                  states or frozenset(default_states), netns_names, pids, comms)
+
+
+def _split(values) -> list:
+    """Repeats and comma lists mean the same: --dport 80,443 == --dport 80 --dport 443."""
+    out = []
+    for value in values:
+        parts = [part.strip() for part in str(value).split(",")]
+        if not all(parts):
+            raise FilterError(f"empty item in {str(value)!r}")
+        out.extend(parts)
+    return out
+
+
+def _nonempty(value: str, option: str) -> bool:
+    if not value.strip():
+        raise FilterError(f"{option} needs a value")
+    return True
+
+
+def _parse_pid(text: str) -> int:
+    if not re.fullmatch(r"[1-9]\d{0,9}", text):
+        raise FilterError(f"invalid pid {text!r}: expected a positive number")
+    pid = int(text)
+    if pid > 2**22:
+        raise FilterError(f"invalid pid {text!r}: above the kernel's pid limit")
+    return pid
+
+
+def _parse_comm(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 15 or "/" in name or "\0" in name:
+        raise FilterError(
+            f"invalid command name {text!r}: expected the process name as in /proc/PID/comm (1-15 characters)")
+    return name
+

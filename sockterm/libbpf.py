@@ -1,0 +1,140 @@
+"""libbpf's C API through ctypes.
+
+The library comes from the pylibbpf wheel, whose extension module bundles
+libbpf 1.6 and exports its whole C API. We load that shared object directly,
+without `import pylibbpf` (which pulls in llvmlite, ~100 ms); a system
+libbpf.so.1 is the fallback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import importlib.util
+import os
+
+c_void_p, c_char_p, c_int, c_size_t, c_uint = (
+    ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+
+BTF_KIND_STRUCT = 4
+
+PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+
+# name: (restype, argtypes)
+_API = {
+    "libbpf_major_version": (c_uint, []),
+    "libbpf_minor_version": (c_uint, []),
+    "libbpf_set_print": (c_void_p, [PRINT_FN]),
+    "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
+    "bpf_object__load": (c_int, [c_void_p]),
+    "bpf_object__close": (None, [c_void_p]),
+    "bpf_object__btf": (c_void_p, [c_void_p]),
+    "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),
+    "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
+    "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
+    "bpf_program__attach_iter": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
+    "bpf_map__set_max_entries": (c_int, [c_void_p, ctypes.c_uint32]),
+    "bpf_map__fd": (c_int, [c_void_p]),
+    "bpf_link__fd": (c_int, [c_void_p]),
+    "bpf_link__destroy": (c_int, [c_void_p]),
+    "bpf_iter_create": (c_int, [c_int]),
+    "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "btf__find_by_name_kind": (ctypes.c_int32, [c_void_p, c_char_p, ctypes.c_uint32]),
+    "btf__type_by_id": (c_void_p, [c_void_p, ctypes.c_uint32]),
+    "btf__name_by_offset": (c_char_p, [c_void_p, ctypes.c_uint32]),
+    "btf__resolve_size": (ctypes.c_long, [c_void_p, ctypes.c_uint32]),
+}
+
+
+class LibbpfUnavailable(RuntimeError):
+    """No usable libbpf on this host."""
+
+
+def candidate_paths() -> list[str]:
+    """pylibbpf's extension module first, then the system's libbpf."""
+    paths = []
+    spec = importlib.util.find_spec("pylibbpf")
+    if spec and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            paths += sorted(glob.glob(os.path.join(location, "pylibbpf*.so")))
+    system = ctypes.util.find_library("bpf")
+    if system:
+        paths.append(system)
+    return paths
+
+
+class Libbpf:
+    """The bound C API plus the log libbpf produced (for -v and error messages)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lib = ctypes.CDLL(path, use_errno=True)
+        for name, (restype, argtypes) in _API.items():
+            fn = getattr(self.lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+            setattr(self, name, fn)
+        self.log: list[str] = []
+        self._libc = ctypes.CDLL(None)
+        self._print_cb = PRINT_FN(self._on_print)   # kept alive as long as we are
+        self.libbpf_set_print(self._print_cb)
+
+    @property
+    def version(self) -> str:
+        return f"{self.libbpf_major_version()}.{self.libbpf_minor_version()}"
+
+    def _on_print(self, level, fmt, va_list):
+        buf = ctypes.create_string_buffer(1024)
+        self._libc.vsnprintf(buf, ctypes.c_size_t(len(buf)), fmt, ctypes.c_void_p(va_list))
+        self.log.append(buf.value.decode(errors="replace").rstrip("\n"))
+        del self.log[:-400]   # a verifier log can be long; the tail says why
+        return 0
+
+    def struct_layout(self, btf, name: str):
+        """(size, {member: byte offset}) of struct `name` in a BTF object, or None."""
+        type_id = self.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
+        if type_id < 0:
+            return None
+        size = self.btf__resolve_size(btf, type_id)
+        ptr = self.btf__type_by_id(btf, type_id)
+        info = ctypes.c_uint32.from_address(ptr + 4).value
+        vlen, kflag = info & 0xFFFF, info >> 31
+        members = {}
+        for i in range(vlen):
+            base = ptr + 12 + 12 * i
+            name_off = ctypes.c_uint32.from_address(base).value
+            bit_off = ctypes.c_uint32.from_address(base + 8).value
+            if kflag:
+                bit_off &= 0xFFFFFF
+            member = self.btf__name_by_offset(btf, name_off).decode()
+            members[member] = bit_off // 8
+        return size, members
+
+
+_loaded: Libbpf | None = None
+
+
+def load() -> Libbpf:
+    """The process-wide binding (libbpf keeps one print callback per process)."""
+    global _loaded
+    if _loaded is None:
+        errors = []
+        for path in candidate_paths():
+            try:
+                lib = Libbpf(path)
+            except (OSError, AttributeError) as exc:
+                errors.append(f"{path}: {exc}")
+                continue
+            _loaded = lib
+            break
+        else:
+            detail = "; ".join(errors) or "pylibbpf is not installed and no libbpf.so.1 was found"
+            raise LibbpfUnavailable(f"cannot load libbpf ({detail}); install pylibbpf")
+    return _loaded
+
+
+def errno_text(err: int) -> str:
+    return os.strerror(abs(err)) if err else "unknown error"

@@ -1,0 +1,115 @@
+"""What every stage passes along: namespaces, sockets and kill outcomes."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass, field
+
+from . import states as st
+
+# Per-socket kill outcomes (the JSON `result` key)
+MATCHED = "matched"            # match / list: nothing was attempted
+KILLED = "killed"
+GONE = "gone"                  # vanished before the destroy reached it
+UNSUPPORTED = "unsupported"    # the kernel cannot destroy this kind of socket
+NO_PERMISSION = "no-permission"
+FAILED = "failed"              # any other errno; Sock.error says which
+DEFERRED = "deferred"          # internal: the kfunc cannot take it, netlink will
+
+_ERRNO_RESULTS = {errno.ENOENT: GONE, errno.ESRCH: GONE, errno.EOPNOTSUPP: UNSUPPORTED,
+                  errno.EPERM: NO_PERMISSION, errno.EACCES: NO_PERMISSION}
+
+_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
+
+
+@dataclass
+class Namespace:
+    """One network namespace, identified by its nsfs inode."""
+
+    ino: int
+    name: str
+    path: str                      # an nsfs path to open it by
+    alt_paths: list = field(default_factory=list)   # more ways in, should `path` vanish
+    pids: list = field(default_factory=list)
+
+    def paths(self):
+        yield self.path
+        yield from self.alt_paths
+
+
+class Sock:
+    """One TCP or UDP socket as an engine saw it. Addresses are 16 bytes,
+    IPv4 in v4-mapped form, so filters compare one representation."""
+
+    __slots__ = ("netns", "family", "proto", "state", "src", "sport", "dst", "dport",
+                 "cookie", "uid", "ino", "result", "error", "processes", "netns_name",
+                 "mini")
+
+    def __init__(self, *, netns, family, proto, state, src, sport, dst, dport,
+                 cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False):
+        self.netns = netns
+        self.family = family
+        self.proto = proto
+        self.state = state
+        self.src = src
+        self.sport = sport
+        self.dst = dst
+        self.dport = dport
+        self.cookie = cookie
+        self.uid = uid
+        self.ino = ino
+        self.result = result
+        self.error = error
+        self.processes = None
+        self.netns_name = netns_name
+        self.mini = mini           # TIME_WAIT or request socket: no full struct sock
+
+    @property
+    def key(self):
+        return (self.netns, self.cookie)
+
+    def src_text(self) -> str:
+        return addr_text(self.src, self.family)
+
+    def dst_text(self) -> str:
+        return addr_text(self.dst, self.family)
+
+    def state_name(self) -> str:
+        if self.state == st.CLOSE and self.proto == "udp":
+            return "unconnected"
+        return st.NAMES.get(self.state, f"state-{self.state}")
+
+    def __repr__(self) -> str:
+        return (f"Sock({self.proto}{self.family} {self.state_name()} {self.src_text()}:{self.sport}"
+                f" -> {self.dst_text()}:{self.dport} ns={self.netns} cookie={self.cookie} {self.result})")
+
+
+def set_error(sock: Sock, err: int) -> None:
+    """Record that destroying sock failed with errno err (0: it was destroyed)."""
+    err = abs(err)
+    sock.error = err
+    sock.result = KILLED if err == 0 else _ERRNO_RESULTS.get(err, FAILED)
+
+
+def addr_text(addr16: bytes, family: int) -> str:
+    if family == 4 and addr16[:12] == _V4_PREFIX:
+        return socket.inet_ntop(socket.AF_INET, addr16[12:])
+    return socket.inet_ntop(socket.AF_INET6, addr16)
+
+
+def v4_mapped(addr4: bytes) -> bytes:
+    return _V4_PREFIX + addr4
+
+
+@dataclass
+class NamespaceReport:
+    """What happened in one namespace: sockets seen and anything that went wrong."""
+
+    ns: Namespace
+    engine: str
+    error: str = ""               # the namespace could not be walked: why
+    gone: bool = False            # ... because it disappeared (not a failure)
+    matched: int = 0
+    killed: int = 0
+    failed: int = 0

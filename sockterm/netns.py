@@ -1,0 +1,272 @@
+"""Network namespaces: finding every one on the host, and entering them.
+
+setns(CLONE_NEWNET) changes only the calling thread, so namespaces are
+entered by one dedicated worker thread; the main thread never moves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import stat
+import threading
+
+from .model import Namespace
+
+CLONE_NEWNET = 0x40000000
+NSFS_MAGIC = 0x6E736673
+NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NamespaceError(OSError):
+    """A namespace the user named that is not one, or that cannot be entered."""
+
+
+def _nsfs_dev() -> int:
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+def check_nsfs(path: str) -> int:
+    """The inode of the network namespace at `path`; NamespaceError if it is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NamespaceError(exc.errno, f"cannot open namespace {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_dev != _nsfs_dev() or not stat.S_ISREG(st.st_mode):
+            raise NamespaceError(0, f"{path} is not a namespace file (nsfs)")
+        import fcntl
+        try:
+            nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            nstype = CLONE_NEWNET   # kernels before 4.11 cannot say; setns will
+        if nstype != CLONE_NEWNET:
+            raise NamespaceError(0, f"{path} is a namespace, but not a network namespace")
+        return st.st_ino
+    finally:
+        os.close(fd)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of network namespace bind mounts (ip netns, container runtimes)."""
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        try:
+            sep = fields.index("-")
+        except ValueError:
+            continue
+        if sep + 1 < len(fields) and fields[sep + 1] == "nsfs" and fields[3].startswith("net:["):
+            found.append(_unescape(fields[4]))
+    return found
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+class Discovery:
+    """Every network namespace reachable from here, deduplicated by inode."""
+
+    def __init__(self):
+        self.by_ino: dict[int, Namespace] = {}
+        self.skipped: list[str] = []    # what could not be looked at, and why (for -v)
+        self.dev = _nsfs_dev()
+
+    def _add(self, path: str, name: str | None = None, pid: int | None = None) -> None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            self.skipped.append(f"{path}: {exc.strerror}")
+            return
+        if st.st_dev != self.dev:
+            self.skipped.append(f"{path}: not a namespace file")
+            return
+        ns = self.by_ino.get(st.st_ino)
+        if ns is None:
+            ns = self.by_ino[st.st_ino] = Namespace(ino=st.st_ino, name="", path=path)
+        elif path not in ns.paths():
+            ns.alt_paths.append(path)
+        if name and not ns.name:
+            ns.name = name
+        if pid is not None:
+            ns.pids.append(pid)
+
+    def run(self) -> list[Namespace]:
+        self_ino = os.stat("/proc/self/ns/net").st_ino
+        self._add(f"/proc/{os.getpid()}/ns/net", pid=os.getpid())
+        try:
+            names = sorted(os.listdir("/run/netns"))
+        except OSError:
+            names = []
+        for name in names:
+            self._add(os.path.join("/run/netns", name), name=name)
+        for mount in _nsfs_mounts():
+            self._add(mount)
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        for ns in self.by_ino.values():
+            if not ns.name:
+                ns.name = self._fallback_name(ns, self_ino)
+        return sorted(self.by_ino.values(), key=lambda n: (n.ino != self_ino, n.name))
+
+    def _fallback_name(self, ns: Namespace, self_ino: int) -> str:
+        if ns.ino == self_ino:
+            return "host"
+        procs = sorted(p for p in ns.pids)
+        if procs:
+            return f"{_comm(str(procs[0]))}[{procs[0]}]"
+        if not ns.path.startswith("/proc/"):
+            return ns.path
+        return f"net:[{ns.ino}]"
+
+
+def discover() -> tuple[list[Namespace], list[str]]:
+    d = Discovery()
+    found = d.run()
+    return found, d.skipped
+
+
+def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
+    """The namespaces --netns names: an ip-netns or display name, an inode, or an nsfs path."""
+    chosen: dict[int, Namespace] = {}
+    by_ino = {ns.ino: ns for ns in namespaces}
+    for sel in selectors:
+        key = sel.strip()
+        ino = None
+        if key.startswith("net:[") and key.endswith("]"):
+            key = key[5:-1]
+        if key.isdigit():
+            ino = int(key)
+            if ino not in by_ino:
+                raise NamespaceError(0, f"no network namespace with inode {ino}")
+        elif "/" in key:
+            ino = check_nsfs(key)
+            if ino not in by_ino:
+                by_ino[ino] = Namespace(ino=ino, name=key, path=key)
+        else:
+            hits = [ns for ns in namespaces if ns.name == key]
+            if not hits:
+                raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
+            ino = hits[0].ino
+        chosen[ino] = by_ino[ino]
+    return list(chosen.values())
+
+
+class Worker:
+    """A thread that runs callables inside network namespaces, one at a time."""
+
+    def __init__(self):
+        self._requests: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="sockterm-netns", daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        home = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while True:
+                item = self._requests.get()
+                if item is None:
+                    return
+                ns, fn, reply = item
+                try:
+                    reply.put((True, self._run_in(ns, fn, home)))
+                except BaseException as exc:     # handed to the caller, raised there
+                    reply.put((False, exc))
+        finally:
+            os.close(home)
+
+    def _run_in(self, ns: Namespace, fn, home: int):
+        fd = None
+        last = None
+        for path in ns.paths():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                last = exc
+                continue
+            if os.fstat(fd).st_ino == ns.ino:
+                break
+            os.close(fd)   # the path was reused for another namespace
+            fd = None
+        if fd is None:
+            raise NamespaceError(getattr(last, "errno", 0) or 0,
+                                 f"namespace {ns.name} is gone ({getattr(last, 'strerror', 'no path left')})")
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise NamespaceError(err, f"cannot enter namespace {ns.name}: {os.strerror(err)}")
+            try:
+                return fn()
+            finally:
+                if _libc.setns(home, CLONE_NEWNET) != 0:   # never leave the worker elsewhere
+                    raise SystemExit("sockterm: cannot return to the original network namespace")
+        finally:
+            os.close(fd)
+
+    def call(self, ns: Namespace, fn):
+        """fn() run inside ns; its result, or its exception raised here."""
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self._requests.put((ns, fn, reply))
+        ok, value = reply.get()
+        if ok:
+            return value
+        raise value
+
+    def close(self):
+        self._requests.put(None)
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def sockstat_counts() -> dict[str, int]:
+    """Socket counts of the calling thread's namespace (cheap; run in the worker)."""
+    counts = {"tcp": 0, "tcp_tw": 0, "udp": 0}
+    for name in ("sockstat", "sockstat6"):
+        try:
+            with open(f"/proc/thread-self/net/{name}") as f:
+                text = f.read()
+        except OSError:
+            return {"tcp": 1, "tcp_tw": 1, "udp": 1}   # cannot tell: assume busy
+        for line in text.splitlines():
+            proto, _, rest = line.partition(":")
+            words = rest.split()
+            fields = dict(zip(words[::2], words[1::2]))
+            if proto in ("TCP", "TCP6"):
+                counts["tcp"] += int(fields.get("inuse", 0))
+                counts["tcp_tw"] += int(fields.get("tw", 0))
+            elif proto in ("UDP", "UDP6"):
+                counts["udp"] += int(fields.get("inuse", 0))
+    return counts

@@ -1,0 +1,73 @@
+"""Processes and the sockets they hold, read from procfs.
+
+The BPF engine attributes sockets with one in-kernel pass over every task's
+files; this module is what the diag engine uses instead, and what resolves
+--pid/--comm and sockterm's own sockets to socket inodes.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def comm_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def pids_by_comm(names) -> list[int]:
+    wanted = set(names)
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and comm_of(int(entry.name)) in wanted:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def inodes_of(pids) -> frozenset[int]:
+    """Every socket inode the given processes hold right now."""
+    inodes: set[int] = set()
+    for pid in pids:
+        inodes |= _socket_inodes(pid)
+    return frozenset(inodes)
+
+
+def own_inodes() -> frozenset[int]:
+    """sockterm's own sockets, which it never touches."""
+    return inodes_of([os.getpid()])
+
+
+def owners_from_proc() -> dict[int, list[tuple[int, str]]]:
+    """socket inode -> [(pid, comm)] for every process on the host."""
+    found: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        inodes = _socket_inodes(pid)
+        if not inodes:
+            continue
+        holder = (pid, comm_of(pid) or "?")
+        for ino in inodes:
+            found.setdefault(ino, []).append(holder)
+    return found
