@@ -64,11 +64,10 @@ def _struct_format(cls) -> str:
     codes = {u8: "B", u16: "H", u32: "I", u64: "Q"}
     fmt = "<"
     for name, ctype in cls._fields_:
-        if hasattr(ctype, "_length_"):
-            if name == "pad":
-                fmt += f"{ctype._length_}x"
-            else:
-                fmt += f"{ctypes.sizeof(ctype)}s"
+        if name == "pad":
+            fmt += f"{ctypes.sizeof(ctype)}x"
+        elif hasattr(ctype, "_length_"):
+            fmt += f"{ctypes.sizeof(ctype)}s"
         else:
             fmt += codes[ctype]
     assert struct.calcsize(fmt) == ctypes.sizeof(cls), cls

@@ -1,0 +1,149 @@
+"""Real topologies for the privileged tier: throwaway namespaces joined by veth
+pairs, holder processes with real sockets, and sockterm run as a user would."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOLDER = os.path.join(HERE, "holder.py")
+VIP4 = "10.0.0.5"
+VIP6 = "fd00::5"
+
+if os.geteuid() != 0:
+    pytest.skip("privileged tier: needs root", allow_module_level=True)
+
+ENGINES = ["bpf", "diag"]
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
+
+
+class Holder:
+    """A holder.py process inside a namespace, driven over its stdin/stdout."""
+
+    def __init__(self, netns: str):
+        self.netns = netns
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, HOLDER],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pid = self.call("pid")
+
+    def call(self, op, **kw):
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        if "error" in reply:
+            raise OSError(reply["error"] + ": " + reply["msg"])
+        return reply["ok"]
+
+    def status(self, ids=None) -> dict:
+        return {int(k): v for k, v in self.call("status", ids=ids).items()}
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+
+
+class Topology:
+    """Client namespaces, each joined to one backend namespace that holds the VIP."""
+
+    counter = itertools.count()
+
+    def __init__(self):
+        self.tag = uuid.uuid4().hex[:6]
+        self.namespaces: list[str] = []
+        self.holders: list[Holder] = []
+        self.backend = None
+
+    def ns(self, role: str) -> str:
+        name = f"st-{self.tag}-{role}"
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def with_backend(self) -> str:
+        self.backend = self.ns("be")
+        sh("ip", "-n", self.backend, "addr", "add", f"{VIP4}/32", "dev", "lo")
+        sh("ip", "-n", self.backend, "addr", "add", f"{VIP6}/128", "dev", "lo", "nodad")
+        for knob in ("net.ipv4.ip_forward=1",):
+            sh("ip", "netns", "exec", self.backend, "sysctl", "-qw", knob)
+        return self.backend
+
+    def client(self, index: int) -> str:
+        """A client namespace with a veth to the backend and routes to the VIP."""
+        name = self.ns(f"c{index}")
+        a, b = f"stc{self.tag}{index}", f"stb{self.tag}{index}"
+        sh("ip", "link", "add", a, "netns", name, "type", "veth", "peer", "name", b,
+           "netns", self.backend)
+        sh("ip", "-n", name, "addr", "add", f"10.1.{index}.2/24", "dev", a)
+        sh("ip", "-n", self.backend, "addr", "add", f"10.1.{index}.1/24", "dev", b)
+        sh("ip", "-n", name, "addr", "add", f"fd01:{index}::2/64", "dev", a, "nodad")
+        sh("ip", "-n", self.backend, "addr", "add", f"fd01:{index}::1/64", "dev", b, "nodad")
+        sh("ip", "-n", name, "link", "set", a, "up")
+        sh("ip", "-n", self.backend, "link", "set", b, "up")
+        sh("ip", "-n", name, "route", "add", f"{VIP4}/32", "via", f"10.1.{index}.1")
+        sh("ip", "-n", name, "-6", "route", "add", f"{VIP6}/128", "via", f"fd01:{index}::1")
+        return name
+
+    def holder(self, netns: str) -> Holder:
+        h = Holder(netns)
+        self.holders.append(h)
+        return h
+
+    def cleanup(self):
+        for h in self.holders:
+            try:
+                h.close()
+            except Exception:
+                h.proc.kill()
+        for name in self.namespaces:
+            sh("ip", "netns", "del", name, check=False)
+
+
+@pytest.fixture
+def topo():
+    t = Topology()
+    try:
+        yield t
+    finally:
+        t.cleanup()
+
+
+def sockterm(*args, input=None, env=None):
+    """Run the CLI as an operator would; returns (code, stdout, stderr)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("SOCKTERM_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-m", "sockterm", *args], capture_output=True,
+                          text=True, input=input, env=full_env, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def sockterm_json(*args, **kw):
+    code, out, err = sockterm(*args, "-o", "json", **kw)
+    assert out, f"no output (exit {code}): {err}"
+    return code, json.loads(out), err
+
+
+def ss_cookies(netns: str, args: str = "-tuanie") -> set[int]:
+    """Socket cookies `ss` sees in a namespace: the independent view."""
+    out = sh("ip", "netns", "exec", netns, "ss", "-H", *args.split()).stdout
+    found = set()
+    for token in out.split():
+        if token.startswith("sk:"):
+            found.add(int(token[3:], 16))
+    return found
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    return request.param

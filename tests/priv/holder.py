@@ -1,0 +1,149 @@
+"""A process that holds sockets for the tests, inside one network namespace.
+
+Run as `ip netns exec NS python3 holder.py`; it reads one JSON command per
+line on stdin and answers one JSON line on stdout. It reports what its own
+sockets see (SO_ERROR, recv errors), the outside view tests trust.
+"""
+
+import errno
+import json
+import os
+import select
+import socket
+import sys
+
+SO_COOKIE = 57
+socks = {}       # id -> socket
+next_id = [0]
+
+
+def add(sock):
+    next_id[0] += 1
+    socks[next_id[0]] = sock
+    return next_id[0]
+
+
+def info(sid):
+    s = socks[sid]
+    try:
+        local = s.getsockname()
+    except OSError:
+        local = ("", 0)
+    try:
+        peer = s.getpeername()
+    except OSError:
+        peer = ("", 0)
+    cookie = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
+    return {"id": sid, "local": list(local[:2]), "peer": list(peer[:2]), "cookie": cookie,
+            "inode": os.fstat(s.fileno()).st_ino}
+
+
+def family_of(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def op_listen(proto="tcp", addr="0.0.0.0", port=0, backlog=4096, reuseport=False, v6only=None):
+    fam = family_of(addr)
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(fam, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if fam == socket.AF_INET6 and v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+    s.bind((addr, port))
+    if proto == "tcp":
+        s.listen(backlog)
+    return info(add(s))
+
+
+def op_connect(proto="tcp", dst="127.0.0.1", port=80, count=1, src=None, nonblock_ok=False):
+    out = []
+    fam = family_of(dst)
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    for _ in range(count):
+        s = socket.socket(fam, kind)
+        if src:
+            s.bind((src, 0))
+        if nonblock_ok:   # leave it in SYN-SENT when nobody answers
+            s.setblocking(False)
+            try:
+                s.connect((dst, port))
+            except BlockingIOError:
+                pass
+        else:
+            s.connect((dst, port))
+        out.append(info(add(s)))
+    return out
+
+
+def op_accept(id, count=1, timeout=10.0):
+    lst = socks[id]
+    out = []
+    lst.settimeout(timeout)
+    for _ in range(count):
+        conn, _ = lst.accept()
+        conn.setblocking(True)
+        out.append(info(add(conn)))
+    return out
+
+
+def op_send(id, data="x"):
+    socks[id].send(data.encode())
+    return True
+
+
+def so_error(sid):
+    s = socks[sid]
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return err
+
+
+def op_status(ids=None):
+    """Per socket: pending SO_ERROR, or the error a non-blocking recv gets."""
+    out = {}
+    for sid in (ids or list(socks)):
+        s = socks[sid]
+        err = so_error(sid)
+        if err == 0 and s.type == socket.SOCK_STREAM:
+            try:
+                r, _, _ = select.select([s], [], [], 0)
+                if r:
+                    data = s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+                    err = -1 if data == b"" else 0
+            except OSError as exc:
+                err = exc.errno
+            except ValueError:
+                err = -2
+        out[str(sid)] = err
+    return out
+
+
+def op_infos(ids=None):
+    return [info(sid) for sid in (ids or list(socks))]
+
+
+def op_close(ids):
+    for sid in ids:
+        socks.pop(sid).close()
+    return True
+
+
+def op_pid():
+    return os.getpid()
+
+
+def main():
+    for line in sys.stdin:
+        req = json.loads(line)
+        op = req.pop("op")
+        try:
+            result = {"ok": globals()["op_" + op](**req)}
+        except OSError as exc:
+            result = {"error": errno.errorcode.get(exc.errno, str(exc.errno)), "msg": str(exc)}
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
