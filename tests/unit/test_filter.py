@@ -1,0 +1,139 @@
+"""Filter parsing and the reference match semantics (pure logic)."""
+
+import ipaddress
+import socket
+
+import pytest
+
+from sockterm import model, states
+from sockterm.filter import FilterError, build_filter, parse_addr_rule, parse_port_range
+
+
+def sock(dst="10.0.0.5", dport=80, src="10.1.0.2", sport=40000, proto="tcp", family=None,
+         state=states.ESTABLISHED, ino=1):
+    def addr16(text):
+        ip = ipaddress.ip_address(text)
+        return model.v4_mapped(ip.packed) if ip.version == 4 else ip.packed
+    fam = family or (6 if ":" in dst else 4)
+    return model.Sock(netns=1, family=fam, proto=proto, state=state, src=addr16(src), sport=sport,
+                      dst=addr16(dst), dport=dport, cookie=1, ino=ino)
+
+
+@pytest.mark.parametrize("text,net,lo,hi", [
+    ("10.0.0.5", "::ffff:10.0.0.5/128", 0, 65535),
+    ("10.0.0.5:80", "::ffff:10.0.0.5/128", 80, 80),
+    ("10.0.0.0/8", "::ffff:10.0.0.0/104", 0, 65535),
+    ("10.0.0.0/8:1000-2000", "::ffff:10.0.0.0/104", 1000, 2000),
+    ("fd00::5", "fd00::5/128", 0, 65535),
+    ("[fd00::5]:443", "fd00::5/128", 443, 443),
+    ("[fd00::]/64:53", "fd00::/64", 53, 53),
+    ("fd00::/16", "fd00::/16", 0, 65535),
+    ("::ffff:10.0.0.5", "::ffff:10.0.0.5/128", 0, 65535),
+    ("10.0.0.7/24", "::ffff:10.0.0.0/120", 0, 65535),
+])
+def test_parse_addr_rule(text, net, lo, hi):
+    rule = parse_addr_rule(text)
+    assert rule.net == ipaddress.ip_network(net) and (rule.ports.lo, rule.ports.hi) == (lo, hi)
+
+
+@pytest.mark.parametrize("text", [
+    "", "10.0.0.5:", "10.0.0.5:http", "10.0.0.5:70000", "300.0.0.1", "10.0.0.0/33",
+    "fd00::5]:80", "[fd00::5", "[fd00::5]80", "[fd00::5]:", "host.example:80", "10.0.0.5:90-80",
+    "fe80::1%eth0", ":80", "[]:80", "10.0.0.5:-1",
+])
+def test_bad_addresses_raise_one_line(text):
+    with pytest.raises(FilterError) as exc:
+        parse_addr_rule(text)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("text,lo,hi", [("80", 80, 80), ("1000-2000", 1000, 2000), ("0-65535", 0, 65535)])
+def test_port_ranges(text, lo, hi):
+    r = parse_port_range(text)
+    assert (r.lo, r.hi) == (lo, hi)
+
+
+@pytest.mark.parametrize("text", ["", "-", "a", "80-", "-80", "65536", "2-1", "1.5", " "])
+def test_bad_ports(text):
+    with pytest.raises(FilterError):
+        parse_port_range(text)
+
+
+def test_v4_target_matches_v4_mapped_ipv6_socket():
+    flt = build_filter(dst=["10.0.0.5:80"])
+    assert flt.matches(sock())
+    assert flt.matches(sock(dst="::ffff:10.0.0.5", src="::ffff:10.1.0.2", family=6))
+    assert not flt.matches(sock(dst="10.0.0.6"))
+    assert not flt.matches(sock(dport=81))
+
+
+def test_and_between_options_or_between_repeats():
+    flt = build_filter(dst=["10.0.0.5", "10.0.0.6"], dport=["80", "443"], proto=["tcp"])
+    assert flt.matches(sock(dst="10.0.0.6", dport=443))
+    assert not flt.matches(sock(dst="10.0.0.7", dport=443))
+    assert not flt.matches(sock(dst="10.0.0.6", dport=8080))
+    assert not flt.matches(sock(dst="10.0.0.6", dport=443, proto="udp"))
+
+
+def test_default_states_spare_servers_and_time_wait():
+    flt = build_filter(dport=["80"])
+    assert flt.matches(sock(state=states.ESTABLISHED))
+    assert flt.matches(sock(state=states.SYN_SENT))
+    for state in (states.LISTEN, states.CLOSE, states.TIME_WAIT):
+        assert not flt.matches(sock(state=state))
+    assert not flt.matches(sock(proto="udp", state=states.CLOSE))
+
+
+def test_list_defaults_to_all_states():
+    flt = build_filter(default_states=states.ALL)
+    assert flt.matches(sock(state=states.LISTEN)) and flt.matches(sock(state=states.TIME_WAIT))
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("listening", {states.LISTEN}), ("unconnected", {states.CLOSE}),
+    ("established", {states.ESTABLISHED}), ("syn-recv", {states.SYN_RECV, states.NEW_SYN_RECV}),
+    ("time-wait", {states.TIME_WAIT}), ("all", set(states.ALL)),
+    ("connected", set(states.ALL) - {states.LISTEN, states.CLOSE}),
+])
+def test_state_names(name, expected):
+    assert set(build_filter(state=[name]).states) == expected
+
+
+def test_states_combine_and_accept_commas():
+    flt = build_filter(state=["listening,unconnected"])
+    assert set(flt.states) == {states.LISTEN, states.CLOSE}
+
+
+@pytest.mark.parametrize("kw", [
+    {"state": ["bogus"]}, {"proto": ["sctp"]}, {"dport": ["80,,81"]}, {"pid": ["0"]},
+    {"pid": ["abc"]}, {"comm": [""]}, {"comm": ["x" * 16]}, {"netns": [" "]},
+    {"dst": ["10.0.0.%d" % i for i in range(17)]},
+])
+def test_bad_filters(kw):
+    with pytest.raises(FilterError):
+        build_filter(**kw)
+
+
+def test_targeted():
+    assert not build_filter().targeted
+    assert not build_filter(state=["all"], proto=["tcp"], ipv4=True).targeted
+    for kw in ({"dst": ["10.0.0.5"]}, {"sport": ["22"]}, {"pid": ["1"]}, {"netns": ["x"]},
+               {"comm": ["nginx"]}, {"src": ["::1"]}, {"dport": ["80"]}):
+        assert build_filter(**kw).targeted
+
+
+def test_inode_restriction():
+    import dataclasses
+    flt = dataclasses.replace(build_filter(pid=["1"]), inodes=frozenset({7}))
+    assert flt.matches(sock(ino=7)) and not flt.matches(sock(ino=8))
+
+
+def test_family_flags():
+    flt = build_filter(ipv6=True)
+    assert not flt.matches(sock()) and flt.matches(sock(dst="fd00::5", src="fd00::1"))
+
+
+def test_describe_round_trips_through_the_cli_words():
+    flt = build_filter(dst=["10.0.0.5:80"], dport=["1-2"], proto=["udp"], state=["listening"])
+    text = flt.describe()
+    assert "--dst 10.0.0.5:80" in text and "--dport 1-2" in text and "--proto udp" in text

@@ -1,0 +1,105 @@
+"""The record layout has one definition (bpf/sockterm.h) and one mirror
+(sockterm/record.py). These tests make drift impossible to miss: against the
+C compiler's view of the header, and against the shipped object's BTF."""
+
+import ctypes
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from sockterm import model, record
+from sockterm.engine import bpf as bpf_engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HEADER = os.path.join(ROOT, "bpf", "sockterm.h")
+
+
+def c_layouts(tmp_path):
+    """{struct: (size, {field: offset})} as a C compiler lays out bpf/sockterm.h."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no C compiler")
+    lines = ['#include <stdio.h>', '#include <stddef.h>', '#include <linux/types.h>',
+             f'#include "{HEADER}"', "int main(void) {"]
+    for name, cls in record.MIRRORS.items():
+        lines.append(f'printf("{name} size %zu\\n", sizeof(struct {name}));')
+        for field, _ in cls._fields_:
+            lines.append(f'printf("{name} {field} %zu\\n", offsetof(struct {name}, {field}));')
+    lines.append("return 0; }")
+    src = tmp_path / "layout.c"
+    src.write_text("\n".join(lines))
+    exe = tmp_path / "layout"
+    subprocess.run([cc, str(src), "-o", str(exe)], check=True)
+    out = {}
+    for line in subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.splitlines():
+        name, field, value = line.split()
+        size, fields = out.setdefault(name, [0, {}])
+        if field == "size":
+            out[name][0] = int(value)
+        else:
+            fields[field] = int(value)
+    return {name: (size, fields) for name, (size, fields) in out.items()}
+
+
+def test_mirror_matches_header(tmp_path):
+    theirs = c_layouts(tmp_path)
+    for name, cls in record.MIRRORS.items():
+        assert theirs[name] == record.layout(cls), name
+
+
+def test_mirror_matches_shipped_object_btf():
+    from sockterm import libbpf
+    lib = libbpf.load()
+    obj = lib.bpf_object__open_file(bpf_engine.object_path().encode(), None)
+    assert obj, "cannot open the shipped object"
+    try:
+        btf = lib.bpf_object__btf(obj)
+        assert record.layout_mismatches(lambda n: lib.struct_layout(btf, n)) == []
+    finally:
+        lib.bpf_object__close(obj)
+
+
+def test_records_have_no_implicit_padding():
+    for cls in record.MIRRORS.values():
+        end = 0
+        for name, ctype in cls._fields_:
+            assert getattr(cls, name).offset == end, (cls.__name__, name)
+            end += ctypes.sizeof(ctype)
+        assert end == ctypes.sizeof(cls), cls.__name__
+
+
+def test_decode_round_trip():
+    rec = record.StRec(cookie=0x1122334455667788, ino=4242, netns=4026531840, uid=1000,
+                       flags=record.F_MINI, sport=43210, dport=80, family=socket.AF_INET,
+                       proto=socket.IPPROTO_TCP, state=1, result=record.RES_DESTROYED)
+    mapped = model.v4_mapped(socket.inet_aton("10.0.0.5"))
+    ctypes.memmove(rec.dst, mapped, 16)
+    ctypes.memmove(rec.src, model.v4_mapped(socket.inet_aton("10.1.0.2")), 16)
+    rec6 = record.StRec(cookie=7, family=socket.AF_INET6, proto=socket.IPPROTO_UDP, state=7,
+                        sport=53, dport=0)
+    ctypes.memmove(rec6.src, socket.inet_pton(socket.AF_INET6, "fd00::1"), 16)
+    buf = bytes(rec) + bytes(rec6)
+    ns = model.Namespace(ino=4026531840, name="c1", path="/run/netns/c1")
+    a, b = bpf_engine.decode(buf, ns)
+    assert (a.cookie, a.ino, a.uid, a.sport, a.dport, a.family, a.proto) == \
+        (0x1122334455667788, 4242, 1000, 43210, 80, 4, "tcp")
+    assert a.dst_text() == "10.0.0.5" and a.src_text() == "10.1.0.2"
+    assert a.mini and a.result == model.KILLED and a.netns_name == "c1"
+    assert b.family == 6 and b.proto == "udp" and b.src_text() == "fd00::1"
+    assert b.state_name() == "unconnected" and b.result == model.MATCHED
+
+
+def test_config_compiles_prefixes_as_network_order_words():
+    from sockterm.filter import build_filter
+    flt = build_filter(dst=["10.0.0.0/8:80-90"], dport=["443"])
+    cfg = bpf_engine.compile_config(flt, kill=True)
+    rule = cfg.dst[0]
+    addr = b"".join(w.to_bytes(4, "little") for w in rule.addr)
+    mask = b"".join(w.to_bytes(4, "little") for w in rule.mask)
+    assert addr == model.v4_mapped(bytes([10, 0, 0, 0]))
+    assert mask == b"\xff" * 13 + b"\0" * 3
+    assert (rule.port_lo, rule.port_hi, cfg.n_dst, cfg.n_dport) == (80, 90, 1, 1)
+    assert cfg.flags & record.CFG_KILL and cfg.flags & record.CFG_TCP and cfg.flags & record.CFG_UDP
