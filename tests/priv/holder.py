@@ -107,14 +107,13 @@ def op_status(ids=None):
         err = so_error(sid)
         if err == 0 and s.type == socket.SOCK_STREAM:
             try:
-                r, _, _ = select.select([s], [], [], 0)
-                if r:
+                poller = select.poll()
+                poller.register(s, select.POLLIN)
+                if poller.poll(0):
                     data = s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
                     err = -1 if data == b"" else 0
             except OSError as exc:
                 err = exc.errno
-            except ValueError:
-                err = -2
         out[str(sid)] = err
     return out
 
