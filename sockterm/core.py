@@ -111,9 +111,12 @@ def preflight(req: Request, host: probe.HostProbe, engine: str) -> None:
 
 
 def execute(req: Request, report: Report) -> Iterator[model.Sock]:
-    """Stream the sockets the request selects (destroyed first, for kill).
+    """Check and set up the run, then return the stream of the sockets it selects
+    (destroyed first, for kill).
 
-    `report` is filled as the run goes; read it once the iterator is done.
+    Everything that can be refused up front (engine, privileges, --netns values,
+    the BPF object) raises SocktermError here, before any socket is touched.
+    `report` fills as the stream is consumed; read it once the stream is done.
     """
     host = probe.probe()
     report.engine = engine_name = choose_engine(req.backend, req.kill, host, req.log)
@@ -126,6 +129,10 @@ def execute(req: Request, report: Report) -> Iterator[model.Sock]:
         engine = _create(engine_name, flt, req)
     except EngineError as exc:
         raise SocktermError(f"{engine_name} engine: {exc}", exc.code) from None
+    return _stream(engine, namespaces, report, req)
+
+
+def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.Sock]:
     try:
         owners = engine.owners() if req.processes else None
         with netns.Worker() as worker:

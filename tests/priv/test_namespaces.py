@@ -1,0 +1,95 @@
+"""Namespace discovery: every way a namespace can exist on a host is found
+without being named, named as a human would recognise it, and refused
+cleanly when a --netns value is not a network namespace."""
+
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import sh, sockterm, sockterm_json
+
+
+@pytest.fixture
+def lone_process():
+    """A namespace that only a process holds (no /run/netns entry): a container."""
+    proc = subprocess.Popen(["unshare", "-n", "sh", "-c",
+                             "ip link set lo up; exec python3 -c 'import socket,time;"
+                             "s=socket.socket();s.bind((\"127.0.0.1\",7777));s.listen();"
+                             "time.sleep(120)'"])
+    path = f"/proc/{proc.pid}/ns/net"
+    for _ in range(100):
+        if os.path.exists(path) and os.stat(path).st_ino != os.stat("/proc/self/ns/net").st_ino:
+            break
+        time.sleep(0.05)
+    # wait until its listener exists
+    for _ in range(100):
+        out = subprocess.run(["nsenter", "-t", str(proc.pid), "-n", "ss", "-Htln"],
+                             capture_output=True, text=True).stdout
+        if "7777" in out:
+            break
+        time.sleep(0.05)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_process_only_namespace_is_found_and_named(lone_process):
+    code, doc, err = sockterm_json("list", "--sport", "7777")
+    assert code == 0, err
+    [sock] = doc["sockets"]
+    assert sock["netns"] == os.stat(f"/proc/{lone_process.pid}/ns/net").st_ino
+    assert sock["netns_name"] == f"python3[{lone_process.pid}]"
+    assert sock["processes"] == [{"pid": lone_process.pid, "comm": "python3"}]
+
+
+def test_bind_mounted_namespace_without_process(topo):
+    """A runtime's nsfs bind mount outside /run/netns, with no process inside."""
+    ns = topo.ns("bind")
+    holder = topo.holder(ns)
+    holder.call("listen", addr="127.0.0.1", port=7788)
+    with tempfile.TemporaryDirectory() as d:
+        target = os.path.join(d, "netns-file")
+        open(target, "w").close()
+        sh("mount", "--bind", f"/run/netns/{ns}", target)
+        try:
+            sh("umount", f"/run/netns/{ns}")          # now only the bind mount (and holder) keep it
+            code, doc, err = sockterm_json("list", "--sport", "7788")
+            assert code == 0, err
+            assert doc["sockets"][0]["netns_name"] in (target, f"python3[{holder.pid}]")
+            code, doc, err = sockterm_json("list", "--sport", "7788", "--netns", target)
+            assert code == 0 and len(doc["sockets"]) == 1
+        finally:
+            sh("umount", target, check=False)
+            # the topology deletes /run/netns/<ns>; recreate the file so `ip netns del` is clean
+            open(f"/run/netns/{ns}", "a").close()
+
+
+def test_named_namespaces(topo):
+    ns = topo.ns("named")
+    h = topo.holder(ns)
+    h.call("listen", addr="127.0.0.1", port=7799)
+    code, doc, err = sockterm_json("list", "--netns", ns)
+    assert code == 0, err
+    assert {s["netns_name"] for s in doc["sockets"]} == {ns}
+    ino = os.stat(f"/run/netns/{ns}").st_ino
+    for selector in (str(ino), f"net:[{ino}]", f"/run/netns/{ns}"):
+        code, doc2, err = sockterm_json("list", "--netns", selector)
+        assert code == 0 and [s["cookie"] for s in doc2["sockets"]] == [s["cookie"] for s in doc["sockets"]]
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "/proc/self/ns/mnt", "/nonexistent/ns",
+                                   "no-such-namespace", "4026531", "/proc/999999999/ns/net"])
+def test_bad_netns_values_exit_2_in_one_line(value):
+    code, out, err = sockterm("list", "--netns", value)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out == ""
+
+
+def test_verbose_reports_unreadable_proc_entries():
+    code, out, err = sockterm("-v", "list", "--dport", "1", "-o", "json")
+    assert "Traceback" not in err
+    assert "engine: " in err
