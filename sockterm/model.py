@@ -46,7 +46,7 @@ class Sock:
                  "cookie", "uid", "ino", "result", "error", "processes", "netns_name",
                  "mini")
 
-    def __init__(self, *, netns, family, proto, state, src, sport, dst, dport,
+    def __init__(self, netns, family, proto, state, src, sport, dst, dport,
                  cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False):
         self.netns = netns
         self.family = family

@@ -56,17 +56,13 @@ def compile_config(flt, kill: bool) -> record.StConfig:
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
-    """st_rec records -> Sock objects."""
-    out = []
-    Sock = model.Sock
-    for (cookie, ino, src, dst, _netns, uid, flags, sport, dport, family, proto, state,
-         result) in record.REC.iter_unpack(buf):
-        out.append(Sock(netns=ns.ino, family=FAMILIES.get(family, family),
-                        proto=PROTO_NAMES.get(proto, str(proto)), state=state, src=src,
-                        sport=sport, dst=dst, dport=dport, cookie=cookie, uid=uid, ino=ino,
-                        result=_RESULTS[result], netns_name=ns.name,
-                        mini=bool(flags & record.F_MINI)))
-    return out
+    """st_rec records -> Sock objects (positional: this is the per-socket hot path)."""
+    Sock, results, name, ino = model.Sock, _RESULTS, ns.name, ns.ino
+    protos, families, mini = PROTO_NAMES, FAMILIES, record.F_MINI
+    return [Sock(ino, families.get(family, family), protos.get(proto, proto), state, src, sport,
+                 dst, dport, cookie, uid, sock_ino, results[result], 0, name, bool(flags & mini))
+            for (cookie, sock_ino, src, dst, _netns, uid, flags, sport, dport, family, proto,
+                 state, result) in record.REC.iter_unpack(buf)]
 
 
 _RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLED,
