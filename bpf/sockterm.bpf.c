@@ -225,14 +225,19 @@ int st_udp(struct bpf_iter__udp *ctx)
 	return emit(ctx->meta->seq, &r, &sk->__sk_common);
 }
 
-/* Which process holds which socket, host-wide, in one pass over all tasks. */
+/* Which process holds which socket, host-wide, in one pass over all tasks.
+ * Only sockets the run's filter selects are reported, so a kill of 20k
+ * sockets among 160k decodes 20k owners, not 160k. */
 SEC("iter/task_file")
 int st_owners(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct st_owner o = {};
+	struct st_rec r = {};
 	struct socket *sock;
+	struct sock *sk;
+	__u16 proto;
 
 	if (!task || !file)
 		return 0;
@@ -241,6 +246,18 @@ int st_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 	sock = bpf_sock_from_file(file);
 	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	proto = sk->sk_protocol;
+	if (!((proto == IPPROTO_TCP && (cfg.flags & ST_CFG_TCP)) ||
+	      (proto == IPPROTO_UDP && (cfg.flags & ST_CFG_UDP))))
+		return 0;
+	read_common(&r, &sk->__sk_common);
+	if (r.family != AF_INET && r.family != AF_INET6)
+		return 0;
+	if (!wanted(&r))
 		return 0;
 	o.ino = BPF_CORE_READ(file, f_inode, i_ino);
 	o.pid = task->tgid;

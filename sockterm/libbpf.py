@@ -18,6 +18,7 @@ c_void_p, c_char_p, c_int, c_size_t, c_uint = (
     ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
 
 BTF_KIND_STRUCT = 4
+LIBBPF_INFO = 1   # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 
@@ -77,8 +78,10 @@ class Libbpf:
             fn = getattr(self.lib, name)
             fn.restype, fn.argtypes = restype, argtypes
             setattr(self, name, fn)
-        self.log: list[str] = []
+        self.log: list[str] = []          # everything libbpf said (error messages use the tail)
+        self.notices: list[str] = []      # its warnings and info lines, shown under -v
         self._libc = ctypes.CDLL(None)
+        self._buf = ctypes.create_string_buffer(1 << 18)   # a verifier log is long
         self._print_cb = PRINT_FN(self._on_print)   # kept alive as long as we are
         self.libbpf_set_print(self._print_cb)
 
@@ -87,10 +90,13 @@ class Libbpf:
         return f"{self.libbpf_major_version()}.{self.libbpf_minor_version()}"
 
     def _on_print(self, level, fmt, va_list):
-        buf = ctypes.create_string_buffer(1024)
+        buf = self._buf
         self._libc.vsnprintf(buf, ctypes.c_size_t(len(buf)), fmt, ctypes.c_void_p(va_list))
-        self.log.append(buf.value.decode(errors="replace").rstrip("\n"))
-        del self.log[:-400]   # a verifier log can be long; the tail says why
+        lines = buf.value.decode(errors="replace").rstrip("\n").splitlines()
+        self.log.extend(lines)
+        del self.log[:-400]   # the tail says why
+        if level <= LIBBPF_INFO:
+            self.notices.extend(lines)
         return 0
 
     def struct_layout(self, btf, name: str):

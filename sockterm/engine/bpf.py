@@ -106,6 +106,9 @@ class BpfEngine:
                               + "; ".join(problems) + "): reinstall sockterm")
         self._configure()
         err = lib.bpf_object__load(self.obj)
+        for line in lib.notices:
+            self.log(f"libbpf: {line}")
+        lib.notices.clear()
         if err:
             raise self._load_error(-err)
         for proto, prog_name in PROGRAMS.items():
@@ -156,11 +159,12 @@ class BpfEngine:
         return libbpf.errno_text(err)
 
     def _load_error(self, err: int) -> EngineError:
-        if err in (errno.EPERM, errno.EACCES) and not _verifier_rejected(self.lib.log):
+        reason = _verifier_reason(self.lib.log)
+        if err in (errno.EPERM, errno.EACCES) and not reason:
             return EngineError("loading BPF programs needs CAP_BPF and CAP_PERFMON "
                                "(or CAP_SYS_ADMIN): run as root")
-        tail = " | ".join(line for line in self.lib.log[-3:] if line.strip())
-        return EngineError(f"the kernel refused the BPF programs ({self._why(err)}): {tail}")
+        return EngineError(f"the kernel refused the BPF programs ({self._why(err)}): "
+                           f"{reason or 'see -v for the libbpf log'}")
 
     # -- per namespace ---------------------------------------------------------
     def scan(self, ns: model.Namespace, worker: netns.Worker):
@@ -255,8 +259,12 @@ class BpfEngine:
             self.obj = None
 
 
-def _verifier_rejected(log: list[str]) -> bool:
-    return any("processed" in line or "R0" in line for line in log[-50:])
+def _verifier_reason(log: list[str]) -> str:
+    """The verifier's complaint: the line before its 'processed N insns' summary."""
+    for i in range(len(log) - 1, 0, -1):
+        if log[i].startswith("processed ") and " insns" in log[i]:
+            return log[i - 1].strip()
+    return ""
 
 
 def _read_all(fd: int, size: int = record.REC.size):
