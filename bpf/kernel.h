@@ -38,7 +38,7 @@ struct bpf_sock_addr; struct bpf_sysctl; struct bpf_perf_event_data; struct bpf_
 struct bpf_pidns_info; struct bpf_redir_neigh; struct bpf_spin_lock; struct bpf_timer;
 struct bpf_dynptr; struct bpf_fib_lookup; struct bpf_map; struct btf_ptr; struct linux_binprm;
 struct mptcp_sock; struct path; struct pt_regs; struct seq_file; struct sk_buff; struct tcp6_sock;
-struct tcp_request_sock; struct tcp_sock; struct tcp_timewait_sock; struct udp6_sock;
+struct tcp_request_sock; struct tcp_sock; struct udp6_sock;
 struct unix_sock; struct cgroup; struct bpf_iter_num; struct user_pt_regs;
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
@@ -76,6 +76,7 @@ struct sock_common {
 	__u16 skc_num;
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
+	int skc_bound_dev_if;
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
@@ -100,6 +101,14 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	struct socket *sk_socket;
+};
+
+struct inet_timewait_sock {
+	volatile unsigned char tw_substate;
+};
+
+struct tcp_timewait_sock {
+	struct inet_timewait_sock tw_sk;
 };
 
 struct inet_sock {

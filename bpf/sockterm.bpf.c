@@ -101,6 +101,7 @@ static __always_inline void read_common(struct st_rec *r, struct sock_common *sk
 	r->state = skc->skc_state;
 	r->sport = skc->skc_num;
 	r->dport = bpf_ntohs(skc->skc_dport);
+	r->ifindex = skc->skc_bound_dev_if;
 	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (r->family == AF_INET) {
 		v4_mapped(r->src, skc->skc_rcv_saddr);
@@ -124,6 +125,22 @@ static __always_inline bool wanted(const struct st_rec *r)
 	if (!port_rules_match(cfg.dport, cfg.n_dport, r->dport))
 		return false;
 	return port_rules_match(cfg.sport, cfg.n_sport, r->sport);
+}
+
+/* Report the state the way inet_diag (and so ss) does: an orphaned FIN_WAIT2
+ * socket lives on as a TIME_WAIT object whose substate is the real state, and
+ * a request socket is SYN_RECV. Both engines then agree, and so does ss. */
+static __always_inline void report_state_as_diag(struct st_rec *r, struct sock_common *skc)
+{
+	struct tcp_timewait_sock *tw;
+
+	if (r->state == ST_TCP_NEW_SYN_RECV) {
+		r->state = ST_TCP_SYN_RECV;
+	} else if (r->state == ST_TCP_TIME_WAIT) {
+		tw = bpf_skc_to_tcp_timewait_sock(skc);
+		if (tw)
+			r->state = tw->tw_sk.tw_substate;
+	}
 }
 
 static __always_inline __u64 sock_ino(struct sock *sk)
@@ -184,6 +201,7 @@ int st_tcp(struct bpf_iter__tcp *ctx)
 	read_common(&r, skc);
 	r.proto = IPPROTO_TCP;
 	r.uid = ctx->uid;
+	report_state_as_diag(&r, skc);
 	if (!wanted(&r))
 		return 0;
 	/* TIME_WAIT and request sockets are small objects without the fields

@@ -20,6 +20,11 @@
 /* st_rec.flags */
 #define ST_F_MINI 0x1      /* no full struct sock (TIME_WAIT or request socket) */
 
+/* Kernel TCP states the iterator sees that ss(8) and inet_diag report differently */
+#define ST_TCP_TIME_WAIT    6
+#define ST_TCP_SYN_RECV     3
+#define ST_TCP_NEW_SYN_RECV 12
+
 /* st_config.flags */
 #define ST_CFG_KILL       0x1 /* destroy what matches */
 #define ST_CFG_INODES     0x2 /* only sockets whose inode is in st_inodes (process filter) */
@@ -39,13 +44,14 @@ struct st_rec {
 	__u32 netns;        /* network namespace inode */
 	__u32 uid;
 	__u32 flags;        /* ST_F_* */
+	__u32 ifindex;      /* device the socket is bound to, 0 if none (netlink destroys need it) */
 	__u16 sport;        /* host byte order */
 	__u16 dport;
 	__u16 family;       /* AF_INET / AF_INET6 */
 	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 state;         /* kernel TCP_* numbering, UDP included */
 	__u8 result;        /* ST_RES_* */
-	__u8 pad[3];
+	__u8 pad[7];
 };
 
 /* One --dst/--src target: (addr & mask) == addr, port in [port_lo, port_hi].

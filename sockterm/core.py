@@ -163,7 +163,8 @@ def _scan_one(engine, ns, worker, owners, report: Report, req: Request):
                     nsr.failed += 1
             yield sock
     except (OSError, EngineError) as exc:
-        gone = isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ESRCH)
+        # only the namespace itself vanishing is benign; any other ENOENT is a failure
+        gone = isinstance(exc, netns.NamespaceError) and exc.errno in (errno.ENOENT, errno.ESRCH)
         nsr.gone = gone
         nsr.error = str(getattr(exc, "strerror", None) or exc)
         req.log(f"namespace {ns.name}: {nsr.error}")

@@ -38,6 +38,7 @@ _API = {
     "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
     "bpf_map__set_max_entries": (c_int, [c_void_p, ctypes.c_uint32]),
     "bpf_map__fd": (c_int, [c_void_p]),
+    "bpf_map__value_size": (ctypes.c_uint32, [c_void_p]),
     "bpf_link__fd": (c_int, [c_void_p]),
     "bpf_link__destroy": (c_int, [c_void_p]),
     "bpf_iter_create": (c_int, [c_int]),

@@ -44,10 +44,11 @@ class Sock:
 
     __slots__ = ("netns", "family", "proto", "state", "src", "sport", "dst", "dport",
                  "cookie", "uid", "ino", "result", "error", "processes", "netns_name",
-                 "mini")
+                 "mini", "ifindex")
 
     def __init__(self, netns, family, proto, state, src, sport, dst, dport,
-                 cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False):
+                 cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False,
+                 ifindex=0):
         self.netns = netns
         self.family = family
         self.proto = proto
@@ -64,6 +65,7 @@ class Sock:
         self.processes = None
         self.netns_name = netns_name
         self.mini = mini           # TIME_WAIT or request socket: no full struct sock
+        self.ifindex = ifindex     # bound device; a netlink destroy must name it
 
     @property
     def key(self):

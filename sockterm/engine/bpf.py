@@ -60,9 +60,10 @@ def decode(buf, ns: model.Namespace) -> list[model.Sock]:
     Sock, results, name, ino = model.Sock, _RESULTS, ns.name, ns.ino
     protos, families, mini = PROTO_NAMES, FAMILIES, record.F_MINI
     return [Sock(ino, families.get(family, family), protos.get(proto, proto), state, src, sport,
-                 dst, dport, cookie, uid, sock_ino, results[result], 0, name, bool(flags & mini))
-            for (cookie, sock_ino, src, dst, _netns, uid, flags, sport, dport, family, proto,
-                 state, result) in record.REC.iter_unpack(buf)]
+                 dst, dport, cookie, uid, sock_ino, results[result], 0, name, bool(flags & mini),
+                 ifindex)
+            for (cookie, sock_ino, src, dst, _netns, uid, flags, ifindex, sport, dport, family,
+                 proto, state, result) in record.REC.iter_unpack(buf)]
 
 
 _RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLED,
@@ -83,7 +84,8 @@ class BpfEngine:
         self.link_fds: dict[str, int] = {}
         self.owner_link = None
         self._errors_fd = -1
-        self._stats_map = None
+        self._stats_map = -1
+        self._bss_buf = None
         self.failures_seen = 0
 
     # -- setup ---------------------------------------------------------------
@@ -116,7 +118,11 @@ class BpfEngine:
                 self.links[proto] = self._attach(prog_name)
                 self.link_fds[proto] = lib.bpf_link__fd(self.links[proto])
         self._errors_fd = lib.bpf_map__fd(self._map("st_kill_errors"))
-        self._stats_map = lib.bpf_map__fd(self._map(".bss"))
+        bss = self._map(".bss")
+        self._stats_map = lib.bpf_map__fd(bss)
+        # .bss holds more than the stats: a lookup writes the whole value
+        self._bss_buf = ctypes.create_string_buffer(max(lib.bpf_map__value_size(bss),
+                                                        ctypes.sizeof(record.StStats)))
         self._fill_inodes()
 
     def _map(self, name: str):
@@ -221,10 +227,11 @@ class BpfEngine:
             worker.call(ns, lambda: destroy_here(deferred))
 
     def stats(self) -> record.StStats:
-        stats = record.StStats()
+        """The programs' counters (struct st_stats starts the .bss section)."""
         key = ctypes.c_uint32(0)
-        self.lib.bpf_map_lookup_elem(self._stats_map, ctypes.byref(key), ctypes.byref(stats))
-        return stats
+        if self.lib.bpf_map_lookup_elem(self._stats_map, ctypes.byref(key), self._bss_buf):
+            raise EngineError(f"cannot read the BPF counters: {self._why(ctypes.get_errno())}")
+        return record.StStats.from_buffer_copy(self._bss_buf)
 
     # -- host-wide -------------------------------------------------------------
     def owners(self) -> dict[int, list[tuple[int, str]]]:

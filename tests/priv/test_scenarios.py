@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from conftest import VIP4, VIP6, sockterm_json
+from conftest import VIP4, VIP6, sh, sockterm_json
 
 ABORTED = errno.ECONNABORTED
 
@@ -116,13 +116,14 @@ def test_ipv6_and_v4_mapped(topo, engine):
 
 
 def test_syn_sent(topo, engine):
-    topo.with_backend()
+    be = topo.with_backend()
     ns = topo.client(0)
     client = topo.holder(ns)
-    # the backend drops nothing, but nobody listens on a blackholed address: use an
-    # unrouted peer inside the client's own subnet, so the SYN goes unanswered
-    conns = client.call("connect", dst="10.1.0.99", port=7000, count=1, nonblock_ok=True)
-    code, doc, err = kill(engine, "--dst", "10.1.0.99")
+    # the backend swallows SYNs to this address: the client stays in SYN-SENT
+    sh("ip", "-n", be, "route", "add", "blackhole", "10.9.9.9/32")
+    sh("ip", "-n", ns, "route", "add", "10.9.9.9/32", "via", "10.1.0.1")
+    conns = client.call("connect", dst="10.9.9.9", port=7000, count=1, nonblock_ok=True)
+    code, doc, err = kill(engine, "--dst", "10.9.9.9")
     assert code == 0, err
     assert doc["sockets"][0]["state"] == "syn-sent"
     assert client.status([conns[0]["id"]])[conns[0]["id"]] == ABORTED
@@ -132,8 +133,9 @@ def test_syn_sent(topo, engine):
 def test_time_wait_only_when_asked(topo, engine, state):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=2)
-    server.call("accept", id=lst["id"], count=2)
-    client.call("close", ids=[c["id"] for c in conns])     # active close: client in TIME_WAIT
+    accepted = server.call("accept", id=lst["id"], count=2)
+    client.call("close", ids=[c["id"] for c in conns])     # active close: client in FIN_WAIT2
+    server.call("close", ids=[a["id"] for a in accepted])  # peer closes too: client in TIME_WAIT
     import time
     time.sleep(0.3)
     code, doc, err = sockterm_json("--backend", engine, "match", "--dst", f"{vip}:8000")
