@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -15,6 +18,10 @@ from . import model, netns, probe, procs
 from .engine import EngineError
 from .exitcodes import ExitCode
 from .filter import Filter
+
+
+# namespaces walked at once: one reader per core, a few at most
+READERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class SocktermError(Exception):
@@ -136,8 +143,18 @@ def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.
     try:
         owners = engine.owners() if req.processes else None
         with netns.Worker() as worker:
-            for ns in namespaces:
-                yield from _scan_one(engine, ns, worker, owners, report, req)
+            for nsr, batch in _scan_all(engine, namespaces, worker, report, req):
+                for sock in batch:
+                    if owners is not None:
+                        sock.processes = owners.get(sock.ino, [])
+                    nsr.matched += 1
+                    if req.kill:
+                        if sock.result == model.KILLED:
+                            nsr.killed += 1
+                        elif sock.result != model.GONE:
+                            nsr.failed += 1
+                    yield sock
+        report.warnings.extend(engine.warnings)
     finally:
         engine.close()
 
@@ -148,20 +165,73 @@ def _create(name: str, flt: Filter, req: Request):
                           log=req.log)
 
 
-def _scan_one(engine, ns, worker, owners, report: Report, req: Request):
-    nsr = model.NamespaceReport(ns=ns, engine=engine.name)
-    report.namespaces.append(nsr)
+def _scan_all(engine, namespaces, worker, report: Report, req: Request):
+    """(NamespaceReport, [Sock]) batches, several namespaces walked at once.
+
+    The kernel's walk of a namespace costs the same whether it has 1 socket or
+    10,000 (its hash tables are shared host-wide), and reads release the GIL,
+    so a reader per core divides the wall time. A bounded queue keeps memory
+    flat when the consumer is slower than the kernel.
+    """
+    nsrs = [model.NamespaceReport(ns=ns, engine=engine.name) for ns in namespaces]
+    report.namespaces.extend(nsrs)
+    readers = min(READERS, len(nsrs))
+    if readers <= 1:
+        for nsr in nsrs:
+            for batch in _scan_one(engine, nsr, worker, report, req):
+                yield nsr, batch
+        return
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for nsr in nsrs:
+        todo.put(nsr)
+    out: queue.Queue = queue.Queue(maxsize=64)
+    stop = threading.Event()
+
+    def read():
+        try:
+            while not stop.is_set():
+                try:
+                    nsr = todo.get_nowait()
+                except queue.Empty:
+                    return
+                for batch in _scan_one(engine, nsr, worker, report, req):
+                    while not stop.is_set():
+                        try:
+                            out.put((nsr, batch), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+        finally:
+            out.put(None)
+
+    threads = [threading.Thread(target=read, name=f"sockterm-read-{i}", daemon=True)
+               for i in range(readers)]
+    for t in threads:
+        t.start()
     try:
-        for sock in engine.scan(ns, worker):
-            if owners is not None:
-                sock.processes = owners.get(sock.ino, [])
-            nsr.matched += 1
-            if req.kill:
-                if sock.result == model.KILLED:
-                    nsr.killed += 1
-                elif sock.result != model.GONE:
-                    nsr.failed += 1
-            yield sock
+        running = readers
+        while running:
+            item = out.get()
+            if item is None:
+                running -= 1
+            else:
+                yield item
+    finally:
+        stop.set()            # the consumer went away (error, | head): let readers finish
+        while any(t.is_alive() for t in threads):
+            try:
+                out.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        for t in threads:
+            t.join()
+
+
+def _scan_one(engine, nsr, worker, report: Report, req: Request):
+    """One namespace's batches; its failure is recorded, never raised."""
+    ns = nsr.ns
+    try:
+        yield from engine.scan(ns, worker)
     except (OSError, EngineError) as exc:
         # only the namespace itself vanishing is benign; any other ENOENT is a failure
         gone = isinstance(exc, netns.NamespaceError) and exc.errno in (errno.ENOENT, errno.ESRCH)

@@ -85,8 +85,8 @@ class BpfEngine:
         self.owner_link = None
         self._errors_fd = -1
         self._stats_map = -1
+        self.warnings: list[str] = []
         self._bss_buf = None
-        self.failures_seen = 0
 
     # -- setup ---------------------------------------------------------------
     def open(self) -> None:
@@ -174,7 +174,8 @@ class BpfEngine:
 
     # -- per namespace ---------------------------------------------------------
     def scan(self, ns: model.Namespace, worker: netns.Worker):
-        """Yield the matching sockets of ns; in kill mode they are already destroyed."""
+        """Yield lists of the matching sockets of ns; in kill mode they are
+        already destroyed. Safe to run for several namespaces at once."""
         fds = worker.call(ns, self._create_iters)
         socks: list[model.Sock] = []
         try:
@@ -184,13 +185,13 @@ class BpfEngine:
                     if self.kill:
                         socks.extend(batch)
                     else:
-                        yield from batch
+                        yield batch
         finally:
             for fd in fds:
                 os.close(fd)
-        if self.kill:
+        if self.kill and socks:
             self._settle(ns, socks, worker)
-            yield from socks
+            yield socks
 
     def _create_iters(self) -> list[int]:
         """In the worker, inside the namespace: one iterator per protocol with sockets."""
@@ -211,20 +212,30 @@ class BpfEngine:
     def _settle(self, ns, socks: list[model.Sock], worker) -> None:
         """Turn 'destroy was called' into the truth, and destroy what the kfunc cannot."""
         stats = self.stats()
-        if stats.destroy_failed > self.failures_seen:
-            self.failures_seen = stats.destroy_failed
-            key, val = ctypes.c_uint64(), ctypes.c_int32()
+        if stats.errors_lost and not self.warnings:
+            self.warnings.append(f"{stats.errors_lost} failed destroys did not fit in the error "
+                                 "map: some sockets reported killed may have survived")
+        if stats.destroy_failed:
+            errors = self._kill_errors()
             for sock in socks:
-                if sock.result != model.KILLED:
-                    continue
-                key.value = sock.cookie
-                if self.lib.bpf_map_lookup_elem(self._errors_fd, ctypes.byref(key),
-                                                ctypes.byref(val)) == 0:
-                    model.set_error(sock, -val.value)
+                if sock.result == model.KILLED and sock.cookie in errors:
+                    model.set_error(sock, errors[sock.cookie])
         deferred = [s for s in socks if s.result == model.DEFERRED]
         if deferred:
             from .diag import destroy_here
             worker.call(ns, lambda: destroy_here(deferred))
+
+    def _kill_errors(self) -> dict[int, int]:
+        """cookie -> errno of every destroy the kfunc refused so far in this run."""
+        found = {}
+        key, nxt, val = ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_int32()
+        prev = None
+        while self.lib.bpf_map_get_next_key(self._errors_fd, prev, ctypes.byref(nxt)) == 0:
+            key.value = nxt.value
+            if self.lib.bpf_map_lookup_elem(self._errors_fd, ctypes.byref(key), ctypes.byref(val)) == 0:
+                found[key.value] = -val.value
+            prev = ctypes.byref(key)
+        return found
 
     def stats(self) -> record.StStats:
         """The programs' counters (struct st_stats starts the .bss section)."""

@@ -387,6 +387,7 @@ class DiagEngine:
         self.bytecode = b""
         self.states = 0
         self.targets: list[tuple[int, str]] = []     # (address family, proto)
+        self.warnings: list[str] = []
 
     def open(self) -> None:
         n = nl()
@@ -444,7 +445,8 @@ class DiagEngine:
         return nl().DiagSocket(), targets
 
     def scan(self, ns, worker):
-        """Yield the matching sockets of ns; in kill mode they are already destroyed."""
+        """Yield lists of the matching sockets of ns; in kill mode they are
+        already destroyed. Safe to run for several namespaces at once."""
         n = nl()
         dsock, targets = worker.call(ns, self._open_here)
         if dsock is None:
@@ -463,15 +465,15 @@ class DiagEngine:
                         if sock.cookie not in seen:
                             seen.add(sock.cookie)
                             found.append(sock)
-                else:
-                    yield from socks
+                elif socks:
+                    yield socks
             if self.kill and found:
                 destroy_with(dsock, found, self.log)
                 unsupported = sum(1 for s in found if s.error == errno.EOPNOTSUPP)
                 if unsupported == len(found):
                     self.log("diag: the kernel refused every destroy with EOPNOTSUPP: "
                              "it lacks CONFIG_INET_DIAG_DESTROY")
-                yield from found
+                yield found
         finally:
             dsock.close()
 

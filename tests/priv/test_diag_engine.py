@@ -116,7 +116,7 @@ def run(net, kill, **filter_args):
     engine = diag.DiagEngine(flt=flt, kill=kill, log=logs.append)
     engine.open()
     try:
-        return list(engine.scan(net.ns, net.worker))
+        return [s for batch in engine.scan(net.ns, net.worker) for s in batch]
     finally:
         engine.close()
 
@@ -327,7 +327,7 @@ def test_gone_and_excluded(net):
     engine = diag.DiagEngine(flt=flt, kill=True,
                              exclude_inodes=frozenset({os.fstat(c2.fileno()).st_ino}))
     engine.open()
-    killed = list(engine.scan(net.ns, net.worker))
+    killed = [s for batch in engine.scan(net.ns, net.worker) for s in batch]
     assert [s.cookie for s in killed] == [cookie_of(c1)]
     assert alive(c2)
     # destroying it again: the kernel no longer has it

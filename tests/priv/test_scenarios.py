@@ -3,6 +3,7 @@ sock_destroy.c), each driven through the CLI on both engines, and checked from
 the applications' side."""
 
 import errno
+import time
 
 import pytest
 
@@ -136,8 +137,11 @@ def test_time_wait_only_when_asked(topo, engine, state):
     accepted = server.call("accept", id=lst["id"], count=2)
     client.call("close", ids=[c["id"] for c in conns])     # active close: client in FIN_WAIT2
     server.call("close", ids=[a["id"] for a in accepted])  # peer closes too: client in TIME_WAIT
-    import time
-    time.sleep(0.3)
+    for _ in range(100):      # until ss sees both in TIME-WAIT
+        out = sh("ip", "netns", "exec", client.netns, "ss", "-Htan", "state", "time-wait").stdout
+        if len(out.splitlines()) == 2:
+            break
+        time.sleep(0.05)
     code, doc, err = sockterm_json("--backend", engine, "match", "--dst", f"{vip}:8000")
     assert code == 1
     code, doc, err = kill(engine, "--dst", f"{vip}:8000", "--state", state)
