@@ -8,7 +8,7 @@ import click
 
 from ..exitcodes import ExitCode
 from .options import filter_args, filter_options, output_options
-from .run import abort, build_filter, make_request, renderer_for, stream
+from .run import abort, build_filter, make_request, renderer_for, run_into, stderr_log, stream
 
 SAMPLE = 10
 
@@ -28,6 +28,8 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, dry_run: bool, **kwargs):
     Without --state only connected sockets are killed: listeners and
     unconnected UDP sockets only with --state listening / unconnected / all.
     A filter naming an address, port, process or namespace is required.
+    On a terminal kill shows what matches and asks; elsewhere it needs --yes.
+    Every kill is recorded in syslog (authpriv).
     """
     from .. import states
     flt = build_filter(filter_args(kwargs), states.DEFAULT_KILL)
@@ -43,37 +45,59 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, dry_run: bool, **kwargs):
     if not yes and not interactive:
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
     if max_kills is not None or not yes:
-        _check_first(ctx, flt, max_kills, confirm=not yes)
+        _check_first(ctx, flt, max_kills, confirm=not yes, processes=processes)
     request = make_request(ctx, "kill", flt, processes=processes)
     renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
-    return stream(request, renderer, {"command": "kill", "filter": flt.describe()})
+    log = stderr_log(ctx.obj["verbose"])
+    return stream(request, renderer, {"command": "kill", "filter": flt.describe()},
+                  on_done=lambda report, error: _audit(flt, report, error, log))
 
 
-def _check_first(ctx, flt, max_kills, *, confirm: bool) -> None:
+def _audit(flt, report, error: str, log) -> None:
+    from .. import audit
+    text = audit.message(filter_text=flt.describe(), report=report, error=error)
+    severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
+    problem = audit.write(text, severity=severity)
+    if problem and problem.startswith("no syslog socket"):
+        log(problem)
+    elif problem:
+        click.echo(f"sockterm: warning: {problem}", err=True)
+    else:
+        log(f"audit record written to {audit.socket_path()}")
+
+
+def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> None:
     """A match pass before killing: the --max guard and the confirmation prompt."""
-    from ..core import Report, SocktermError, execute
-    from .render import endpoint
-    report = Report()
-    request = make_request(ctx, "match", flt, processes=confirm)
+    from ..core import Report, SocktermError
+    report, socks = Report(), []
+    request = make_request(ctx, "match", flt, processes=confirm and processes)
     try:
-        socks = list(execute(request, report))
+        run_into(request, report, socks.append, fmt="table")
     except SocktermError as exc:
         abort(str(exc), exc.code)
-    if not socks:
-        click.echo("sockterm: nothing matches; nothing to kill", err=True)
-        sys.exit(int(ExitCode.NO_MATCH))
     if max_kills is not None and len(socks) > max_kills:
         abort(f"{len(socks)} sockets match, more than --max {max_kills}: nothing killed",
               ExitCode.FAILURE)
     if not confirm:
-        return
-    click.echo(f"About to kill {len(socks)} socket{'s' if len(socks) != 1 else ''}:", err=True)
-    for sock in socks[:SAMPLE]:
-        click.echo(f"  {sock.netns_name}  {sock.proto}  {sock.state_name()}  "
-                   f"{endpoint(sock.src_text(), sock.sport, sock.family)} -> "
-                   f"{endpoint(sock.dst_text(), sock.dport, sock.family)}", err=True)
-    if len(socks) > SAMPLE:
-        click.echo(f"  ... and {len(socks) - SAMPLE} more", err=True)
+        return    # --yes: even when nothing matched now, the kill pass reports it as usual
+    if not socks:
+        click.echo("sockterm: nothing matches; nothing killed", err=True)
+        sys.exit(int(ExitCode.NO_MATCH))
+    _show_sample(socks, report)
     if not click.confirm("Kill them?", default=False, err=True):
         click.echo("sockterm: nothing killed", err=True)
         sys.exit(int(ExitCode.NO_MATCH))
+
+
+def _show_sample(socks, report) -> None:
+    from .render import COLUMNS, fit_widths, folded_lines, row, terminal_width
+    nss = len({s.netns for s in socks})
+    click.echo(f"About to kill {len(socks)} socket{'s' if len(socks) != 1 else ''} in "
+               f"{nss} namespace{'s' if nss != 1 else ''} (engine {report.engine}):", err=True)
+    rows = [row(s, kill=False) for s in socks[:SAMPLE]]
+    widths = fit_widths(COLUMNS, rows, terminal_width(sys.stderr) - 2)
+    for cells in rows:
+        for line in folded_lines(cells, widths, None):
+            click.echo("  " + line, err=True)
+    if len(socks) > SAMPLE:
+        click.echo(f"  ... and {len(socks) - SAMPLE} more", err=True)

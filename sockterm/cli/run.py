@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -36,23 +37,71 @@ def make_request(ctx, command: str, flt, *, processes: bool):
                    log=stderr_log(ctx.obj["verbose"]))
 
 
-def stream(request, renderer, meta: dict, *, quiet_summary: bool = False) -> int:
-    """Run the request through the renderer; return the exit code."""
-    from ..core import Report, SocktermError, execute
-    from .render import summary_line
+def stream(request, renderer, meta: dict, *, quiet_summary: bool = False, on_done=None) -> int:
+    """Run the request through the renderer; return the exit code.
+
+    on_done(report, error_text) runs once the run stopped, however it stopped
+    (the kill audit record: sockets may be gone even when the run failed).
+    """
+    from ..core import Report, SocktermError
+    from .render import summary_lines
     report = Report()
-    try:
-        for sock in execute(request, report):
+    reader_gone = []
+
+    def take(sock):
+        if reader_gone:
+            return
+        try:
             renderer.socket(sock)
+        except BrokenPipeError:
+            if not request.kill:
+                raise             # list | head: stopping early is what the reader wants
+            reader_gone.append(True)   # a kill half done because of `| head`: finish it
+            _silence_stdout()
+
+    try:
+        run_into(request, report, take, fmt=renderer.fmt)
     except SocktermError as exc:
+        if on_done:
+            on_done(report, str(exc))
         abort(str(exc), exc.code)
-    renderer.finish(report, meta)
-    sys.stdout.flush()
+    except BaseException as exc:
+        if on_done:
+            on_done(report, f"interrupted ({type(exc).__name__})")
+        raise
+    if on_done:
+        on_done(report, "")
+    if not reader_gone:
+        try:
+            renderer.finish(report, meta)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            if not request.kill:
+                raise
+            _silence_stdout()
     for warning in report.warnings:
         click.echo(f"sockterm: warning: {warning}", err=True)
     if not quiet_summary:
-        click.echo(summary_line(report, request.kill), err=True)
+        for line in summary_lines(report, request.kill):
+            click.echo(line, err=True)
     return report.exit_code(request.kill)
+
+
+def _silence_stdout() -> None:
+    """The reader went away: drop further output (and the flush at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def run_into(request, report, take, *, fmt: str) -> None:
+    """Feed every socket the request selects to take(sock), with a progress line
+    on stderr when the run takes more than a moment."""
+    from ..core import execute
+    from .progress import Progress, wanted
+    with Progress(report, kill=request.kill, enabled=wanted(fmt)):
+        for sock in execute(request, report):
+            take(sock)
 
 
 def renderer_for(output, no_header: bool, kill: bool):

@@ -147,3 +147,34 @@ def ss_cookies(netns: str, args: str = "-tuanie") -> set[int]:
 @pytest.fixture(params=ENGINES)
 def engine(request):
     return request.param
+
+
+# ---- reliability suite (issue 6): no namespace left behind ---------------------------------
+# Appended section: records every namespace a Topology or rel_util.RelTopology of
+# this session creates, and fails the session's last test if any is still there at
+# the end (deleting it, so the host is not left worse than it was found).
+
+_SESSION_NAMESPACES: set = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_namespace_left_behind():
+    import rel_util
+    original = Topology.ns
+
+    def recording_ns(self, role):
+        name = original(self, role)
+        _SESSION_NAMESPACES.add(name)
+        return name
+
+    Topology.ns = recording_ns
+    rel_util.CREATED_NAMESPACES = _SESSION_NAMESPACES
+    try:
+        yield
+    finally:
+        Topology.ns = original
+        present = set(sh("ip", "netns", "list").stdout.split())
+        left = sorted(_SESSION_NAMESPACES & present)
+        for name in left:
+            sh("ip", "netns", "del", name, check=False)
+        assert not left, f"namespaces left behind by this session: {left}"

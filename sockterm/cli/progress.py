@@ -1,0 +1,82 @@
+"""A one-line progress display on stderr for runs that take more than a moment.
+
+A thread redraws the line from counters the run updates; nothing is drawn
+for runs shorter than DELAY, and the line is erased before any output.
+Plain ANSI (carriage return, erase line): no rich import, no colour.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+DELAY = 0.4       # seconds before the line appears
+INTERVAL = 0.1
+
+
+class Progress:
+    def __init__(self, report, *, kill: bool, enabled: bool, err=None):
+        self.report = report          # core.Report: its namespaces list grows as the run goes
+        self.kill = kill
+        self.enabled = enabled
+        self.err = err or sys.stderr
+        self._stop = threading.Event()
+        self._thread = None
+        self._drawn = False
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, name="sockterm-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        if self._drawn:
+            self._write("\r\x1b[K")
+
+    def line(self) -> str:
+        report = self.report
+        nss = len(report.namespaces)
+        text = (f"sockterm: searching {nss} namespace{'s' if nss != 1 else ''}... "
+                f"{report.matched} matched")
+        return text + (f", {report.killed} killed" if self.kill else "")
+
+    def _run(self) -> None:
+        if self._stop.wait(DELAY):
+            return
+        while True:
+            self._write("\r\x1b[K" + self.line())
+            self._drawn = True
+            if self._stop.wait(INTERVAL):
+                return
+
+    def _write(self, text: str) -> None:
+        try:
+            self.err.write(text)
+            self.err.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def wanted(fmt: str, out=None, err=None) -> bool:
+    """Draw only for a person watching stderr, and never between lines that
+    stream to the same terminal (tsv, jsonl)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    if not _isatty(err):
+        return False
+    return fmt in ("table", "json") or not _isatty(out)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

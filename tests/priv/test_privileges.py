@@ -1,0 +1,96 @@
+"""Privileges: sockterm run without the capabilities a command needs must
+refuse up front, in one line naming the missing capability, exit 3, and
+leave every socket as it was (nothing half-done).
+
+Three ways to be short of privileges: root with CAP_NET_ADMIN dropped from
+the bounding set (setpriv, and capsh), and an unprivileged user (nobody).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from rel_util import RelTopology, cli, sh
+
+NO_NET_ADMIN = {
+    "setpriv": ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", "--"],
+    "capsh": ["capsh", "--drop=cap_net_admin", "--"],
+}
+# nobody, with no capability except CAP_DAC_READ_SEARCH: this VM's Python lives
+# under /root (mode 0700), which nobody could not even start from otherwise.
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+          "--inh-caps=-all,+dac_read_search", "--ambient-caps=+dac_read_search",
+          "--bounding-set=-all,+dac_read_search", "--"]
+
+
+def _prefix(name):
+    if name == "nobody":
+        return NOBODY
+    prefix = NO_NET_ADMIN[name]
+    if not shutil.which(prefix[0]):
+        pytest.skip(f"{prefix[0]} not installed")
+    if name == "capsh":
+        # capsh -- runs /bin/sh with the rest of the arguments: -c 'exec "$0" "$@"'
+        return prefix + ["-c", 'exec "$0" "$@"']
+    return prefix
+
+
+def cap_eff(prefix) -> int:
+    out = sh(*prefix, "cat", "/proc/self/status").stdout
+    return int(next(l for l in out.splitlines() if l.startswith("CapEff:")).split()[1], 16)
+
+
+@pytest.fixture(scope="module")
+def victim():
+    with RelTopology() as topo:
+        ns = topo.ns("priv")
+        h = topo.holder(ns)
+        lst = h.call("listen", addr="127.0.0.1", port=7700)
+        conns = h.call("connect", dst="127.0.0.1", port=7700, count=2)
+        h.call("accept", id=lst["id"], count=2)
+        yield ns, h, [c["id"] for c in conns] + [lst["id"]]
+
+
+def test_prefixes_really_drop_the_capability():
+    assert cap_eff(_prefix("setpriv")) >> 12 & 1 == 0
+    assert cap_eff(_prefix("setpriv")) >> 21 & 1 == 1      # still CAP_SYS_ADMIN
+    assert cap_eff(NOBODY) == 1 << 2                        # CAP_DAC_READ_SEARCH only
+
+
+@pytest.mark.parametrize("backend", ["auto", "bpf", "diag"])
+@pytest.mark.parametrize("how", ["setpriv", "capsh", "nobody"])
+def test_kill_without_privileges_refuses(victim, how, backend):
+    ns, h, ids = victim
+    for args in (["kill", "--yes", "--netns", ns, "--dport", "7700"],
+                 ["kill", "--yes", "--netns", ns, "--sport", "7700", "--state", "all",
+                  "--max", "10"],
+                 ["kill", "--yes", "--dst", "127.0.0.1", "-o", "json"]):
+        code, out, err = cli("--backend", backend, *args, prefix=_prefix(how))
+        lines = [l for l in err.strip().splitlines() if l.strip()]
+        assert "Traceback" not in err
+        assert code == 3, (how, args, code, err)
+        assert len(lines) == 1, err
+        wanted = "CAP_NET_ADMIN" if how != "nobody" else "CAP_"
+        assert wanted in lines[0], lines[0]
+        assert out == "" or not json.loads(out).get("sockets"), out
+    assert set(h.status(ids).values()) == {0}, "a socket died in a refused run"
+
+
+@pytest.mark.parametrize("backend", ["bpf", "diag"])
+def test_list_needs_no_net_admin(victim, backend):
+    ns, h, ids = victim
+    code, out, err = cli("--backend", backend, "list", "--netns", ns, "-o", "json",
+                         prefix=_prefix("setpriv"))
+    assert code == 0, err
+    assert len(json.loads(out)["sockets"]) == 5
+
+
+@pytest.mark.parametrize("command", ["list", "match"])
+def test_unprivileged_list_refuses_in_one_line(command):
+    code, out, err = cli(command, prefix=NOBODY)
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert code == 3 and len(lines) == 1 and "CAP_" in lines[0], err
+    assert "Traceback" not in err

@@ -1,0 +1,202 @@
+"""Output formats: the table fits, tsv is stable, JSON keys are the contract."""
+
+import io
+import json
+import re
+
+import pytest
+
+from sockterm import model, states
+from sockterm.cli import render
+from sockterm.core import Report
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+CONTRACT = {"netns", "netns_name", "proto", "family", "state", "src", "sport", "dst", "dport", "cookie"}
+
+
+def sock(i=0, *, family=4, proto="tcp", state=states.ESTABLISHED, result=model.MATCHED, error=0,
+         name="st-c0", processes=((4242, "curl"),)):
+    if family == 4:
+        src, dst = model.v4_mapped(bytes([10, 1, 0, 2])), model.v4_mapped(bytes([10, 0, 0, 5]))
+    else:
+        src = bytes.fromhex("fd010000000000000000000000000002")
+        dst = bytes.fromhex("fd000000000000000000000000000005")
+    s = model.Sock(netns=4026532000 + i % 3, family=family, proto=proto, state=state, src=src,
+                   sport=40000 + i, dst=dst, dport=80, cookie=1000 + i, uid=0, ino=5000 + i,
+                   result=result, error=error, netns_name=name)
+    s.processes = None if processes is None else list(processes)
+    return s
+
+
+def report_of(socks, kill=False):
+    rep = Report(engine="bpf")
+    by_ns = {}
+    for s in socks:
+        nsr = by_ns.get(s.netns)
+        if nsr is None:
+            nsr = by_ns[s.netns] = model.NamespaceReport(
+                ns=model.Namespace(ino=s.netns, name=s.netns_name, path=""), engine="bpf")
+            rep.namespaces.append(nsr)
+        nsr.matched += 1
+        if kill:
+            nsr.killed += s.result == model.KILLED
+            nsr.failed += s.result not in (model.KILLED, model.GONE)
+    return rep
+
+
+def render_all(fmt, socks, kill=False, header=True, **kw):
+    out = io.StringIO()
+    r = render.RENDERERS[fmt](kill=kill, header=header, out=out, **kw)
+    for s in socks:
+        r.socket(s)
+    r.finish(report_of(socks, kill), {"command": "kill" if kill else "match", "filter": "--dst x"})
+    return out.getvalue()
+
+
+def test_tsv_header_and_stable_columns():
+    text = render_all("tsv", [sock(0), sock(1, family=6)])
+    lines = text.splitlines()
+    assert lines[0] == "NETNS\tPROTO\tSTATE\tLOCAL\tPEER\tPROCESS"
+    assert lines[1] == "st-c0\ttcp\testablished\t10.1.0.2:40000\t10.0.0.5:80\tcurl[4242]"
+    assert lines[2].split("\t")[3:5] == ["[fd01::2]:40001", "[fd00::5]:80"]
+    assert all(line.count("\t") == 5 for line in lines)
+    assert "\x1b" not in text
+
+
+def test_tsv_no_header_and_kill_result():
+    socks = [sock(0, result=model.KILLED), sock(1, result=model.NO_PERMISSION, error=1)]
+    lines = render_all("tsv", socks, kill=True, header=False).splitlines()
+    assert [line.split("\t")[-1] for line in lines] == ["killed", "no-permission (EPERM)"]
+
+
+def test_hostile_names_cannot_split_columns_or_reach_the_terminal():
+    s = sock(0, name="evil\tns", processes=[(1, "a\x1b[2Jb\nc")])
+    line = render_all("tsv", [s], header=False)
+    assert line.count("\t") == 5 and line.count("\n") == 1 and "\x1b" not in line
+    assert "\x1b[2J" not in render_all("table", [s], width=80, color=True)
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_json_contract(kill):
+    socks = [sock(0, result=model.KILLED if kill else model.MATCHED), sock(1, family=6)]
+    doc = json.loads(render_all("json", socks, kill=kill))
+    assert {"command", "filter", "engine", "sockets", "namespaces", "summary"} <= set(doc)
+    for obj in doc["sockets"]:
+        assert CONTRACT <= set(obj)
+        assert isinstance(obj["netns"], int) and obj["family"] in (4, 6)
+        assert ("result" in obj) == kill
+    assert doc["sockets"][0]["dst"] == "10.0.0.5" and doc["sockets"][1]["dst"] == "fd00::5"
+    assert doc["sockets"][0]["processes"] == [{"pid": 4242, "comm": "curl"}]
+    assert doc["summary"]["matched"] == 2
+    assert ("killed" in doc["summary"]) == kill
+
+
+def test_jsonl_one_object_per_line_same_keys_as_json():
+    socks = [sock(i) for i in range(5)]
+    lines = render_all("jsonl", socks, kill=True).splitlines()
+    assert len(lines) == 5
+    objs = [json.loads(line) for line in lines]
+    assert objs == json.loads(render_all("json", socks, kill=True))["sockets"]
+
+
+def test_no_processes_is_null_in_json_and_empty_in_tsv():
+    s = sock(0, processes=None)
+    assert json.loads(render_all("jsonl", [s]))["processes"] is None
+    assert render_all("tsv", [s], header=False).rstrip("\n").endswith("\t")
+
+
+def visible(text):
+    return [ANSI.sub("", line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_table_fits_80_columns_even_with_long_cells(kill):
+    socks = [sock(i, family=6, name="a-rather-long-namespace-name",
+                  processes=[(p, "worker") for p in range(100, 106)],
+                  result=model.NO_PERMISSION, error=1) for i in range(20)]
+    lines = visible(render_all("table", socks, kill=kill, width=80, color=False))
+    assert max(map(len, lines)) <= 80
+    assert lines[0].split() == list(render.COLUMNS) + (["RESULT"] if kill else [])
+    # folded, not cut: every character of the address is still there
+    assert "fd00::5" in "".join(lines).replace(" ", "")
+
+
+def test_table_uses_natural_widths_when_they_fit():
+    lines = render_all("table", [sock(0)], width=200, color=False).splitlines()
+    assert lines[1].split() == ["st-c0", "tcp", "established", "10.1.0.2:40000", "10.0.0.5:80", "curl[4242]"]
+    assert len(lines) == 2
+
+
+def test_table_colour_only_when_asked():
+    socks = [sock(0, result=model.KILLED), sock(1, result=model.FAILED, error=5)]
+    plain = render_all("table", socks, kill=True, width=120, color=False)
+    coloured = render_all("table", socks, kill=True, width=120, color=True)
+    assert "\x1b" not in plain
+    assert render.GREEN + "killed" in coloured and render.RED + "failed" in coloured
+    assert visible(coloured) == plain.splitlines()
+
+
+def test_use_color_respects_no_color(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert render.use_color(Tty())
+    assert not render.use_color(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not render.use_color(Tty())
+
+
+def test_table_is_fast_for_large_kills():
+    import time
+    socks = [sock(i, result=model.KILLED) for i in range(20000)]
+    start = time.perf_counter()
+    text = render_all("table", socks, kill=True, width=80, color=True)
+    assert len(text.splitlines()) == 20001
+    assert time.perf_counter() - start < 5   # rich.Table took ~10 s here
+
+
+def test_empty_table_prints_nothing():
+    assert render_all("table", [], width=80) == ""
+
+
+def test_summary_single_namespace():
+    rep = report_of([sock(0), sock(3)])
+    assert render.summary_lines(rep, kill=False) == ["2 sockets in 1 namespace (engine bpf)"]
+
+
+def test_summary_per_namespace_when_several():
+    socks = [sock(i, name=f"ns{i % 3}", result=model.KILLED if i % 4 else model.FAILED) for i in range(9)]
+    lines = render.summary_lines(report_of(socks, kill=True), kill=True)
+    assert len(lines) == 4
+    assert lines[-1] == "killed 6 of 9 matching sockets in 3 namespaces, 3 failed (engine bpf)"
+    assert lines[0].split()[0] in {"ns0", "ns1", "ns2"} and lines[0].startswith("  ")
+
+
+def test_summary_nothing_matched():
+    rep = Report(engine="diag")
+    rep.namespaces.append(model.NamespaceReport(ns=model.Namespace(1, "host", ""), engine="diag"))
+    assert render.summary_lines(rep, kill=True) == [
+        "killed 0 of 0 matching sockets in 1 namespace searched (engine diag)"]
+
+
+def test_default_format_follows_stdout():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    assert render.default_format(Tty()) == "table"
+    assert render.default_format(io.StringIO()) == "tsv"
+
+
+def test_table_fits_even_a_very_narrow_terminal():
+    socks = [sock(i, family=6, result=model.KILLED) for i in range(3)]
+    lines = visible(render_all("table", socks, kill=True, width=40, color=True))
+    assert max(map(len, lines)) <= 40
+
+
+def test_tsv_header_even_when_nothing_matched_but_not_before_a_failure():
+    assert render_all("tsv", []) == "NETNS\tPROTO\tSTATE\tLOCAL\tPEER\tPROCESS\n"
+    out = io.StringIO()
+    render.TsvRenderer(kill=False, header=True, out=out)   # the run failed: no socket, no finish
+    assert out.getvalue() == ""
