@@ -32,7 +32,9 @@ def _nsfs_dev() -> int:
 def check_nsfs(path: str) -> int:
     """The inode of the network namespace at `path`; NamespaceError if it is not one."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO would block open() forever
+            raise NamespaceError(0, f"{path} is not a namespace file (nsfs)")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise NamespaceError(exc.errno, f"cannot open namespace {path}: {exc.strerror}") from None
     try:

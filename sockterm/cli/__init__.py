@@ -70,6 +70,9 @@ def main(argv=None) -> None:
         code = cli.main(args=argv, prog_name="sockterm", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:   # bare `sockterm`: help, not an error
+        click.echo(exc.ctx.get_help())
+        code = ExitCode.OK
     except click.exceptions.Abort:
         click.echo("sockterm: aborted", err=True)
         code = ExitCode.FAILURE

@@ -12,9 +12,15 @@ from conftest import VIP4, VIP6, sh, sockterm_json
 ABORTED = errno.ECONNABORTED
 
 
-def kill(engine, *args):
-    code, doc, err = sockterm_json("--backend", engine, "kill", "--yes", *args)
-    return code, doc, err
+def scoped(topo, *args):
+    """Only the test's own namespaces: other suites may share these addresses."""
+    if "--netns" in args:
+        return args
+    return args + tuple(arg for ns in topo.namespaces for arg in ("--netns", ns))
+
+
+def kill(topo, engine, *args):
+    return sockterm_json("--backend", engine, "kill", "--yes", *scoped(topo, *args))
 
 
 def pair(topo, family=4):
@@ -32,7 +38,7 @@ def test_tcp_client(topo, engine):
     conns = client.call("connect", dst=vip, port=8000, count=3)
     accepted = server.call("accept", id=lst["id"], count=3)
     victim = conns[0]
-    code, doc, err = kill(engine, "--sport", str(victim["local"][1]), "--dport", "8000")
+    code, doc, err = kill(topo, engine, "--sport", str(victim["local"][1]), "--dport", "8000")
     assert code == 0, err
     assert [s["cookie"] for s in doc["sockets"]] == [victim["cookie"]]
     assert client.status([c["id"] for c in conns]) == {conns[0]["id"]: ABORTED, conns[1]["id"]: 0,
@@ -45,7 +51,7 @@ def test_tcp_server(topo, engine):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=2)
     accepted = server.call("accept", id=lst["id"], count=2)
-    code, doc, err = kill(engine, "--sport", "8000", "--netns", topo.backend)
+    code, doc, err = kill(topo, engine, "--sport", "8000", "--netns", topo.backend)
     assert code == 0, err
     # the accepted sockets die, the listener (a server) is spared by default
     assert {s["cookie"] for s in doc["sockets"]} == {a["cookie"] for a in accepted}
@@ -60,7 +66,7 @@ def test_udp_client(topo, engine):
     server, client = topo.holder(be), topo.holder(ns)
     srv = server.call("listen", proto="udp", addr=VIP4, port=5000)
     conns = client.call("connect", proto="udp", dst=VIP4, port=5000, count=2)
-    code, doc, err = kill(engine, "--dst", f"{VIP4}:5000")
+    code, doc, err = kill(topo, engine, "--dst", f"{VIP4}:5000")
     assert code == 0, err
     assert {s["cookie"] for s in doc["sockets"]} == {c["cookie"] for c in conns}
     assert set(client.status([c["id"] for c in conns]).values()) == {ABORTED}
@@ -74,9 +80,9 @@ def test_udp_server_reuseport_group(topo, engine):
              for _ in range(3)]
     other = server.call("listen", proto="udp", addr="::", port=6001)
     # default states never touch unconnected servers
-    code, doc, err = kill(engine, "--sport", "6000", "--netns", be)
+    code, doc, err = kill(topo, engine, "--sport", "6000", "--netns", be)
     assert code == 1 and doc["sockets"] == []
-    code, doc, err = kill(engine, "--sport", "6000", "--state", "unconnected", "--netns", be)
+    code, doc, err = kill(topo, engine, "--sport", "6000", "--state", "unconnected", "--netns", be)
     assert code == 0, err
     assert {s["cookie"] for s in doc["sockets"]} == {g["cookie"] for g in group}
     assert all(s["result"] == "killed" for s in doc["sockets"])
@@ -87,7 +93,7 @@ def test_udp_server_reuseport_group(topo, engine):
 def test_listener_with_pending_connections(topo, engine):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=3)   # never accepted
-    code, doc, err = kill(engine, "--sport", "8000", "--state", "listening", "--netns", topo.backend)
+    code, doc, err = kill(topo, engine, "--sport", "8000", "--state", "listening", "--netns", topo.backend)
     assert code == 0, err
     assert [s["cookie"] for s in doc["sockets"]] == [lst["cookie"]]
     assert server.status([lst["id"]])[lst["id"]] == ABORTED
@@ -104,14 +110,14 @@ def test_ipv6_and_v4_mapped(topo, engine):
     mapped = client.call("connect", dst=f"::ffff:{VIP4}", port=9000, count=1)
     plain4 = client.call("connect", dst=VIP4, port=9000, count=1)
     server.call("accept", id=lst6["id"], count=3)
-    code, doc, err = kill(engine, "--dst", f"{VIP4}:9000")
+    code, doc, err = kill(topo, engine, "--dst", f"{VIP4}:9000")
     assert code == 0, err
     got = {s["cookie"]: s for s in doc["sockets"]}
     assert set(got) == {mapped[0]["cookie"], plain4[0]["cookie"]}
     assert got[mapped[0]["cookie"]]["family"] == 6 and got[mapped[0]["cookie"]]["dst"] == f"::ffff:{VIP4}"
     assert got[plain4[0]["cookie"]]["family"] == 4 and got[plain4[0]["cookie"]]["dst"] == VIP4
     assert client.status([v6[0]["id"]])[v6[0]["id"]] == 0
-    code, doc, err = kill(engine, "--dst", f"[{VIP6}]:9000", "-6")
+    code, doc, err = kill(topo, engine, "--dst", f"[{VIP6}]:9000", "-6")
     assert code == 0 and [s["cookie"] for s in doc["sockets"]] == [v6[0]["cookie"]]
     assert client.status([v6[0]["id"]])[v6[0]["id"]] == ABORTED
 
@@ -124,7 +130,7 @@ def test_syn_sent(topo, engine):
     sh("ip", "-n", be, "route", "add", "blackhole", "10.9.9.9/32")
     sh("ip", "-n", ns, "route", "add", "10.9.9.9/32", "via", "10.1.0.1")
     conns = client.call("connect", dst="10.9.9.9", port=7000, count=1, nonblock_ok=True)
-    code, doc, err = kill(engine, "--dst", "10.9.9.9")
+    code, doc, err = kill(topo, engine, "--dst", "10.9.9.9")
     assert code == 0, err
     assert doc["sockets"][0]["state"] == "syn-sent"
     assert client.status([conns[0]["id"]])[conns[0]["id"]] == ABORTED
@@ -142,11 +148,12 @@ def test_time_wait_only_when_asked(topo, engine, state):
         if len(out.splitlines()) == 2:
             break
         time.sleep(0.05)
-    code, doc, err = sockterm_json("--backend", engine, "match", "--dst", f"{vip}:8000")
+    code, doc, err = sockterm_json("--backend", engine, "match", *scoped(topo, "--dst", f"{vip}:8000"))
     assert code == 1
-    code, doc, err = kill(engine, "--dst", f"{vip}:8000", "--state", state)
+    code, doc, err = kill(topo, engine, "--dst", f"{vip}:8000", "--state", state)
     assert code == 0, err
     assert {s["state"] for s in doc["sockets"]} == {"time-wait"}
     assert len(doc["sockets"]) == 2 and all(s["result"] == "killed" for s in doc["sockets"])
-    code, doc, err = sockterm_json("--backend", engine, "list", "--dst", f"{vip}:8000", "--state", state)
+    code, doc, err = sockterm_json("--backend", engine, "list",
+                                   *scoped(topo, "--dst", f"{vip}:8000", "--state", state))
     assert code == 1

@@ -124,9 +124,6 @@ def test_usage_errors_agree_with_a_real_subprocess():
         assert proc.stdout == ""
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `sockterm` with no arguments exits 2 with the whole "
-                   "help text (28 lines) on stderr, prefixed 'sockterm: error: Usage:': cli/__init__.py "
-                   "main() formats click's NoArgsIsHelpError as a one-line error")
 def test_no_arguments_is_not_a_28_line_error():
     code, out, err, requests = run_inproc([])
     assert not requests
@@ -178,8 +175,6 @@ def test_odd_netns_paths_refused_in_one_line(odd_paths, name):
 
 
 @root_only
-@pytest.mark.xfail(strict=True, reason="BUG: netns.check_nsfs() opens the --netns path with "
-                   "O_RDONLY and no O_NONBLOCK: a FIFO blocks in open() forever (sockterm hangs)")
 def test_fifo_netns_path_refused_promptly(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
