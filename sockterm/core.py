@@ -144,16 +144,18 @@ def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.
         owners = engine.owners() if req.processes else None
         with netns.Worker() as worker:
             for nsr, batch in _scan_all(engine, namespaces, worker, report, req):
-                for sock in batch:
-                    if owners is not None:
-                        sock.processes = owners.get(sock.ino, [])
-                    nsr.matched += 1
-                    if req.kill:
+                if owners is not None:
+                    held = owners.get
+                    for sock in batch:
+                        sock.processes = held(sock.ino)
+                nsr.matched += len(batch)
+                if req.kill:
+                    for sock in batch:
                         if sock.result == model.KILLED:
                             nsr.killed += 1
                         elif sock.result != model.GONE:
                             nsr.failed += 1
-                    yield sock
+                yield from batch
         report.warnings.extend(engine.warnings)
     finally:
         engine.close()

@@ -87,6 +87,31 @@ class Sock:
                 f" -> {self.dst_text()}:{self.dport} ns={self.netns} cookie={self.cookie} {self.result})")
 
 
+class Owners:
+    """socket inode -> ((pid, comm), ...): who holds each socket.
+
+    Built for every socket on a host, so it shares one tuple per process
+    instead of allocating per socket (~100 bytes a socket saved at 200k)."""
+
+    def __init__(self):
+        self.by_ino: dict[int, tuple] = {}
+        self._alone: dict[tuple, tuple] = {}     # (pid, comm) -> ((pid, comm),)
+
+    def add(self, ino: int, pid: int, comm: str) -> None:
+        holder = (pid, comm)
+        alone = self._alone.get(holder)
+        if alone is None:
+            alone = self._alone[holder] = (holder,)
+        held = self.by_ino.get(ino)
+        if held is None:
+            self.by_ino[ino] = alone
+        elif holder not in held:
+            self.by_ino[ino] = held + alone
+
+    def get(self, ino: int) -> tuple:
+        return self.by_ino.get(ino, ())
+
+
 def set_error(sock: Sock, err: int) -> None:
     """Record that destroying sock failed with errno err (0: it was destroyed)."""
     err = abs(err)

@@ -57,9 +57,10 @@ def own_inodes() -> frozenset[int]:
     return inodes_of([os.getpid()])
 
 
-def owners_from_proc() -> dict[int, list[tuple[int, str]]]:
-    """socket inode -> [(pid, comm)] for every process on the host."""
-    found: dict[int, list[tuple[int, str]]] = {}
+def owners_from_proc():
+    """Who holds every socket on the host (model.Owners), read from /proc."""
+    from .model import Owners
+    found = Owners()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -67,7 +68,7 @@ def owners_from_proc() -> dict[int, list[tuple[int, str]]]:
         inodes = _socket_inodes(pid)
         if not inodes:
             continue
-        holder = (pid, comm_of(pid) or "?")
+        comm = comm_of(pid) or "?"
         for ino in inodes:
-            found.setdefault(ino, []).append(holder)
+            found.add(ino, pid, comm)
     return found

@@ -6,6 +6,7 @@ click: no pyroute2, libbpf, pyelftools or rich.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -65,6 +66,9 @@ def cli(ctx, *, backend: str, verbose: bool, debug: bool):
 
 
 def main(argv=None) -> None:
+    # a short-lived process holding many small acyclic objects (one per socket):
+    # the cyclic collector would rescan them all again and again for nothing
+    gc.disable()
     debug = bool(os.environ.get("SOCKTERM_DEBUG")) or "--debug" in (argv or sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="sockterm", standalone_mode=False)

@@ -245,21 +245,23 @@ class BpfEngine:
         return record.StStats.from_buffer_copy(self._bss_buf)
 
     # -- host-wide -------------------------------------------------------------
-    def owners(self) -> dict[int, list[tuple[int, str]]]:
-        """socket inode -> [(pid, comm)], every process on the host, one kernel pass."""
+    def owners(self) -> model.Owners:
+        """Who holds the sockets the filter selects, every process on the host,
+        in one kernel pass."""
         if self.owner_link is None:
             self.owner_link = self._attach("st_owners")
         fd = self.lib.bpf_iter_create(self.lib.bpf_link__fd(self.owner_link))
         if fd < 0:
             raise EngineError(f"cannot walk processes: {self._why(-fd)}")
-        found: dict[int, list[tuple[int, str]]] = {}
+        found = model.Owners()
+        comms: dict[bytes, str] = {}
         try:
             for chunk in _read_all(fd, record.OWNER.size):
-                for ino, pid, comm in record.OWNER.iter_unpack(chunk):
-                    entry = (pid, comm.split(b"\0", 1)[0].decode(errors="replace"))
-                    holders = found.setdefault(ino, [])
-                    if entry not in holders:
-                        holders.append(entry)
+                for ino, pid, raw in record.OWNER.iter_unpack(chunk):
+                    comm = comms.get(raw)
+                    if comm is None:
+                        comm = comms[raw] = raw.split(b"\0", 1)[0].decode(errors="replace")
+                    found.add(ino, pid, comm)
         finally:
             os.close(fd)
         return found

@@ -200,3 +200,25 @@ def test_tsv_header_even_when_nothing_matched_but_not_before_a_failure():
     out = io.StringIO()
     render.TsvRenderer(kill=False, header=True, out=out)   # the run failed: no socket, no finish
     assert out.getvalue() == ""
+
+
+def test_fast_socket_json_equals_socket_dict():
+    """socket_json is a hand-written encoder: it must say exactly what json.dumps would."""
+    import json
+    import socket as socketlib
+
+    from sockterm import model as m
+    from sockterm.cli.render import socket_dict, socket_json
+    names = ["host", 'we"ird\\name', "tab\there", "ünï", "nl\nx"]
+    for i, name in enumerate(names):
+        for family, src, dst in ((4, m.v4_mapped(socketlib.inet_aton("10.0.0.5")), m.v4_mapped(bytes(4))),
+                                 (6, socketlib.inet_pton(socketlib.AF_INET6, "fd00::5"),
+                                  m.v4_mapped(socketlib.inet_aton("10.0.0.5")))):
+            s = m.Sock(4026531840 + i, family, "udp" if i % 2 else "tcp", 7 if i % 2 else 1, src,
+                       1234, dst, 80, 2**63 + i, uid=1000, ino=55, netns_name=name)
+            for processes in (None, (), ((1, name), (2, "x"))):
+                s.processes = processes
+                for kill, result, error in ((False, m.MATCHED, 0), (True, m.KILLED, 0),
+                                            (True, m.FAILED, 111), (True, m.FAILED, 9999)):
+                    s.result, s.error = result, error
+                    assert json.loads(socket_json(s, kill)) == socket_dict(s, kill)
