@@ -142,7 +142,7 @@ def execute(req: Request, report: Report) -> Iterator[model.Sock]:
 def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.Sock]:
     try:
         owners = engine.owners() if req.processes else None
-        with netns.Worker() as worker:
+        with netns.Worker(threads=min(READERS, len(namespaces))) as worker:
             for nsr, batch in _scan_all(engine, namespaces, worker, report, req):
                 if owners is not None:
                     held = owners.get

@@ -183,15 +183,19 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
 
 
 class Worker:
-    """A thread that runs callables inside network namespaces, one at a time."""
+    """Dedicated threads that run callables inside network namespaces, each
+    returning to its own namespace after every call. `threads` > 1 lets
+    several callers enter namespaces at once."""
 
-    def __init__(self):
+    def __init__(self, threads: int = 1):
         self._requests: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="sockterm-netns", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name=f"sockterm-netns-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for thread in self._threads:
+            thread.start()
 
     def _loop(self):
-        home = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             while True:
                 item = self._requests.get()
@@ -243,8 +247,10 @@ class Worker:
         raise value
 
     def close(self):
-        self._requests.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._requests.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self):
         return self
