@@ -32,6 +32,15 @@ struct {
 	__type(value, __u8);
 } st_inodes SEC(".maps");
 
+/* With ST_CFG_COOKIES: the only sockets this run may touch (socket cookie -> 1),
+ * the ones an operator confirmed or --max counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);  /* sized by user space before load */
+	__type(key, __u64);
+	__type(value, __u8);
+} st_cookies SEC(".maps");
+
 /* Destroys that failed: socket cookie -> -errno. Absent means destroyed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -161,6 +170,13 @@ static __always_inline bool inode_allowed(__u64 ino)
 	return true;
 }
 
+static __always_inline bool cookie_allowed(__u64 cookie)
+{
+	if (!(cfg.flags & ST_CFG_COOKIES))
+		return true;
+	return bpf_map_lookup_elem(&st_cookies, &cookie) != 0;
+}
+
 /* Write the record, then destroy: a record that did not fit in the seq
  * buffer is retried by the kernel on the next read, and the socket must
  * still be there for that retry to report it. */
@@ -217,6 +233,8 @@ int st_tcp(struct bpf_iter__tcp *ctx)
 		r.flags |= ST_F_MINI;
 	}
 	r.cookie = bpf_get_socket_cookie(skc);
+	if (!cookie_allowed(r.cookie))
+		return 0;
 	return emit(ctx->meta->seq, &r, skc);
 }
 
@@ -240,6 +258,8 @@ int st_udp(struct bpf_iter__udp *ctx)
 	if (!inode_allowed(r.ino))
 		return 0;
 	r.cookie = bpf_get_socket_cookie(sk);
+	if (!cookie_allowed(r.cookie))
+		return 0;
 	return emit(ctx->meta->seq, &r, &sk->__sk_common);
 }
 

@@ -30,6 +30,7 @@
 #define ST_CFG_INODES     0x2 /* only sockets whose inode is in st_inodes (process filter) */
 #define ST_CFG_TCP        0x4
 #define ST_CFG_UDP        0x8
+#define ST_CFG_COOKIES    0x10 /* only sockets whose cookie is in st_cookies (what was confirmed) */
 
 /* st_inodes values */
 #define ST_INO_SELECT  1

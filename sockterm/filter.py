@@ -137,6 +137,8 @@ class Filter:
     comms: tuple = ()
     # socket inodes the process options resolved to (None: no process option)
     inodes: frozenset | None = field(default=None, compare=False)
+    # socket cookies a kill is pinned to: what the operator confirmed (None: any)
+    cookies: frozenset | None = field(default=None, compare=False)
 
     @property
     def targeted(self) -> bool:
@@ -159,6 +161,8 @@ class Filter:
         if self.sport and not any(sock.sport in r for r in self.sport):
             return False
         if self.inodes is not None and sock.ino not in self.inodes:
+            return False
+        if self.cookies is not None and sock.cookie not in self.cookies:
             return False
         return True
 

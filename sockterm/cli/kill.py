@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
@@ -45,7 +46,10 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, dry_run: bool, **kwargs):
     if not yes and not interactive:
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
     if max_kills is not None or not yes:
-        _check_first(ctx, flt, max_kills, confirm=not yes, processes=processes)
+        # kill exactly what was counted and shown: a socket that appears in
+        # between is not part of what the operator agreed to
+        confirmed = _check_first(ctx, flt, max_kills, confirm=not yes, processes=processes)
+        flt = dataclasses.replace(flt, cookies=confirmed)
     request = make_request(ctx, "kill", flt, processes=processes)
     renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
     log = stderr_log(ctx.obj["verbose"])
@@ -66,8 +70,9 @@ def _audit(flt, report, error: str, log) -> None:
         log(f"audit record written to {audit.socket_path()}")
 
 
-def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> None:
-    """A match pass before killing: the --max guard and the confirmation prompt."""
+def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> frozenset:
+    """A match pass before killing: the --max guard and the confirmation prompt.
+    Returns the cookies of the sockets that passed them."""
     from ..core import Report, SocktermError
     report, socks = Report(), []
     request = make_request(ctx, "match", flt, processes=confirm and processes)
@@ -78,8 +83,9 @@ def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> None
     if max_kills is not None and len(socks) > max_kills:
         abort(f"{len(socks)} sockets match, more than --max {max_kills}: nothing killed",
               ExitCode.FAILURE)
+    confirmed = frozenset(s.cookie for s in socks)
     if not confirm:
-        return    # --yes: even when nothing matched now, the kill pass reports it as usual
+        return confirmed    # --yes: even when nothing matched, the kill pass reports as usual
     if not socks:
         click.echo("sockterm: nothing matches; nothing killed", err=True)
         sys.exit(int(ExitCode.NO_MATCH))
@@ -87,6 +93,7 @@ def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> None
     if not click.confirm("Kill them?", default=False, err=True):
         click.echo("sockterm: nothing killed", err=True)
         sys.exit(int(ExitCode.NO_MATCH))
+    return confirmed
 
 
 def _show_sample(socks, report) -> None:

@@ -51,7 +51,8 @@ def compile_config(flt, kill: bool) -> record.StConfig:
     cfg.flags = ((record.CFG_KILL if kill else 0)
                  | (record.CFG_INODES if flt.inodes is not None else 0)
                  | (record.CFG_TCP if "tcp" in flt.protos else 0)
-                 | (record.CFG_UDP if "udp" in flt.protos else 0))
+                 | (record.CFG_UDP if "udp" in flt.protos else 0)
+                 | (record.CFG_COOKIES if flt.cookies is not None else 0))
     return cfg
 
 
@@ -140,19 +141,23 @@ class BpfEngine:
             raise EngineError(f"cannot set the BPF filter: {self._why(-err)}")
         entries = len(self.exclude_inodes) + len(self.flt.inodes or ())
         lib.bpf_map__set_max_entries(self._map("st_inodes"), max(1, entries))
+        lib.bpf_map__set_max_entries(self._map("st_cookies"), max(1, len(self.flt.cookies or ())))
         for proto, prog_name in PROGRAMS.items():
             prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
             lib.bpf_program__set_autoload(prog, proto in self.flt.protos)
 
     def _fill_inodes(self) -> None:
-        fd = self.lib.bpf_map__fd(self._map("st_inodes"))
+        """The inode map (process filter, own sockets) and the cookie map (confirmed sockets)."""
+        entries = [("st_inodes", self.flt.inodes or (), record.INO_SELECT),
+                   ("st_inodes", self.exclude_inodes, record.INO_EXCLUDE),
+                   ("st_cookies", self.flt.cookies or (), 1)]
         key, val = ctypes.c_uint64(), ctypes.c_uint8()
-        for inodes, mark in ((self.flt.inodes or (), record.INO_SELECT),
-                             (self.exclude_inodes, record.INO_EXCLUDE)):
-            for ino in inodes:
-                key.value, val.value = ino, mark
+        for map_name, keys, mark in entries:
+            fd = self.lib.bpf_map__fd(self._map(map_name))
+            for value in keys:
+                key.value, val.value = value, mark
                 if self.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0):
-                    raise EngineError(f"cannot fill the inode map: {self._why(ctypes.get_errno())}")
+                    raise EngineError(f"cannot fill {map_name}: {self._why(ctypes.get_errno())}")
 
     def _attach(self, prog_name: str):
         prog = self.lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import VIP4, VIP6, sh, sockterm_json
+from conftest import VIP4, VIP6, sh, sockterm, sockterm_json
 
 ABORTED = errno.ECONNABORTED
 
@@ -157,3 +157,34 @@ def test_time_wait_only_when_asked(topo, engine, state):
     code, doc, err = sockterm_json("--backend", engine, "list",
                                    *scoped(topo, "--dst", f"{vip}:8000", "--state", state))
     assert code == 1
+
+
+def test_kill_pinned_to_confirmed_cookies(topo, engine):
+    """What a prompt or --max counted is all a kill may touch: a matching socket
+    that appears afterwards is not part of what the operator agreed to."""
+    import dataclasses
+
+    from sockterm import core, states
+    from sockterm.filter import build_filter
+    server, client, lst, vip = pair(topo)
+    conns = client.call("connect", dst=vip, port=8000, count=3)
+    server.call("accept", id=lst["id"], count=3)
+    flt = build_filter(dst=[f"{vip}:8000"], netns=topo.namespaces, default_states=states.DEFAULT_KILL)
+    flt = dataclasses.replace(flt, cookies=frozenset({conns[1]["cookie"]}))
+    report = core.Report()
+    killed = list(core.execute(core.Request(command="kill", flt=flt, backend=engine), report))
+    assert [s.cookie for s in killed] == [conns[1]["cookie"]]
+    assert client.status([c["id"] for c in conns]) == {conns[0]["id"]: 0, conns[1]["id"]: ABORTED,
+                                                        conns[2]["id"]: 0}
+
+
+def test_max_refuses_and_kills_nothing(topo, engine):
+    server, client, lst, vip = pair(topo)
+    conns = client.call("connect", dst=vip, port=8000, count=3)
+    server.call("accept", id=lst["id"], count=3)
+    code, out, err = sockterm("--backend", engine, "kill", "--yes", "--max", "2",
+                              *scoped(topo, "--dst", f"{vip}:8000"))
+    assert code == 3 and "--max 2" in err and len(err.strip().splitlines()) == 1
+    assert set(client.status([c["id"] for c in conns]).values()) == {0}
+    code, doc, err = kill(topo, engine, "--max", "3", "--dst", f"{vip}:8000")
+    assert code == 0 and len(doc["sockets"]) == 3
