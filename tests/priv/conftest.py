@@ -3,7 +3,6 @@ pairs, holder processes with real sockets, and sockterm run as a user would."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -53,10 +52,18 @@ class Holder:
             self.proc.wait(timeout=10)
 
 
-class Topology:
-    """Client namespaces, each joined to one backend namespace that holds the VIP."""
+CREATED_NAMESPACES: set = set()     # every namespace this session made (checked at its end)
 
-    counter = itertools.count()
+
+class Topology:
+    """Client namespaces, each joined to one backend namespace that holds the VIP.
+
+    The address plan is class attributes, so a suite that runs beside another
+    (and kills host-wide) can take addresses of its own by subclassing."""
+
+    PREFIX, LINK = "st", "st"
+    VIP4, VIP6 = VIP4, VIP6
+    CLIENT4, CLIENT6 = "10.1", "fd01"      # client i: CLIENT4.i.2/24, CLIENT6:i::2/64
 
     def __init__(self):
         self.tag = uuid.uuid4().hex[:6]
@@ -64,35 +71,42 @@ class Topology:
         self.holders: list[Holder] = []
         self.backend = None
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
     def ns(self, role: str) -> str:
-        name = f"st-{self.tag}-{role}"
+        name = f"{self.PREFIX}-{self.tag}-{role}"
         sh("ip", "netns", "add", name)
         self.namespaces.append(name)
+        CREATED_NAMESPACES.add(name)
         sh("ip", "-n", name, "link", "set", "lo", "up")
         return name
 
     def with_backend(self) -> str:
         self.backend = self.ns("be")
-        sh("ip", "-n", self.backend, "addr", "add", f"{VIP4}/32", "dev", "lo")
-        sh("ip", "-n", self.backend, "addr", "add", f"{VIP6}/128", "dev", "lo", "nodad")
-        for knob in ("net.ipv4.ip_forward=1",):
-            sh("ip", "netns", "exec", self.backend, "sysctl", "-qw", knob)
+        sh("ip", "-n", self.backend, "addr", "add", f"{self.VIP4}/32", "dev", "lo")
+        sh("ip", "-n", self.backend, "addr", "add", f"{self.VIP6}/128", "dev", "lo", "nodad")
+        sh("ip", "netns", "exec", self.backend, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         return self.backend
 
     def client(self, index: int) -> str:
         """A client namespace with a veth to the backend and routes to the VIP."""
         name = self.ns(f"c{index}")
-        a, b = f"stc{self.tag}{index}", f"stb{self.tag}{index}"
+        a, b = f"{self.LINK}c{self.tag}{index}", f"{self.LINK}b{self.tag}{index}"
+        v4, v6 = f"{self.CLIENT4}.{index}", f"{self.CLIENT6}:{index}:"
         sh("ip", "link", "add", a, "netns", name, "type", "veth", "peer", "name", b,
            "netns", self.backend)
-        sh("ip", "-n", name, "addr", "add", f"10.1.{index}.2/24", "dev", a)
-        sh("ip", "-n", self.backend, "addr", "add", f"10.1.{index}.1/24", "dev", b)
-        sh("ip", "-n", name, "addr", "add", f"fd01:{index}::2/64", "dev", a, "nodad")
-        sh("ip", "-n", self.backend, "addr", "add", f"fd01:{index}::1/64", "dev", b, "nodad")
+        sh("ip", "-n", name, "addr", "add", f"{v4}.2/24", "dev", a)
+        sh("ip", "-n", self.backend, "addr", "add", f"{v4}.1/24", "dev", b)
+        sh("ip", "-n", name, "addr", "add", f"{v6}:2/64", "dev", a, "nodad")
+        sh("ip", "-n", self.backend, "addr", "add", f"{v6}:1/64", "dev", b, "nodad")
         sh("ip", "-n", name, "link", "set", a, "up")
         sh("ip", "-n", self.backend, "link", "set", b, "up")
-        sh("ip", "-n", name, "route", "add", f"{VIP4}/32", "via", f"10.1.{index}.1")
-        sh("ip", "-n", name, "-6", "route", "add", f"{VIP6}/128", "via", f"fd01:{index}::1")
+        sh("ip", "-n", name, "route", "add", f"{self.VIP4}/32", "via", f"{v4}.1")
+        sh("ip", "-n", name, "-6", "route", "add", f"{self.VIP6}/128", "via", f"{v6}:1")
         return name
 
     def holder(self, netns: str) -> Holder:
@@ -106,8 +120,11 @@ class Topology:
                 h.close()
             except Exception:
                 h.proc.kill()
+                h.proc.wait()
+        self.holders.clear()
         for name in self.namespaces:
             sh("ip", "netns", "del", name, check=False)
+        self.namespaces.clear()
 
 
 @pytest.fixture
@@ -154,27 +171,11 @@ def engine(request):
 # this session creates, and fails the session's last test if any is still there at
 # the end (deleting it, so the host is not left worse than it was found).
 
-_SESSION_NAMESPACES: set = set()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_namespace_left_behind():
-    import rel_util
-    original = Topology.ns
-
-    def recording_ns(self, role):
-        name = original(self, role)
-        _SESSION_NAMESPACES.add(name)
-        return name
-
-    Topology.ns = recording_ns
-    rel_util.CREATED_NAMESPACES = _SESSION_NAMESPACES
-    try:
-        yield
-    finally:
-        Topology.ns = original
-        present = set(sh("ip", "netns", "list").stdout.split())
-        left = sorted(_SESSION_NAMESPACES & present)
-        for name in left:
-            sh("ip", "netns", "del", name, check=False)
-        assert not left, f"namespaces left behind by this session: {left}"
+    yield
+    present = set(sh("ip", "netns", "list").stdout.split())
+    left = sorted(CREATED_NAMESPACES & present)
+    for name in left:
+        sh("ip", "netns", "del", name, check=False)
+    assert not left, f"namespaces left behind by this session: {left}"

@@ -20,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from conftest import Topology
+
 # Neither conftest's 10.0.0.5 / fd00::5 nor tests/bench's 10.200.0.5: those
 # suites run unconfined kills (`kill --dst 10.0.0.5:80`, `ss -K dst 10.200.0.5`
 # in every namespace), which would hit these populations if run in parallel.
@@ -439,74 +441,13 @@ class Population:
             self.owned.pop(c, None)
 
 
-CREATED_NAMESPACES: set = set()     # conftest's session check reads this
+class RelTopology(Topology):
+    """conftest.Topology on addresses of its own (the bench and the other
+    suites kill host-wide on theirs); namespaces named strel-TAG-ROLE."""
 
-
-class RelTopology:
-    """conftest.Topology's shape (a backend namespace with the VIP, client
-    namespaces joined to it by veth) on addresses of its own; namespaces named
-    strel-TAG-ROLE. Always cleaned up: use it as a context manager."""
-
-    def __init__(self):
-        from conftest import Holder
-        import uuid
-        self.Holder = Holder
-        self.tag = uuid.uuid4().hex[:6]
-        self.namespaces: list[str] = []
-        self.holders: list = []
-        self.backend = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.cleanup()
-
-    def ns(self, role: str) -> str:
-        name = f"strel-{self.tag}-{role}"
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        CREATED_NAMESPACES.add(name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        return name
-
-    def with_backend(self) -> str:
-        self.backend = self.ns("be")
-        sh("ip", "-n", self.backend, "addr", "add", f"{VIP4}/32", "dev", "lo")
-        sh("ip", "-n", self.backend, "addr", "add", f"{VIP6}/128", "dev", "lo", "nodad")
-        return self.backend
-
-    def client(self, index: int) -> str:
-        name = self.ns(f"c{index}")
-        a, b = f"src{self.tag}{index}", f"srb{self.tag}{index}"
-        sh("ip", "link", "add", a, "netns", name, "type", "veth", "peer", "name", b,
-           "netns", self.backend)
-        sh("ip", "-n", name, "addr", "add", f"10.214.{index}.2/24", "dev", a)
-        sh("ip", "-n", self.backend, "addr", "add", f"10.214.{index}.1/24", "dev", b)
-        sh("ip", "-n", name, "addr", "add", f"fd2c:{index}::2/64", "dev", a, "nodad")
-        sh("ip", "-n", self.backend, "addr", "add", f"fd2c:{index}::1/64", "dev", b, "nodad")
-        sh("ip", "-n", name, "link", "set", a, "up")
-        sh("ip", "-n", self.backend, "link", "set", b, "up")
-        sh("ip", "-n", name, "route", "add", f"{VIP4}/32", "via", f"10.214.{index}.1")
-        sh("ip", "-n", name, "-6", "route", "add", f"{VIP6}/128", "via", f"fd2c:{index}::1")
-        return name
-
-    def holder(self, netns: str):
-        h = self.Holder(netns)
-        self.holders.append(h)
-        return h
-
-    def cleanup(self):
-        for h in self.holders:
-            try:
-                h.close()
-            except Exception:
-                h.proc.kill()
-                h.proc.wait()
-        self.holders.clear()
-        for name in self.namespaces:
-            sh("ip", "netns", "del", name, check=False)
-        self.namespaces.clear()
+    PREFIX, LINK = "strel", "sr"
+    VIP4, VIP6 = VIP4, VIP6
+    CLIENT4, CLIENT6 = "10.214", "fd2c"
 
 
 def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1) -> Population:
