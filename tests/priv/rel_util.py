@@ -608,3 +608,14 @@ def cli(*args, input=None, env=None, timeout=600, prefix=()):
     proc = subprocess.run([*prefix, sys.executable, "-m", "sockterm", *args], capture_output=True,
                           text=True, input=input, env=full_env, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def loopback_pairs(topo, role: str, port: int, count: int = 2):
+    """A namespace holding `count` accepted TCP connections over its loopback:
+    (namespace, holder, client socket ids, listener id)."""
+    ns = topo.ns(role)
+    h = topo.holder(ns)
+    lst = h.call("listen", addr="127.0.0.1", port=port)
+    conns = h.call("connect", dst="127.0.0.1", port=port, count=count)
+    h.call("accept", id=lst["id"], count=count)
+    return ns, h, [c["id"] for c in conns], lst["id"]

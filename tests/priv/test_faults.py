@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from rel_util import RelTopology, cli, long_mode, sh
+from rel_util import RelTopology, cli, long_mode, loopback_pairs, sh
 
 SCALE = 4 if long_mode() else 1
 FIGURES = {"faults": 0}
@@ -41,12 +41,8 @@ def one_line(err: str) -> str:
 def victim():
     """One namespace with a TCP connection that any kill below would name."""
     with RelTopology() as topo:
-        ns = topo.ns("fault")
-        h = topo.holder(ns)
-        lst = h.call("listen", addr="127.0.0.1", port=7400)
-        conns = h.call("connect", dst="127.0.0.1", port=7400, count=2)
-        h.call("accept", id=lst["id"], count=2)
-        yield ns, h, [c["id"] for c in conns]
+        ns, h, conns, _ = loopback_pairs(topo, "fault", 7400)
+        yield ns, h, conns
 
 
 def in_private_mounts(bind_src: str, bind_dst: str) -> list[str]:

@@ -21,7 +21,7 @@ import threading
 
 import pytest
 
-from rel_util import RelTopology, cli, held_by_me, long_mode, sh, wait_no_orphans
+from rel_util import RelTopology, cli, held_by_me, long_mode, loopback_pairs, sh, wait_no_orphans
 
 RUNS = 10_000 if long_mode() else 1_000
 BPF_SHARE = 4          # one run in BPF_SHARE on the bpf engine (a load costs ~50 ms)
@@ -39,11 +39,7 @@ def no_bpf_leftovers():
 def small():
     """A namespace with a few sockets for small, fast runs."""
     with RelTopology() as topo:
-        ns = topo.ns("hyg")
-        h = topo.holder(ns)
-        lst = h.call("listen", addr="127.0.0.1", port=7800)
-        h.call("connect", dst="127.0.0.1", port=7800, count=2)
-        h.call("accept", id=lst["id"], count=2)
+        ns, h, _, _ = loopback_pairs(topo, "hyg", 7800)
         h.call("listen", proto="udp", addr="::1", port=7801)
         yield ns, h
 

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from rel_util import RelTopology, cli, sh
+from rel_util import RelTopology, cli, loopback_pairs, sh
 
 NO_NET_ADMIN = {
     "setpriv": ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", "--"],
@@ -46,12 +46,8 @@ def cap_eff(prefix) -> int:
 @pytest.fixture(scope="module")
 def victim():
     with RelTopology() as topo:
-        ns = topo.ns("priv")
-        h = topo.holder(ns)
-        lst = h.call("listen", addr="127.0.0.1", port=7700)
-        conns = h.call("connect", dst="127.0.0.1", port=7700, count=2)
-        h.call("accept", id=lst["id"], count=2)
-        yield ns, h, [c["id"] for c in conns] + [lst["id"]]
+        ns, h, conns, listener = loopback_pairs(topo, "priv", 7700)
+        yield ns, h, conns + [listener]
 
 
 def test_prefixes_really_drop_the_capability():
