@@ -139,11 +139,35 @@ def execute(req: Request, report: Report) -> Iterator[model.Sock]:
     return _stream(engine, namespaces, report, req)
 
 
+class _Attribution(threading.Thread):
+    """The host-wide owner pass, run while the readers enter namespaces and
+    create their iterators; `ready` holds every read (and so every destroy)
+    back until it is done, so a killed socket is attributed before its
+    application can react and close it."""
+
+    def __init__(self, engine, report: Report):
+        super().__init__(name="sockterm-owners", daemon=True)
+        self.engine, self.report = engine, report
+        self.owners = None
+        self.ready = threading.Event()
+        self.start()
+
+    def run(self):
+        try:
+            self.owners = self.engine.owners()
+        except (OSError, EngineError) as exc:     # attribution informs; it never stops a run
+            self.report.warnings.append(f"processes not shown: {exc}")
+        finally:
+            self.ready.set()
+
+
 def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.Sock]:
     try:
-        owners = engine.owners() if req.processes else None
+        attribution = _Attribution(engine, report) if req.processes else None
+        ready = attribution.ready if attribution else None
         with netns.Worker(threads=min(READERS, len(namespaces))) as worker:
-            for nsr, batch in _scan_all(engine, namespaces, worker, report, req):
+            for nsr, batch in _scan_all(engine, namespaces, worker, report, req, ready):
+                owners = attribution.owners if attribution else None
                 if owners is not None:
                     held = owners.get
                     for sock in batch:
@@ -158,6 +182,8 @@ def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.
                 yield from batch
         report.warnings.extend(engine.warnings)
     finally:
+        if attribution:
+            attribution.join()
         engine.close()
 
 
@@ -167,7 +193,7 @@ def _create(name: str, flt: Filter, req: Request):
                           log=req.log)
 
 
-def _scan_all(engine, namespaces, worker, report: Report, req: Request):
+def _scan_all(engine, namespaces, worker, report: Report, req: Request, ready=None):
     """(NamespaceReport, [Sock]) batches, several namespaces walked at once.
 
     The kernel's walk of a namespace costs the same whether it has 1 socket or
@@ -180,7 +206,7 @@ def _scan_all(engine, namespaces, worker, report: Report, req: Request):
     readers = min(READERS, len(nsrs))
     if readers <= 1:
         for nsr in nsrs:
-            for batch in _scan_one(engine, nsr, worker, report, req):
+            for batch in _scan_one(engine, nsr, worker, report, req, ready):
                 yield nsr, batch
         return
     todo: queue.SimpleQueue = queue.SimpleQueue()
@@ -196,7 +222,7 @@ def _scan_all(engine, namespaces, worker, report: Report, req: Request):
                     nsr = todo.get_nowait()
                 except queue.Empty:
                     return
-                for batch in _scan_one(engine, nsr, worker, report, req):
+                for batch in _scan_one(engine, nsr, worker, report, req, ready):
                     while not stop.is_set():
                         try:
                             out.put((nsr, batch), timeout=0.1)
@@ -229,11 +255,11 @@ def _scan_all(engine, namespaces, worker, report: Report, req: Request):
             t.join()
 
 
-def _scan_one(engine, nsr, worker, report: Report, req: Request):
+def _scan_one(engine, nsr, worker, report: Report, req: Request, ready=None):
     """One namespace's batches; its failure is recorded, never raised."""
     ns = nsr.ns
     try:
-        yield from engine.scan(ns, worker)
+        yield from engine.scan(ns, worker, ready)
     except (OSError, EngineError) as exc:
         # only the namespace itself vanishing is benign; any other ENOENT is a failure
         gone = isinstance(exc, netns.NamespaceError) and exc.errno in (errno.ENOENT, errno.ESRCH)

@@ -178,12 +178,16 @@ class BpfEngine:
                            f"{reason or 'see -v for the libbpf log'}")
 
     # -- per namespace ---------------------------------------------------------
-    def scan(self, ns: model.Namespace, worker: netns.Worker):
+    def scan(self, ns: model.Namespace, worker: netns.Worker, ready=None):
         """Yield lists of the matching sockets of ns; in kill mode they are
-        already destroyed. Safe to run for several namespaces at once."""
+        already destroyed. Safe to run for several namespaces at once.
+        `ready` (an Event), if given, is waited for between creating the
+        iterators and the first read."""
         fds = worker.call(ns, self._create_iters)
         socks: list[model.Sock] = []
         try:
+            if ready is not None:
+                ready.wait()
             for fd in fds:
                 for chunk in _read_all(fd):
                     batch = decode(chunk, ns)

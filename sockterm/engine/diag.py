@@ -444,14 +444,17 @@ class DiagEngine:
             return None, []
         return nl().DiagSocket(), targets
 
-    def scan(self, ns, worker):
+    def scan(self, ns, worker, ready=None):
         """Yield lists of the matching sockets of ns; in kill mode they are
-        already destroyed. Safe to run for several namespaces at once."""
+        already destroyed. Safe to run for several namespaces at once.
+        `ready` (an Event), if given, is waited for before the first dump."""
         n = nl()
         dsock, targets = worker.call(ns, self._open_here)
         if dsock is None:
             return
         try:
+            if ready is not None:
+                ready.wait()
             found, seen = [], set()
             for family, proto in targets:
                 try:
