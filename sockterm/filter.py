@@ -205,7 +205,7 @@ def build_filter(*, dst=(), src=(), dport=(), sport=(), proto=(), ipv4=False, ip
             raise FilterError(str(exc)) from None
     pids = tuple(_parse_pid(p) for p in _split(pid))
     comms = tuple(_parse_comm(c) for c in comm)
-    netns_names = tuple(n for n in netns if _nonempty(n, "--netns"))
+    netns_names = tuple(_namespace_selector(n) for n in netns)
     return Filter(dst_rules, src_rules, dports, sports, protos, families,
                   states or frozenset(default_states), netns_names, pids, comms)
 
@@ -221,10 +221,10 @@ def _split(values) -> list:
     return out
 
 
-def _nonempty(value: str, option: str) -> bool:
+def _namespace_selector(value: str) -> str:
     if not value.strip():
-        raise FilterError(f"{option} needs a value")
-    return True
+        raise FilterError("--netns needs a value")
+    return value
 
 
 def _parse_pid(text: str) -> int:

@@ -22,7 +22,7 @@ import os
 import socket
 import struct
 
-from pyroute2.netlink import (NETLINK_SOCK_DIAG, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+from pyroute2.netlink import (NETLINK_SOCK_DIAG, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,  # noqa: F401 (the engine's flags)
                               NLMSG_DONE, NLMSG_ERROR, nlmsg, nlmsg_base,
                               nlmsg_decoder_generic, nlmsg_encoder_generic, nlmsgerr)
 from pyroute2.netlink.diag import SOCK_DESTROY, SOCK_DIAG_BY_FAMILY

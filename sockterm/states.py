@@ -51,8 +51,7 @@ GROUPS = {
 
 
 def _single(name: str) -> frozenset:
-    found = frozenset(num for num, n in NAMES.items() if n == name)
-    return found
+    return frozenset(num for num, n in NAMES.items() if n == name)
 
 
 def state_names() -> list[str]:

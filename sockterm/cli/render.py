@@ -370,6 +370,3 @@ def summary_lines(report, kill: bool) -> list[str]:
                  f"(engine {report.engine})")
     return lines
 
-
-def summary_line(report, kill: bool) -> str:
-    return summary_lines(report, kill)[-1]

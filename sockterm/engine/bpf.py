@@ -15,7 +15,6 @@ import socket
 from importlib import resources
 
 from .. import libbpf, model, netns, record
-from ..exitcodes import ExitCode
 from . import EngineError
 
 OBJECT_NAME = "sockterm.bpf.o"

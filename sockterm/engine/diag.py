@@ -297,7 +297,6 @@ def _destroy_servers(dsock, servers, log, rng) -> None:
 def _members(dsock, socks):
     """What the kernel has now on the local ports of socks: cookies alive, and
     how many peerless sockets share each local (proto, family, addr, port, if)."""
-    n = nl()
     alive, group = set(), {}
     keys = {(s.proto, s.family) for s in socks}
     for proto, fam in keys:

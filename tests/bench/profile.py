@@ -84,7 +84,7 @@ def patch(obj, attr, name, gen=False):
 
 
 def instrument():
-    from sockterm import core, libbpf, netns, probe, procs
+    from sockterm import core, libbpf, netns
     from sockterm.cli import render
     from sockterm.engine import bpf
     patch(core.probe, "probe", "host probe (capabilities, BTF scan)")

@@ -1,7 +1,6 @@
 """Filter parsing and the reference match semantics (pure logic)."""
 
 import ipaddress
-import socket
 
 import pytest
 
