@@ -259,6 +259,16 @@ class Worker:
         self.close()
 
 
+def busy_protocols() -> set[str]:
+    """The protocols ("tcp", "udp") the calling thread's namespace has any socket
+    of, TIME_WAIT included: a walk of the others would find nothing."""
+    counts = sockstat_counts()
+    busy = {"udp"} if counts["udp"] else set()
+    if counts["tcp"] or counts["tcp_tw"]:
+        busy.add("tcp")
+    return busy
+
+
 def sockstat_counts() -> dict[str, int]:
     """Socket counts of the calling thread's namespace (cheap; run in the worker)."""
     counts = {"tcp": 0, "tcp_tw": 0, "udp": 0}

@@ -203,11 +203,10 @@ class BpfEngine:
 
     def _create_iters(self) -> list[int]:
         """In the worker, inside the namespace: one iterator per protocol with sockets."""
-        counts = netns.sockstat_counts()
+        busy = netns.busy_protocols()
         fds = []
         for proto, link_fd in self.link_fds.items():
-            busy = counts["tcp"] + counts["tcp_tw"] if proto == "tcp" else counts["udp"]
-            if not busy:
+            if proto not in busy:
                 continue
             fd = self.lib.bpf_iter_create(link_fd)
             if fd < 0:

@@ -436,9 +436,8 @@ class DiagEngine:
 
     def _open_here(self):
         """In the worker, inside the namespace: a diag socket, and which protocols have sockets."""
-        counts = netns.sockstat_counts()
-        busy = {"tcp": counts["tcp"] + counts["tcp_tw"] > 0, "udp": counts["udp"] > 0}
-        targets = [(fam, proto) for fam, proto in self.targets if busy[proto]]
+        busy = netns.busy_protocols()
+        targets = [(fam, proto) for fam, proto in self.targets if proto in busy]
         if not targets:
             return None, []
         return nl().DiagSocket(), targets
