@@ -9,7 +9,7 @@ import click
 
 from ..exitcodes import ExitCode
 from .options import filter_args, filter_options, output_options
-from .run import abort, build_filter, make_request, renderer_for, run_into, stderr_log, stream
+from .run import abort, build_filter, make_request, renderer_for, run_into, show, stderr_log, stream
 
 SAMPLE = 10
 
@@ -36,9 +36,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, dry_run: bool, **kwargs):
     flt = build_filter(filter_args(kwargs), states.DEFAULT_KILL)
     processes = not kwargs["no_processes"]
     if dry_run:
-        request = make_request(ctx, "match", flt, processes=processes)
-        renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=False)
-        return stream(request, renderer, {"command": "match", "filter": flt.describe()})
+        return show(ctx, "match", flt, kwargs)
     if not flt.targeted:
         abort("kill needs a filter naming what to kill: --dst, --src, --dport, --sport, "
               "--netns, --pid or --comm", ExitCode.USAGE)

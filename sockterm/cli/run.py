@@ -37,7 +37,7 @@ def make_request(ctx, command: str, flt, *, processes: bool):
                    log=stderr_log(ctx.obj["verbose"]))
 
 
-def stream(request, renderer, meta: dict, *, quiet_summary: bool = False, on_done=None) -> int:
+def stream(request, renderer, meta: dict, *, on_done=None) -> int:
     """Run the request through the renderer; return the exit code.
 
     on_done(report, error_text) runs once the run stopped, however it stopped
@@ -81,9 +81,8 @@ def stream(request, renderer, meta: dict, *, quiet_summary: bool = False, on_don
             _silence_stdout()
     for warning in report.warnings:
         click.echo(f"sockterm: warning: {warning}", err=True)
-    if not quiet_summary:
-        for line in summary_lines(report, request.kill):
-            click.echo(line, err=True)
+    for line in summary_lines(report, request.kill):
+        click.echo(line, err=True)
     return report.exit_code(request.kill)
 
 
@@ -102,6 +101,13 @@ def run_into(request, report, take, *, fmt: str) -> None:
     with Progress(report, kill=request.kill, enabled=wanted(fmt)):
         for sock in execute(request, report):
             take(sock)
+
+
+def show(ctx, command: str, flt, options: dict) -> int:
+    """list / match (and kill --dry-run): stream the selected sockets, kill nothing."""
+    request = make_request(ctx, command, flt, processes=not options["no_processes"])
+    renderer = renderer_for(options["output"], options["no_header"], kill=False)
+    return stream(request, renderer, {"command": command, "filter": flt.describe()})
 
 
 def renderer_for(output, no_header: bool, kill: bool):

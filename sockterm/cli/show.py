@@ -5,16 +5,13 @@ from __future__ import annotations
 import click
 
 from .options import filter_args, filter_options, output_options
-from .run import build_filter, make_request, renderer_for, stream
+from .run import build_filter, show
 
 
 def _show(ctx, command: str, kwargs: dict) -> int:
     from .. import states
     defaults = states.ALL if command == "list" else states.DEFAULT_KILL
-    flt = build_filter(filter_args(kwargs), defaults)
-    request = make_request(ctx, command, flt, processes=not kwargs["no_processes"])
-    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=False)
-    return stream(request, renderer, {"command": command, "filter": flt.describe()})
+    return show(ctx, command, build_filter(filter_args(kwargs), defaults), kwargs)
 
 
 @click.command("list")
