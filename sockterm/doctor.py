@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import probe
+from .host import probe
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Check:
 def _bpf_load(kill: bool) -> str:
     """'' when the object loads and its iterators attach, else why not."""
     from .engine import EngineError
-    from .engine.bpf import BpfEngine
+    from .engine.bpf.engine import BpfEngine
     from .filter import build_filter
     engine = BpfEngine(flt=build_filter(), kill=kill)
     try:
@@ -32,7 +32,7 @@ def _bpf_load(kill: bool) -> str:
 
 def _diag_checks(host) -> list[Check]:
     try:
-        from .engine import diag
+        from .engine.diag import engine as diag
         tcp, udp, destroy = diag.probe()
     except Exception as exc:       # a broken netlink stack is a finding, not a crash
         return [Check("sock_diag", False, f"{type(exc).__name__}: {exc}")]
@@ -43,8 +43,8 @@ def _diag_checks(host) -> list[Check]:
 
 def run() -> tuple[list[Check], bool]:
     """All checks, and whether sockterm can kill on this host."""
-    from . import libbpf, objinfo
-    from .engine.bpf import object_path
+    from .engine.bpf import libbpf, objinfo
+    from .engine.bpf.engine import object_path
     host = probe.probe()
     checks = [Check("kernel", None, host.kernel)]
     checks.append(Check("BTF", host.btf, probe.VMLINUX_BTF if host.btf else

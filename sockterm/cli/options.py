@@ -16,7 +16,7 @@ def _complete_states(ctx, param, incomplete):
 
 
 def _complete_netns(ctx, param, incomplete):
-    from .. import netns
+    from ..host import netns
     try:
         found, _ = netns.discover()
     except OSError:

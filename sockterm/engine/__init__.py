@@ -24,9 +24,9 @@ class EngineError(RuntimeError):
 def create(name: str, *, flt, kill: bool, exclude_inodes=frozenset(), log=None):
     """The engine called `name` ('bpf' or 'diag'), opened and ready to scan."""
     if name == "bpf":
-        from .bpf import BpfEngine as cls
+        from .bpf.engine import BpfEngine as cls
     elif name == "diag":
-        from .diag import DiagEngine as cls
+        from .diag.engine import DiagEngine as cls
     else:
         raise EngineError(f"unknown engine {name!r}", ExitCode.USAGE)
     engine = cls(flt=flt, kill=kill, exclude_inodes=exclude_inodes, log=log or (lambda msg: None))

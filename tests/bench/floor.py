@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from sockterm import libbpf
+from sockterm.engine.bpf import libbpf
 
 CLONE_NEWNET = 0x40000000
 

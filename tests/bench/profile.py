@@ -111,7 +111,7 @@ def instrument():
     libbpf.Libbpf.__init__ = init_timed
     try:
         from sockterm.engine import diag
-        patch(diag.DiagEngine, "scan", "diag engine scan (dump + destroy)", gen=True)
+        patch(diag_engine.DiagEngine, "scan", "diag engine scan (dump + destroy)", gen=True)
     except Exception:
         pass
     for cls in set(render.RENDERERS.values()):

@@ -20,9 +20,10 @@ if os.geteuid() != 0:
 
 pytest.importorskip("pyroute2")
 
-from sockterm import model, netns  # noqa: E402
+from sockterm import model  # noqa: E402
+from sockterm.host import netns  # noqa: E402
 from sockterm import states as st  # noqa: E402
-from sockterm.engine import diag  # noqa: E402
+from sockterm.engine.diag import bytecode, destroy, engine as diag_engine  # noqa: E402
 from sockterm.filter import build_filter  # noqa: E402
 
 SO_COOKIE = 57
@@ -113,7 +114,7 @@ def so_error(s) -> int:
 def run(net, kill, **filter_args):
     flt = dataclasses.replace(build_filter(**filter_args), inodes=None)
     logs = []
-    engine = diag.DiagEngine(flt=flt, kill=kill, log=logs.append)
+    engine = diag_engine.DiagEngine(flt=flt, kill=kill, log=logs.append)
     engine.open()
     try:
         return [s for batch in engine.scan(net.ns, net.worker) for s in batch]
@@ -294,7 +295,7 @@ def test_kill_time_wait(net):
 
     # one through the engine, one the way the BPF engine hands them over
     first, second = found
-    net.worker.call(net.ns, lambda: diag.destroy_here([first]))
+    net.worker.call(net.ns, lambda: destroy.destroy_here([first]))
     assert first.result == model.KILLED
     assert f"{second.sport}" in net.ss("-tan state time-wait")
     killed = run(net, True, dst=[f"127.0.0.1:{port}"], state=["time-wait"])
@@ -324,17 +325,17 @@ def test_gone_and_excluded(net):
     c1, _ = net.connect(lst)
     c2, _ = net.connect(lst)
     flt = build_filter(dst=[f"127.0.0.1:{port}"])
-    engine = diag.DiagEngine(flt=flt, kill=True,
+    engine = diag_engine.DiagEngine(flt=flt, kill=True,
                              exclude_inodes=frozenset({os.fstat(c2.fileno()).st_ino}))
     engine.open()
     killed = [s for batch in engine.scan(net.ns, net.worker) for s in batch]
     assert [s.cookie for s in killed] == [cookie_of(c1)]
     assert alive(c2)
     # destroying it again: the kernel no longer has it
-    net.worker.call(net.ns, lambda: diag.destroy_here(killed))
+    net.worker.call(net.ns, lambda: destroy.destroy_here(killed))
     assert killed[0].result == model.GONE
 
 
 def test_empty_namespace_costs_no_diag_socket(net):
     assert run(net, False, state=["all"]) == []
-    assert net.worker.call(net.ns, diag.DiagEngine(flt=build_filter(state=["all"]), kill=False)._open_here)[0] is None
+    assert net.worker.call(net.ns, diag_engine.DiagEngine(flt=build_filter(state=["all"]), kill=False)._open_here)[0] is None

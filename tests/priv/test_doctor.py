@@ -4,7 +4,7 @@ import hashlib
 import json
 
 from conftest import sockterm
-from sockterm.engine.bpf import object_path
+from sockterm.engine.bpf.engine import object_path
 
 
 def test_doctor_says_this_host_can_kill():

@@ -53,7 +53,7 @@ def in_private_mounts(bind_src: str, bind_dst: str) -> list[str]:
 
 
 def object_path() -> str:
-    from sockterm.engine.bpf import object_path
+    from sockterm.engine.bpf.engine import object_path
     return object_path()
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HEAVY = ("pyroute2", "pylibbpf", "llvmlite", "elftools", "rich", "sockterm.libbpf",
+HEAVY = ("pyroute2", "pylibbpf", "llvmlite", "elftools", "rich", "sockterm.engine.bpf.libbpf",
          "sockterm.engine", "sockterm.core")
 
 

@@ -19,9 +19,9 @@ pytest.importorskip("pyroute2")
 from pyroute2.netlink import nlmsgerr  # noqa: E402
 
 from sockterm import model  # noqa: E402
-from sockterm import netlink_diag as nld  # noqa: E402
+from sockterm.engine.diag import netlink as nld  # noqa: E402
 from sockterm import states as st  # noqa: E402
-from sockterm.engine import diag  # noqa: E402
+from sockterm.engine.diag import bytecode, destroy, engine as diag_engine  # noqa: E402
 from sockterm.filter import build_filter  # noqa: E402
 
 V4 = b"\0" * 10 + b"\xff\xff"
@@ -136,12 +136,12 @@ def kernel_run(bc: bytes, family: int, saddr: bytes, daddr: bytes, sport: int, d
 # -- bytecode structure --------------------------------------------------------------
 
 def test_empty_filter_has_no_bytecode():
-    assert diag.compile_bytecode(build_filter(state=["all"])) == b""
-    assert diag.compile_bytecode(build_filter(dst=["::/0"], state=["all"])) == b""
+    assert bytecode.compile_bytecode(build_filter(state=["all"])) == b""
+    assert bytecode.compile_bytecode(build_filter(dst=["::/0"], state=["all"])) == b""
 
 
 def test_single_ipv4_host():
-    bc = diag.compile_bytecode(build_filter(dst=["10.0.0.5"]))
+    bc = bytecode.compile_bytecode(build_filter(dst=["10.0.0.5"]))
     ops = nld.describe_bytecode(bc)
     assert len(ops) == 1
     op = ops[0]
@@ -153,7 +153,7 @@ def test_single_ipv4_host():
 
 def test_or_and_layout_like_ss():
     flt = build_filter(dst=["10.0.0.5:80", "[fd00::5]:443-450"], sport=["1000-2000"])
-    bc = diag.compile_bytecode(flt)
+    bc = bytecode.compile_bytecode(flt)
     assert kernel_audit(bc)
     ops = nld.describe_bytecode(bc)
     codes = [o["code"] for o in ops]
@@ -175,17 +175,17 @@ def test_or_and_layout_like_ss():
 
 
 def test_full_port_ranges_need_no_ops():
-    bc = diag.compile_bytecode(build_filter(dport=["0-65535"]))
+    bc = bytecode.compile_bytecode(build_filter(dport=["0-65535"]))
     assert bc == b""
-    ops = nld.describe_bytecode(diag.compile_bytecode(build_filter(dport=["0-80"])))
+    ops = nld.describe_bytecode(bytecode.compile_bytecode(build_filter(dport=["0-80"])))
     assert [o["code"] for o in ops] == [nld.INET_DIAG_BC_D_LE]
 
 
 def test_v6_prefix_covering_v4_mapped_space_accepts_ipv4():
-    bc = diag.compile_bytecode(build_filter(dst=["::/1"]))
+    bc = bytecode.compile_bytecode(build_filter(dst=["::/1"]))
     assert kernel_audit(bc)
     assert kernel_run(bc, socket.AF_INET, bytes(4), bytes([10, 1, 2, 3]), 1, 2)
-    bc = diag.compile_bytecode(build_filter(dst=["fd00::/8"]))
+    bc = bytecode.compile_bytecode(build_filter(dst=["fd00::/8"]))
     assert not kernel_run(bc, socket.AF_INET, bytes(4), bytes([10, 1, 2, 3]), 1, 2)
 
 
@@ -197,7 +197,7 @@ def test_bytecode_pieces_match_pyroute2_encoding():
     cond.update(family=socket.AF_INET, prefix_len=32, port=-1)
     cond.encode()
     expected = bytes(op.data) + bytes(cond.data) + bytes([127, 0, 0, 1])
-    assert diag.compile_bytecode(build_filter(dst=["127.0.0.1"])) == expected
+    assert bytecode.compile_bytecode(build_filter(dst=["127.0.0.1"])) == expected
 
 
 def _kernel_view(sock):
@@ -243,7 +243,7 @@ def test_bytecode_agrees_with_filter_matches(seed):
         if rng.random() < 0.5:
             kw[key] = rng.sample(pool, rng.randint(1, 4))
     flt = build_filter(state=["all"], **kw)
-    bc = diag.compile_bytecode(flt)
+    bc = bytecode.compile_bytecode(flt)
     assert bc == b"" or kernel_audit(bc), nld.describe_bytecode(bc)
     for _ in range(300):
         sock = _random_sock(rng)
@@ -256,15 +256,15 @@ def test_sixteen_rules_each_side_fit_and_audit():
     rules = [f"10.0.{i}.0/24:{1000 + i}-{2000 + i}" for i in range(16)]
     flt = build_filter(dst=rules, src=[f"fd00:{i}::/32" for i in range(16)],
                        dport=[str(p) for p in range(16)], sport=[f"{p}-{p + 5}" for p in range(100, 116)])
-    bc = diag.compile_bytecode(flt)
+    bc = bytecode.compile_bytecode(flt)
     assert kernel_audit(bc)
     assert len(bc) < 65000
 
 
 def test_state_mask_adds_new_syn_recv():
-    assert diag.state_mask({st.SYN_RECV}) == (1 << 3) | (1 << 12)
-    assert diag.state_mask({st.LISTEN}) == 1 << 10
-    assert diag.state_mask(st.ALL) == 0x1FFE
+    assert bytecode.state_mask({st.SYN_RECV}) == (1 << 3) | (1 << 12)
+    assert bytecode.state_mask({st.LISTEN}) == 1 << 10
+    assert bytecode.state_mask(st.ALL) == 0x1FFE
 
 
 # -- a canned kernel ------------------------------------------------------------------
@@ -373,7 +373,7 @@ def tcp_sock(cookie, *, sport=40000, dport=80, state=st.ESTABLISHED, family=4, p
 def test_destroy_ack_maps_to_result(err, result):
     kernel = FakeKernel(destroy=lambda req: err)
     sock = tcp_sock(0x1234_0000_5678)
-    diag.destroy_with(fake_diag_socket(kernel), [sock])
+    destroy.destroy_with(fake_diag_socket(kernel), [sock])
     assert sock.result == result and sock.error == err
     [req] = kernel.requests
     assert req["header"]["type"] == nld.SOCK_DESTROY
@@ -389,7 +389,7 @@ def test_every_ack_is_read_and_matched_by_sequence():
     socks = [tcp_sock(i + 1, sport=30000 + i) for i in range(700)]   # > one batch
     outcome = {s.cookie: [0, errno.ENOENT, errno.EPERM][s.cookie % 3] for s in socks}
     kernel = FakeKernel(destroy=lambda req: outcome[req["idiag_cookie"][0]])
-    diag.destroy_with(fake_diag_socket(kernel), socks)
+    destroy.destroy_with(fake_diag_socket(kernel), socks)
     assert len(kernel.requests) == 700
     for s in socks:
         assert s.error == outcome[s.cookie]
@@ -400,7 +400,7 @@ def test_ipv6_and_ifindex_carried_exactly():
     sock = tcp_sock(7, family=6, dst=ipaddress.ip_address("fe80::1").packed)
     sock.ifindex = 3
     kernel = FakeKernel()
-    diag.destroy_with(fake_diag_socket(kernel), [sock])
+    destroy.destroy_with(fake_diag_socket(kernel), [sock])
     [req] = kernel.requests
     assert req["sdiag_family"] == socket.AF_INET6
     assert req["idiag_dst"] == ipaddress.ip_address("fe80::1").packed
@@ -459,7 +459,7 @@ def test_decode_canned_dump():
     ]
     ds = fake_diag_socket(FakeKernel(rows=lambda req: msgs))
     rows = ds.dump(socket.AF_INET, socket.IPPROTO_TCP, 0xFFF)
-    socks = diag.decode_rows(rows, "tcp", NS, flt, frozenset({99}))
+    socks = diag_engine.decode_rows(rows, "tcp", NS, flt, frozenset({99}))
     assert [s.cookie for s in socks] == [(3 << 32) | 5, 6, 7]      # inode 99 excluded
     est, tw, req = socks
     assert (est.family, est.proto, est.state, est.sport, est.dport) == (4, "tcp", 1, 40000, 80)
@@ -478,7 +478,7 @@ def test_decode_ipv6_and_filter_safety_net():
             diag_msg(family=socket.AF_INET6, sport=3, dport=22, src=v6a, dst=v6a, cookie=3)]
     flt = build_filter(dport=["443"])
     ds = fake_diag_socket(FakeKernel(rows=lambda req: msgs))
-    socks = diag.decode_rows(ds.dump(socket.AF_INET6, socket.IPPROTO_TCP, 0xFFF), "tcp", NS, flt,
+    socks = diag_engine.decode_rows(ds.dump(socket.AF_INET6, socket.IPPROTO_TCP, 0xFFF), "tcp", NS, flt,
                              frozenset())
     # the kernel would not have sent cookie 3; the Python check drops it anyway
     assert [s.cookie for s in socks] == [1, 2]
@@ -533,7 +533,7 @@ def udp_server(cookie):
 def test_reuseport_group_every_member_destroyed_once(refuse):
     kernel = ReuseportKernel([11, 12, 13, 14, 15], refuse=refuse)
     socks = [udp_server(c) for c in (11, 12, 13, 14, 15)]     # dump order = chain order
-    diag.destroy_with(fake_diag_socket(kernel), socks, rng=random.Random(1))
+    destroy.destroy_with(fake_diag_socket(kernel), socks, rng=random.Random(1))
     assert [s.result for s in socks] == [model.KILLED] * 5
     assert sorted(kernel.killed) == [11, 12, 13, 14, 15]
     assert kernel.killed[-1] == 11                  # the chain head goes last
@@ -544,7 +544,7 @@ def test_detached_chain_head_shadows_the_group():
     head answers every lookup: the others cannot be reached and are reported."""
     kernel = ReuseportKernel([11, 12, 13], refuse=errno.ENOENT, detached={11})
     socks = [udp_server(c) for c in (12, 13)]
-    diag.destroy_with(fake_diag_socket(kernel), socks, rng=random.Random(3))
+    destroy.destroy_with(fake_diag_socket(kernel), socks, rng=random.Random(3))
     assert [(s.result, s.error) for s in socks] == [(model.FAILED, errno.ESTALE)] * 2
 
 
@@ -552,19 +552,19 @@ def test_reuseport_member_out_of_reach_is_reported():
     kernel = ReuseportKernel([11, 12, 13], refuse=errno.ESTALE, stuck={12})
     socks = [udp_server(c) for c in (11, 12, 13)]
     logs = []
-    diag.destroy_with(fake_diag_socket(kernel), socks, log=logs.append, rng=random.Random(2))
+    destroy.destroy_with(fake_diag_socket(kernel), socks, log=logs.append, rng=random.Random(2))
     assert [s.result for s in (socks[0], socks[2])] == [model.KILLED] * 2
     assert socks[1].result == model.FAILED and socks[1].error == errno.ESTALE
     destroys = [r for r in kernel.requests if r["header"]["type"] == nld.SOCK_DESTROY
                 and r["idiag_cookie"][0] == 12]
-    assert len(destroys) <= diag.MAX_ATTEMPTS + 1
+    assert len(destroys) <= destroy.MAX_ATTEMPTS + 1
     assert any("could not reach" in line for line in logs)
 
 
 def test_vanished_server_socket_is_gone_without_retries():
     kernel = ReuseportKernel([11, 12])
     sock = udp_server(99)       # not in the kernel any more
-    diag.destroy_with(fake_diag_socket(kernel), [sock])
+    destroy.destroy_with(fake_diag_socket(kernel), [sock])
     assert sock.result == model.GONE
     assert sum(1 for r in kernel.requests if r["header"]["type"] == nld.SOCK_DESTROY) == 1
 
@@ -572,5 +572,5 @@ def test_vanished_server_socket_is_gone_without_retries():
 def test_connected_sockets_are_not_retried():
     kernel = FakeKernel(destroy=lambda req: errno.ENOENT)
     sock = tcp_sock(5)
-    diag.destroy_with(fake_diag_socket(kernel), [sock])
+    destroy.destroy_with(fake_diag_socket(kernel), [sock])
     assert sock.result == model.GONE and len(kernel.requests) == 1

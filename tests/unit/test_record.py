@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from sockterm import model, record
-from sockterm.engine import bpf as bpf_engine
+from sockterm import model
+from sockterm.engine.bpf import config as bpf_config, record
+from sockterm.engine.bpf import engine as bpf_engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEADER = os.path.join(ROOT, "bpf", "sockterm.h")
@@ -51,7 +52,7 @@ def test_mirror_matches_header(tmp_path):
 
 
 def test_mirror_matches_shipped_object_btf():
-    from sockterm import libbpf
+    from sockterm.engine.bpf import libbpf
     lib = libbpf.load()
     obj = lib.bpf_object__open_file(bpf_engine.object_path().encode(), None)
     assert obj, "cannot open the shipped object"
@@ -95,7 +96,7 @@ def test_decode_round_trip():
 def test_config_compiles_prefixes_as_network_order_words():
     from sockterm.filter import build_filter
     flt = build_filter(dst=["10.0.0.0/8:80-90"], dport=["443"])
-    cfg = bpf_engine.compile_config(flt, kill=True)
+    cfg = bpf_config.compile_config(flt, kill=True)
     rule = cfg.dst[0]
     addr = b"".join(w.to_bytes(4, "little") for w in rule.addr)
     mask = b"".join(w.to_bytes(4, "little") for w in rule.mask)

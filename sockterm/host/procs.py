@@ -59,7 +59,7 @@ def own_inodes() -> frozenset[int]:
 
 def owners_from_proc():
     """Who holds every socket on the host (model.Owners), read from /proc."""
-    from .model import Owners
+    from ..model import Owners
     found = Owners()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():

@@ -14,10 +14,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from . import model, netns, probe, procs
-from .engine import EngineError
-from .exitcodes import ExitCode
-from .filter import Filter
+from .. import model
+from ..host import netns, probe, procs
+from ..engine import EngineError
+from ..exitcodes import ExitCode
+from ..filter import Filter
 
 
 # namespaces walked at once: one reader per core, a few at most
@@ -188,7 +189,7 @@ def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.
 
 
 def _create(name: str, flt: Filter, req: Request):
-    from . import engine as engines
+    from .. import engine as engines
     return engines.create(name, flt=flt, kill=req.kill, exclude_inodes=procs.own_inodes(),
                           log=req.log)
 

@@ -12,7 +12,7 @@ import queue
 import stat
 import threading
 
-from .model import Namespace
+from ..model import Namespace
 
 CLONE_NEWNET = 0x40000000
 NSFS_MAGIC = 0x6E736673

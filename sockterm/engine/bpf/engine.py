@@ -14,8 +14,11 @@ import os
 import socket
 from importlib import resources
 
-from .. import libbpf, model, netns, record
-from . import EngineError
+from ... import model
+from ...host import netns
+from . import libbpf, record
+from .config import compile_config
+from .. import EngineError
 
 OBJECT_NAME = "sockterm.bpf.o"
 READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer per read
@@ -26,33 +29,6 @@ FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 def object_path() -> str:
     return str(resources.files("sockterm") / "data" / OBJECT_NAME)
-
-
-def compile_config(flt, kill: bool) -> record.StConfig:
-    """The Filter as the BPF programs read it (struct st_config)."""
-    cfg = record.StConfig()
-    for rules, out, count in ((flt.dst, cfg.dst, "n_dst"), (flt.src, cfg.src, "n_src")):
-        for i, rule in enumerate(rules):
-            addr = rule.net.network_address.packed
-            mask = rule.net.netmask.packed
-            for w in range(4):
-                # network-order words, compared as the kernel's __be32 words
-                out[i].addr[w] = int.from_bytes(addr[4 * w:4 * w + 4], "little")
-                out[i].mask[w] = int.from_bytes(mask[4 * w:4 * w + 4], "little")
-            out[i].port_lo, out[i].port_hi = rule.ports.lo, rule.ports.hi
-        setattr(cfg, count, len(rules))
-    for ranges, out, count in ((flt.dport, cfg.dport, "n_dport"), (flt.sport, cfg.sport, "n_sport")):
-        for i, rng in enumerate(ranges):
-            out[i].lo, out[i].hi = rng.lo, rng.hi
-        setattr(cfg, count, len(ranges))
-    cfg.states = sum(1 << s for s in flt.states)
-    cfg.families = (1 if 4 in flt.families else 0) | (2 if 6 in flt.families else 0)
-    cfg.flags = ((record.CFG_KILL if kill else 0)
-                 | (record.CFG_INODES if flt.inodes is not None else 0)
-                 | (record.CFG_TCP if "tcp" in flt.protos else 0)
-                 | (record.CFG_UDP if "udp" in flt.protos else 0)
-                 | (record.CFG_COOKIES if flt.cookies is not None else 0))
-    return cfg
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
@@ -229,7 +205,7 @@ class BpfEngine:
                     model.set_error(sock, errors[sock.cookie])
         deferred = [s for s in socks if s.result == model.DEFERRED]
         if deferred:
-            from .diag import destroy_here
+            from ..diag.destroy import destroy_here
             worker.call(ns, lambda: destroy_here(deferred))
 
     def _kill_errors(self) -> dict[int, int]:

@@ -1,0 +1,176 @@
+"""SOCK_DESTROY over NETLINK_SOCK_DIAG: destroy given sockets by their exact
+address tuple, interface and cookie (ENOENT: already gone), as `ss -K` does.
+
+SO_REUSEPORT: the kernel resolves a destroy request by a socket lookup, which
+for a reuseport group picks one member by hashing the request's remote
+address/port; the cookie check then refuses any other member. A server socket
+(no peer) that is refused is retried with other remote ports until the lookup
+lands on it, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+
+from ... import model
+from ... import states as st
+from . import netlink as n
+from .bytecode import TRUE, _or, assemble, port_tree
+
+AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+PROTO_NUMS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
+_ZERO16 = bytes(16)
+
+RETRY_ERRNOS = (errno.ENOENT, errno.ESTALE)
+MIN_ATTEMPTS = 64          # per reuseport member
+ATTEMPTS_PER_MEMBER = 24   # 1 - (1 - 1/n)^(24n) > 1 - e^-24
+MAX_ATTEMPTS = 4096
+
+def _request(sock, *, dport=None) -> bytes:
+    family = AF[sock.family]
+    return n.encode_request(
+        n.SOCK_DESTROY, n.NLM_F_REQUEST | n.NLM_F_ACK, 0, family=family,
+        proto=PROTO_NUMS[sock.proto], states=n.TCPF_ALL,
+        sport=sock.sport, dport=sock.dport if dport is None else dport,
+        src=n.sockid_addr(sock.src, family), dst=n.sockid_addr(sock.dst, family),
+        ifindex=sock.ifindex, cookie=(sock.cookie & 0xFFFFFFFF, sock.cookie >> 32))
+
+
+def _peerless(sock) -> bool:
+    """A server socket: the lookup a destroy does may pick another reuseport member."""
+    return sock.dport == 0 and sock.state in (st.LISTEN, st.CLOSE) and (
+        sock.dst == _ZERO16 or sock.dst == _V4_PREFIX + b"\0\0\0\0")
+
+
+def destroy_with(dsock, socks, log=lambda msg: None, rng=None) -> None:
+    """SOCK_DESTROY each sock over dsock (a DiagSocket in the sockets' namespace)
+    and set its result; server sockets are taken group by group (see
+    _destroy_servers). `socks` must be in dump order."""
+    if not socks:
+        return
+    others = [s for s in socks if not _peerless(s)]
+    if others:
+        errs = dsock.request_acks([_request(s) for s in others])
+        for sock, err in zip(others, errs):
+            model.set_error(sock, err)
+    servers = [s for s in socks if _peerless(s)]
+    if servers:
+        _destroy_servers(dsock, servers, log, rng or random.Random())
+
+
+def _local_key(sock) -> tuple:
+    family = AF[sock.family]
+    return (sock.proto, sock.family, n.sockid_addr(sock.src, family), sock.sport,
+            sock.ifindex)
+
+
+def _destroy_servers(dsock, servers, log, rng) -> None:
+    """Listeners and unconnected UDP sockets, which may share a reuseport group.
+
+    The lookup returns the first socket of the port's hash chain that scores
+    best; if it is a group member, the group picks one member by hash. A
+    destroyed UDP socket stays hashed where it was but leaves its group, so
+    once the chain's first member is destroyed it wins every later lookup
+    and shadows the rest. The dump lists a chain head first: destroy each
+    group's members last-dumped first, one member per group at a time."""
+    groups: dict[tuple, list] = {}
+    for sock in servers:
+        groups.setdefault(_local_key(sock), []).append(sock)
+    waves: list[list] = []
+    for members in groups.values():
+        for i, sock in enumerate(reversed(members)):
+            if i == len(waves):
+                waves.append([])
+            waves[i].append(sock)
+    for wave in waves:
+        errs = dsock.request_acks([_request(s) for s in wave])
+        retry = []
+        for sock, err in zip(wave, errs):
+            if err in RETRY_ERRNOS:
+                retry.append(sock)
+            else:
+                model.set_error(sock, err)
+        if retry:
+            _retry_members(dsock, retry, log, rng)
+
+
+def _members(dsock, socks):
+    """What the kernel has now on the local ports of socks: cookies alive, and
+    how many peerless sockets share each local (proto, family, addr, port, if)."""
+    alive, group = set(), {}
+    keys = {(s.proto, s.family) for s in socks}
+    for proto, fam in keys:
+        ports = sorted({s.sport for s in socks if (s.proto, s.family) == (proto, fam)})
+        tree = _or([port_tree("s", _Range(p, p)) for p in ports]) if len(ports) <= 512 else TRUE
+        rows = dsock.dump(AF[fam], PROTO_NUMS[proto], (1 << st.LISTEN) | (1 << st.CLOSE),
+                          assemble(tree))
+        for row in rows:
+            sport, dport, src, dst, ifi, c0, c1 = row[9:16]
+            alive.add(c0 | c1 << 32)
+            if not dport and dst == _ZERO16:
+                key = (proto, fam, src, socket.ntohs(sport), ifi)
+                group[key] = group.get(key, 0) + 1
+    return alive, group
+
+
+class _Range:
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+
+def _retry_members(dsock, pending, log, rng) -> None:
+    """Destroy requests for pending (at most one per group) with random remote
+    ports, so the group's hash picks each in turn; bounded per socket."""
+    alive, group = _members(dsock, pending)
+    budget = {}
+    still = []
+    for sock in pending:
+        if sock.cookie not in alive:
+            model.set_error(sock, errno.ENOENT)
+            continue
+        size = group.get(_local_key(sock), 1)
+        budget[sock.cookie] = min(MAX_ATTEMPTS, max(MIN_ATTEMPTS, ATTEMPTS_PER_MEMBER * size))
+        still.append(sock)
+    attempts = 0
+    while still:
+        attempts += 1
+        ports = rng.sample(range(1, 65536), min(len(still), 65535))
+        ports += [rng.randrange(1, 65536) for _ in range(len(still) - len(ports))]
+        errs = dsock.request_acks([_request(s, dport=p)
+                                   for s, p in zip(still, ports)])
+        nxt, exhausted = [], []
+        for sock, err in zip(still, errs):
+            if err in RETRY_ERRNOS:
+                (nxt if attempts < budget[sock.cookie] else exhausted).append(sock)
+            else:
+                model.set_error(sock, err)
+        if exhausted:
+            alive, _ = _members(dsock, exhausted)
+            for sock in exhausted:
+                if sock.cookie in alive:
+                    # still there, but every lookup found another socket: the
+                    # cookie check's refusal (ESTALE), whatever errno it came as
+                    model.set_error(sock, errno.ESTALE)
+                    log(f"diag: could not reach reuseport member {sock!r} "
+                        f"in {budget[sock.cookie]} lookups")
+                else:
+                    model.set_error(sock, errno.ENOENT)
+        still = nxt
+    if attempts:
+        log(f"diag: reuseport retries: {attempts} round(s) for {len(pending)} socket(s)")
+
+
+def destroy_here(socks: list) -> None:
+    """SOCK_DESTROY each Sock from inside the calling thread's namespace (the
+    worker calls this) and set its result. Used by the BPF engine for the
+    sockets its kfunc cannot take (TIME_WAIT, request sockets)."""
+    if not socks:
+        return
+    dsock = n.DiagSocket()
+    try:
+        destroy_with(dsock, socks)
+    finally:
+        dsock.close()

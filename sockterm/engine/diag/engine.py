@@ -1,0 +1,173 @@
+"""The diag engine: NETLINK_SOCK_DIAG dumps filtered in the kernel by
+INET_DIAG bytecode, and one SOCK_DESTROY per match, as `ss -K` does.
+
+Per namespace one NETLINK_SOCK_DIAG socket is created inside it (a netlink
+socket's namespace is fixed at creation) and then used from any thread for
+the dumps and the destroys. The Filter is compiled once into bytecode; only
+matching sockets cross into Python, where Filter.matches() checks each again
+before anything is destroyed.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from ... import model
+from ... import states as st
+from ...exitcodes import ExitCode
+from ...host import netns, procs
+from .. import EngineError
+from . import netlink as n
+from .bytecode import compile_bytecode, state_mask
+from .destroy import AF, PROTO_NUMS, destroy_with
+
+_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
+
+def decode_rows(rows, proto, ns, flt, exclude):
+    """MSG tuples from a dump of `proto` -> the Socks the filter matches."""
+    Sock = model.Sock
+    matches = flt.matches
+    out = []
+    fam_num = {socket.AF_INET: 4, socket.AF_INET6: 6}
+    ntohs = socket.ntohs
+    v4 = _V4_PREFIX
+    ns_ino, ns_name = ns.ino, ns.name
+    for (length, _t, _f, _s, _p, family, state, timer, _r, sport, dport, src, dst, ifi,
+         c0, c1, _e, _rq, _wq, uid, ino) in rows:
+        fam = fam_num.get(family)
+        if fam == 4:
+            src, dst = v4 + src[:4], v4 + dst[:4]
+        elif fam is None:
+            continue
+        sock = Sock(netns=ns_ino, family=fam, proto=proto, state=state, src=src,
+                    sport=ntohs(sport), dst=dst, dport=ntohs(dport), cookie=c0 | c1 << 32,
+                    uid=uid, ino=ino, netns_name=ns_name,
+                    mini=(timer == 3 or state == st.TIME_WAIT
+                          or (state == st.SYN_RECV and length <= 96)),
+                    ifindex=ifi)
+        if not matches(sock) or (ino and ino in exclude):
+            continue
+        out.append(sock)
+    return out
+
+
+class DiagEngine:
+    name = "diag"
+
+    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None):
+        self.flt = flt
+        self.kill = kill
+        self.exclude_inodes = frozenset(exclude_inodes)
+        self.log = log
+        self.bytecode = b""
+        self.states = 0
+        self.targets: list[tuple[int, str]] = []     # (address family, proto)
+        self.warnings: list[str] = []
+
+    def open(self) -> None:
+        self.bytecode = compile_bytecode(self.flt)
+        self.states = state_mask(self.flt.states)
+        self.targets = [(AF[fam], proto) for proto in ("tcp", "udp") if proto in self.flt.protos
+                        for fam in (4, 6) if fam in self.flt.families]
+        if len(self.bytecode) > 65000:
+            raise EngineError("the filter is too large for INET_DIAG bytecode", ExitCode.USAGE)
+        if self.kill:
+            from ...host import probe
+            if "CAP_NET_ADMIN" not in probe.effective_caps():
+                raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
+        try:
+            dsock = n.DiagSocket()
+        except OSError as exc:
+            raise EngineError(f"cannot open a NETLINK_SOCK_DIAG socket: {exc.strerror}") from None
+        try:
+            for family, proto in self.targets:
+                self._probe(dsock, family, proto)
+        finally:
+            dsock.close()
+        self.log(f"diag: {len(self.bytecode)} bytes of filter bytecode, state mask {self.states:#x}")
+
+    def _probe(self, dsock, family, proto) -> None:
+        """An empty dump validates the bytecode; a destroy of no socket (cookie 0
+        is never a socket's) tells whether the kernel can destroy at all."""
+        what = f"{proto}/IPv{4 if family == socket.AF_INET else 6}"
+        try:
+            for _ in dsock.dump(family, PROTO_NUMS[proto], 0, self.bytecode):
+                pass
+        except n.NetlinkError as exc:
+            if exc.code == errno.EINVAL:
+                raise EngineError(f"the kernel rejected the INET_DIAG filter bytecode for {what}") from None
+            raise EngineError(f"the kernel cannot dump {what} sockets (inet_diag/"
+                              f"{proto}_diag missing?): {exc.args[1]}") from None
+        if not self.kill:
+            return
+        [err] = dsock.request_acks([n.encode_request(
+            n.SOCK_DESTROY, n.NLM_F_REQUEST | n.NLM_F_ACK, 0, family=family,
+            proto=PROTO_NUMS[proto], states=n.TCPF_ALL, cookie=(0, 0))])
+        if err == errno.EOPNOTSUPP:
+            raise EngineError("the kernel cannot destroy sockets: it lacks CONFIG_INET_DIAG_DESTROY")
+        if err in (errno.EPERM, errno.EACCES):
+            raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
+
+    def _open_here(self):
+        """In the worker, inside the namespace: a diag socket, and which protocols have sockets."""
+        busy = netns.busy_protocols()
+        targets = [(fam, proto) for fam, proto in self.targets if proto in busy]
+        if not targets:
+            return None, []
+        return n.DiagSocket(), targets
+
+    def scan(self, ns, worker, ready=None):
+        """Yield lists of the matching sockets of ns; in kill mode they are
+        already destroyed. Safe to run for several namespaces at once.
+        `ready` (an Event), if given, is waited for before the first dump."""
+        dsock, targets = worker.call(ns, self._open_here)
+        if dsock is None:
+            return
+        try:
+            if ready is not None:
+                ready.wait()
+            found, seen = [], set()
+            for family, proto in targets:
+                try:
+                    rows = dsock.dump(family, PROTO_NUMS[proto], self.states, self.bytecode)
+                    socks = decode_rows(rows, proto, ns, self.flt,
+                                        self.exclude_inodes)
+                except n.NetlinkError as exc:
+                    raise OSError(exc.code, f"{proto} dump failed: {exc.args[1]}") from None
+                if self.kill:
+                    for sock in socks:         # a dump may repeat a socket if a hash chain moved
+                        if sock.cookie not in seen:
+                            seen.add(sock.cookie)
+                            found.append(sock)
+                elif socks:
+                    yield socks
+            if self.kill and found:
+                destroy_with(dsock, found, self.log)
+                unsupported = sum(1 for s in found if s.error == errno.EOPNOTSUPP)
+                if unsupported == len(found):
+                    self.log("diag: the kernel refused every destroy with EOPNOTSUPP: "
+                             "it lacks CONFIG_INET_DIAG_DESTROY")
+                yield found
+        finally:
+            dsock.close()
+
+    def owners(self) -> dict:
+        return procs.owners_from_proc()
+
+    def close(self) -> None:
+        pass
+
+
+def probe() -> tuple[str, str, str]:
+    """For doctor: why a TCP dump, a UDP dump and a destroy cannot work here
+    ('' for each that works). Each is a real request to the kernel."""
+    from ...filter import build_filter
+    answers = []
+    for proto, kill in (("tcp", False), ("udp", False), ("tcp", True)):
+        try:
+            DiagEngine(flt=build_filter(proto=[proto], default_states=st.ALL), kill=kill).open()
+            answers.append("")
+        except EngineError as exc:
+            answers.append(str(exc))
+    return tuple(answers)
