@@ -8,15 +8,14 @@ import sys
 import click
 
 from ..exitcodes import ExitCode
-from .options import filter_args, filter_options, output_options
+from .options import filter_args, filter_options, global_options, output_options
 from .run import abort, build_filter, make_request, renderer_for, run_into, show, stderr_log, stream
-
-SAMPLE = 10
 
 
 @click.command("kill")
 @filter_options
 @output_options
+@global_options
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
 @click.option("--max", "max_kills", type=click.IntRange(min=0), metavar="N",
               help="Refuse, killing nothing, when more than N sockets match.")
@@ -63,7 +62,8 @@ def _audit(flt, report, error: str, log) -> None:
     if problem and problem.startswith("no syslog socket"):
         log(problem)
     elif problem:
-        click.echo(f"sockterm: warning: {problem}", err=True)
+        from ..text import shown
+        click.echo(f"sockterm: warning: {shown(problem)}", err=True)
     else:
         log(f"audit record written to {audit.socket_path()}")
 
@@ -87,22 +87,9 @@ def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> froz
     if not socks:
         click.echo("sockterm: nothing matches; nothing killed", err=True)
         sys.exit(int(ExitCode.NO_MATCH))
-    _show_sample(socks, report)
-    if not click.confirm("Kill them?", default=False, err=True):
+    from .confirm import ask, sample
+    counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
+    if not ask(sample(socks), counts, report.engine, total=len(socks)):
         click.echo("sockterm: nothing killed", err=True)
         sys.exit(int(ExitCode.NO_MATCH))
     return confirmed
-
-
-def _show_sample(socks, report) -> None:
-    from .render import COLUMNS, fit_widths, folded_lines, row, terminal_width
-    nss = len({s.netns for s in socks})
-    click.echo(f"About to kill {len(socks)} socket{'s' if len(socks) != 1 else ''} in "
-               f"{nss} namespace{'s' if nss != 1 else ''} (engine {report.engine}):", err=True)
-    rows = [row(s, kill=False) for s in socks[:SAMPLE]]
-    widths = fit_widths(COLUMNS, rows, terminal_width(sys.stderr) - 2)
-    for cells in rows:
-        for line in folded_lines(cells, widths, None):
-            click.echo("  " + line, err=True)
-    if len(socks) > SAMPLE:
-        click.echo(f"  ... and {len(socks) - SAMPLE} more", err=True)

@@ -1,8 +1,9 @@
-"""A one-line progress display on stderr for runs that take more than a moment.
+"""A progress display on stderr for runs that take more than a moment.
 
-A thread redraws the line from counters the run updates; nothing is drawn
-for runs shorter than DELAY, and the line is erased before any output.
-Plain ANSI (carriage return, erase line): no rich import, no colour.
+A thread redraws a rich spinner line from counters the run updates; nothing
+is drawn (and rich is not even imported) for runs shorter than DELAY, and the
+line is erased before any output. The line holds counts only: no name from
+the host reaches it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ class Progress:
         self.err = err or sys.stderr
         self._stop = threading.Event()
         self._thread = None
-        self._drawn = False
 
     def __enter__(self):
         if self.enabled:
@@ -37,10 +37,8 @@ class Progress:
         if self._thread is None:
             return
         self._stop.set()
-        self._thread.join()
+        self._thread.join()     # the thread erases its line before it ends
         self._thread = None
-        if self._drawn:
-            self._write("\r\x1b[K")
 
     def line(self) -> str:
         report = self.report
@@ -52,18 +50,30 @@ class Progress:
     def _run(self) -> None:
         if self._stop.wait(DELAY):
             return
-        while True:
-            self._write("\r\x1b[K" + self.line())
-            self._drawn = True
-            if self._stop.wait(INTERVAL):
-                return
-
-    def _write(self, text: str) -> None:
         try:
-            self.err.write(text)
-            self.err.flush()
-        except (OSError, ValueError):
+            from rich.live import Live
+            from rich.spinner import Spinner
+            from .console import console
+            utf = (getattr(self.err, "encoding", "") or "").lower().startswith("utf")
+            spinner = Spinner("dots" if utf else "line", self.line(), style="cyan")
+            # redirect off: rich would otherwise wrap sys.stdout, which may be
+            # a pipe carrying the data, and route it through this stderr console
+            live = Live(spinner, console=console(self.err), auto_refresh=False, transient=True,
+                        redirect_stdout=False, redirect_stderr=False)
+            live.start(refresh=True)
+        except Exception:       # the display is a courtesy: never fail a run over it
+            return
+        try:
+            while not self._stop.wait(INTERVAL):
+                spinner.update(text=self.line())
+                live.refresh()
+        except Exception:
             pass
+        finally:
+            try:
+                live.stop()
+            except Exception:
+                pass
 
 
 def wanted(fmt: str, out=None, err=None) -> bool:

@@ -9,18 +9,19 @@ from typing import NoReturn
 import click
 
 from ..exitcodes import ExitCode
+from ..text import shown
 
 
 def abort(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
     """One line on stderr, then exit: the only way commands fail."""
-    click.echo(f"sockterm: error: {message}", err=True)
+    click.echo(f"sockterm: error: {shown(message)}", err=True)
     sys.exit(int(code))
 
 
 def stderr_log(enabled: bool):
     if not enabled:
         return lambda msg: None
-    return lambda msg: click.echo(f"sockterm: {msg}", err=True)
+    return lambda msg: click.echo(f"sockterm: {shown(msg)}", err=True)
 
 
 def build_filter(filter_kwargs: dict, default_states):
@@ -80,7 +81,7 @@ def stream(request, renderer, meta: dict, *, on_done=None) -> int:
                 raise
             _silence_stdout()
     for warning in report.warnings:
-        click.echo(f"sockterm: warning: {warning}", err=True)
+        click.echo(f"sockterm: warning: {shown(warning)}", err=True)
     for line in summary_lines(report, request.kill):
         click.echo(line, err=True)
     return report.exit_code(request.kill)

@@ -13,6 +13,7 @@ import stat
 import threading
 
 from ..model import Namespace
+from ..text import shown
 
 CLONE_NEWNET = 0x40000000
 NSFS_MAGIC = 0x6E736673
@@ -85,12 +86,47 @@ def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     return found
 
 
+def _ino(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def _comm(pid: str) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
             return f.read().strip()
     except OSError:
         return "?"
+
+
+HOST = "host"
+
+
+def initial_netns_path() -> str:
+    """An nsfs path of the host's initial network namespace, wherever sockterm runs.
+
+    Kernel threads never leave it, and kthreadd (pid 2, parent 0) is visible
+    from any namespace that shares the host's pid namespace; /proc/1/ns is
+    not always readable (it is not on this project's VMs, even for root).
+    In a pid namespace of its own there is no kthreadd: pid 1's namespace,
+    the closest there is to a host, stands in, then sockterm's own."""
+    try:
+        with open("/proc/2/stat") as f:
+            stat_line = f.read()
+        comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
+        ppid = stat_line[stat_line.rindex(")") + 2:].split()[1]
+        if comm == "kthreadd" and ppid == "0":
+            os.stat("/proc/2/ns/net")
+            return "/proc/2/ns/net"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        os.stat("/proc/1/ns/net")
+        return "/proc/1/ns/net"
+    except OSError:
+        return "/proc/self/ns/net"
 
 
 class Discovery:
@@ -121,7 +157,9 @@ class Discovery:
             ns.pids.append(pid)
 
     def run(self) -> list[Namespace]:
-        self_ino = os.stat("/proc/self/ns/net").st_ino
+        host_path = initial_netns_path()
+        self._add(host_path, name=HOST)
+        host = self.by_ino.get(_ino(host_path))
         self._add(f"/proc/{os.getpid()}/ns/net", pid=os.getpid())
         try:
             names = sorted(os.listdir("/run/netns"))
@@ -134,14 +172,14 @@ class Discovery:
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
                 self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        if host is not None:
+            host.name = HOST     # even when `ip netns` also names it
         for ns in self.by_ino.values():
-            if not ns.name:
-                ns.name = self._fallback_name(ns, self_ino)
-        return sorted(self.by_ino.values(), key=lambda n: (n.ino != self_ino, n.name))
+            if not ns.name or (ns.name == HOST and ns is not host):
+                ns.name = self._fallback_name(ns)
+        return sorted(self.by_ino.values(), key=lambda n: (n is not host, n.name))
 
-    def _fallback_name(self, ns: Namespace, self_ino: int) -> str:
-        if ns.ino == self_ino:
-            return "host"
+    def _fallback_name(self, ns: Namespace) -> str:
         procs = sorted(p for p in ns.pids)
         if procs:
             return f"{_comm(str(procs[0]))}[{procs[0]}]"
@@ -174,7 +212,9 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
             if ino not in by_ino:
                 by_ino[ino] = Namespace(ino=ino, name=key, path=key)
         else:
-            hits = [ns for ns in namespaces if ns.name == key]
+            # the name as sockterm shows it (control characters escaped) names it too
+            hits = ([ns for ns in namespaces if ns.name == key]
+                    or [ns for ns in namespaces if shown(ns.name) == key])
             if not hits:
                 raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
             ino = hits[0].ino
