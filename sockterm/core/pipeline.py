@@ -100,15 +100,28 @@ def resolve_processes(flt: Filter) -> Filter:
     return dataclasses.replace(flt, inodes=procs.inodes_of(sorted(pids)))
 
 
-def select_namespaces(flt: Filter, report: Report) -> list[model.Namespace]:
-    found, skipped = netns.discover()
+OTHERS_NEED_ROOT = "other network namespaces need root (CAP_SYS_ADMIN in the initial user namespace)"
+
+
+def select_namespaces(flt: Filter, report: Report, own_only: bool = False) -> list[model.Namespace]:
+    """The namespaces to search. own_only: the caller cannot enter others
+    (not root, or in a user namespace of its own), so only where it runs, as ss."""
+    found, skipped = netns.discover(own_only)
     report.skipped.extend(skipped)
+    if own_only and not flt.netns:
+        report.warnings.append(f"searched only this process's network namespace: {OTHERS_NEED_ROOT}")
     if not flt.netns:
         return found
     try:
-        return netns.resolve(flt.netns, found)
+        chosen = netns.resolve(flt.netns, found)
     except netns.NamespaceError as exc:
+        if own_only:      # it may well exist: this caller cannot see it
+            raise SocktermError(f"cannot search namespace {", ".join(flt.netns)}: "
+                                f"{OTHERS_NEED_ROOT}") from None
         raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+    if own_only and any(ns not in found for ns in chosen):
+        raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
+    return chosen
 
 
 def preflight(req: Request, host: probe.HostProbe, engine: str) -> None:
@@ -130,7 +143,7 @@ def execute(req: Request, report: Report) -> Iterator[model.Sock]:
     report.engine = engine_name = choose_engine(req.backend, req.kill, host, req.log)
     preflight(req, host, engine_name)
     flt = resolve_processes(req.flt)
-    namespaces = select_namespaces(flt, report)
+    namespaces = select_namespaces(flt, report, own_only=not host.enters_other_namespaces)
     for note in report.skipped:
         req.log(f"skipped {note}")
     try:

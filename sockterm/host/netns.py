@@ -102,16 +102,16 @@ def _comm(pid: str) -> str:
 
 
 HOST = "host"
+# the initial namespace's inode on kernels that fix it (6.18 and later); older
+# kernels number namespaces from 0xF0000000 up, so no other can have it
+INIT_NET_INO = 0xEFFFFFF9
 
 
-def initial_netns_path() -> str:
-    """An nsfs path of the host's initial network namespace, wherever sockterm runs.
-
-    Kernel threads never leave it, and kthreadd (pid 2, parent 0) is visible
-    from any namespace that shares the host's pid namespace; /proc/1/ns is
-    not always readable (it is not on this project's VMs, even for root).
-    In a pid namespace of its own there is no kthreadd: pid 1's namespace,
-    the closest there is to a host, stands in, then sockterm's own."""
+def kthreadd_netns() -> str | None:
+    """An nsfs path of the host's initial network namespace: kthreadd's (pid 2,
+    parent 0), which kernel threads never leave, seen from any namespace that
+    shares the host's pid namespace (/proc/1/ns is not always readable, even
+    for root). None when there is no kthreadd here or its ns is unreadable."""
     try:
         with open("/proc/2/stat") as f:
             stat_line = f.read()
@@ -122,11 +122,7 @@ def initial_netns_path() -> str:
             return "/proc/2/ns/net"
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        os.stat("/proc/1/ns/net")
-        return "/proc/1/ns/net"
-    except OSError:
-        return "/proc/self/ns/net"
+    return None
 
 
 class Discovery:
@@ -156,22 +152,30 @@ class Discovery:
         if pid is not None:
             ns.pids.append(pid)
 
-    def run(self) -> list[Namespace]:
-        host_path = initial_netns_path()
-        self._add(host_path, name=HOST)
-        host = self.by_ino.get(_ino(host_path))
-        self._add(f"/proc/{os.getpid()}/ns/net", pid=os.getpid())
+    def run(self, own_only: bool = False) -> list[Namespace]:
+        """Every namespace; with own_only, just sockterm's own (named as
+        usual), for a caller who could not enter the others anyway."""
+        host_path = kthreadd_netns()
+        if host_path:
+            self._add(host_path, name=HOST)
+        own = f"/proc/{os.getpid()}/ns/net"
+        self._add(own, pid=os.getpid())
         try:
             names = sorted(os.listdir("/run/netns"))
         except OSError:
             names = []
         for name in names:
             self._add(os.path.join("/run/netns", name), name=name)
-        for mount in _nsfs_mounts():
-            self._add(mount)
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        if not own_only:
+            for mount in _nsfs_mounts():
+                self._add(mount)
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        host = self.by_ino.get(_ino(host_path) if host_path else INIT_NET_INO)
+        if own_only:
+            own_ino = _ino(own)
+            self.by_ino = {ino: ns for ino, ns in self.by_ino.items() if ino == own_ino}
         if host is not None:
             host.name = HOST     # even when `ip netns` also names it
         for ns in self.by_ino.values():
@@ -188,9 +192,9 @@ class Discovery:
         return f"net:[{ns.ino}]"
 
 
-def discover() -> tuple[list[Namespace], list[str]]:
+def discover(own_only: bool = False) -> tuple[list[Namespace], list[str]]:
     d = Discovery()
-    found = d.run()
+    found = d.run(own_only)
     return found, d.skipped
 
 
@@ -250,6 +254,8 @@ class Worker:
             os.close(home)
 
     def _run_in(self, ns: Namespace, fn, home: int):
+        if ns.ino == os.fstat(home).st_ino:
+            return fn()      # already there: setns would need CAP_SYS_ADMIN even for this
         fd = None
         last = None
         for path in ns.paths():
