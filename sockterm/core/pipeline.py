@@ -116,7 +116,7 @@ def select_namespaces(flt: Filter, report: Report, own_only: bool = False) -> li
         chosen = netns.resolve(flt.netns, found)
     except netns.NamespaceError as exc:
         if own_only:      # it may well exist: this caller cannot see it
-            raise SocktermError(f"cannot search namespace {", ".join(flt.netns)}: "
+            raise SocktermError(f"cannot search namespace {', '.join(flt.netns)}: "
                                 f"{OTHERS_NEED_ROOT}") from None
         raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
     if own_only and any(ns not in found for ns in chosen):
