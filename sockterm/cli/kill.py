@@ -86,6 +86,8 @@ def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> froz
         return confirmed    # --yes: even when nothing matched, the kill pass reports as usual
     if not socks:
         click.echo("sockterm: nothing matches; nothing killed", err=True)
+        for hint in flt.hints():
+            click.echo(f"sockterm: hint: {hint}", err=True)
         sys.exit(int(ExitCode.NO_MATCH))
     from .confirm import ask, sample
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]

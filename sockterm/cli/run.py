@@ -48,6 +48,7 @@ def stream(request, renderer, meta: dict, *, on_done=None) -> int:
     from .render import summary_lines
     report = Report()
     reader_gone = []
+    unwritable = []      # why the output could not be written (disk full, EIO, encoding)
 
     def take(sock):
         if reader_gone:
@@ -59,9 +60,19 @@ def stream(request, renderer, meta: dict, *, on_done=None) -> int:
                 raise             # list | head: stopping early is what the reader wants
             reader_gone.append(True)   # a kill half done because of `| head`: finish it
             _silence_stdout()
+        except (OSError, UnicodeEncodeError) as exc:
+            if not request.kill:
+                raise _Unwritable(exc) from None
+            # a kill half done: finish it, write the audit record, then say so
+            unwritable.append(output_problem(exc))
+            reader_gone.append(True)
+            _silence_stdout()
 
     try:
         run_into(request, report, take, fmt=renderer.fmt)
+    except _Unwritable as exc:
+        _silence_stdout()
+        abort(output_problem(exc.cause), ExitCode.FAILURE)
     except SocktermError as exc:
         if on_done:
             on_done(report, str(exc))
@@ -80,11 +91,35 @@ def stream(request, renderer, meta: dict, *, on_done=None) -> int:
             if not request.kill:
                 raise
             _silence_stdout()
+        except (OSError, UnicodeEncodeError) as exc:
+            unwritable.append(output_problem(exc))
+            _silence_stdout()
     for warning in report.warnings:
         click.echo(f"sockterm: warning: {shown(warning)}", err=True)
     for line in summary_lines(report, request.kill):
         click.echo(line, err=True)
-    return report.exit_code(request.kill)
+    if unwritable:
+        abort(unwritable[0], ExitCode.FAILURE)
+    code = report.exit_code(request.kill)
+    if code == ExitCode.NO_MATCH:
+        for hint in request.flt.hints():
+            click.echo(f"sockterm: hint: {shown(hint)}", err=True)
+    return code
+
+
+class _Unwritable(Exception):
+    def __init__(self, cause: Exception):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def output_problem(exc: Exception) -> str:
+    """One line for an output that could not be written."""
+    if isinstance(exc, UnicodeEncodeError):
+        encoding = getattr(sys.stdout, "encoding", None) or exc.encoding
+        return (f"cannot write output: {ascii(exc.object[exc.start:exc.end])} cannot be written "
+                f"in the output's encoding ({encoding}); use a UTF-8 locale or -o json")
+    return f"cannot write output: {getattr(exc, 'strerror', None) or exc}"
 
 
 def _silence_stdout() -> None:
