@@ -71,6 +71,9 @@ def main(argv=None) -> None:
     # the cyclic collector would rescan them all again and again for nothing
     gc.disable()
     debug = bool(os.environ.get("SOCKTERM_DEBUG")) or "--debug" in (argv or sys.argv[1:])
+    if "_SOCKTERM_COMPLETE" in os.environ:
+        from .completion import register
+        register()
     try:
         code = cli.main(args=argv, prog_name="sockterm", standalone_mode=False)
     except click.exceptions.Exit as exc:

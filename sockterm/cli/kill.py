@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..exitcodes import ExitCode
+from ..text import shown
 from .options import filter_args, filter_options, global_options, output_options
 from .run import abort, build_filter, make_request, renderer_for, run_into, show, stderr_log, stream
 
@@ -62,7 +63,6 @@ def _audit(flt, report, error: str, log) -> None:
     if problem and problem.startswith("no syslog socket"):
         log(problem)
     elif problem:
-        from ..text import shown
         click.echo(f"sockterm: warning: {shown(problem)}", err=True)
     else:
         log(f"audit record written to {audit.socket_path()}")
@@ -87,7 +87,7 @@ def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> froz
     if not socks:
         click.echo("sockterm: nothing matches; nothing killed", err=True)
         for hint in flt.hints():
-            click.echo(f"sockterm: hint: {hint}", err=True)
+            click.echo(f"sockterm: hint: {shown(hint)}", err=True)
         sys.exit(int(ExitCode.NO_MATCH))
     from .confirm import ask, sample
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
