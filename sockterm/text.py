@@ -14,12 +14,18 @@ from __future__ import annotations
 import re
 
 # C0 but nothing printable, DEL, C1; LRM/RLM, ALM; LRE..RLO; LS/PS; LRI..PDI
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2028\u2029\u2066-\u2069]")
+# and lone surrogates: bytes of a name that were not UTF-8 (surrogateescape)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2028\u2029"
+                     "\u2066-\u2069\ud800-\udfff]")
 
 
 def _escape(match: re.Match) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:         # the undecodable byte itself
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
 
 
 def shown(text: str) -> str:

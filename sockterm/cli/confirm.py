@@ -48,8 +48,8 @@ def ask(sample_socks, per_namespace_counts, engine: str, total: int | None = Non
     counts = sorted(per_namespace_counts, key=lambda item: (-item[1], item[0]))
     total = sum(n for _, n in counts) if total is None else total
     con = console()
-    con.print(Text.assemble(("About to kill ", "bold"), (_plural(total, "socket"), "bold red"),
-                            (f" in {_plural(len(counts), 'namespace')} (engine {engine}):", "bold")))
+    con.print(Text(f"About to kill {_plural(total, 'socket')} in "
+                   f"{_plural(len(counts), 'namespace')} (engine {engine}):", style="bold red"))
     if len(counts) > 1:
         per_ns = Table(box=None, show_header=True, header_style="bold", pad_edge=False,
                        padding=(0, 2))

@@ -70,13 +70,15 @@ def _unescape(field: str) -> str:
 def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """Mount points of network namespace bind mounts (ip netns, container runtimes)."""
     try:
-        with open(mountinfo) as f:
-            lines = f.read().splitlines()
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            lines = f.read().split("\n")
     except OSError:
         return []
     found = []
     for line in lines:
-        fields = line.split()
+        # the kernel escapes only space, tab, newline and backslash in paths:
+        # a mount point may hold a CR or any other byte str.split() would cut at
+        fields = line.split(" ")
         try:
             sep = fields.index("-")
         except ValueError:
@@ -94,11 +96,8 @@ def _ino(path: str) -> int | None:
 
 
 def _comm(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
+    from .procs import comm_of
+    return comm_of(int(pid)) or "?"
 
 
 HOST = "host"

@@ -243,7 +243,7 @@ class BpfEngine:
                 for ino, pid, raw in record.OWNER.iter_unpack(chunk):
                     comm = comms.get(raw)
                     if comm is None:
-                        comm = comms[raw] = raw.split(b"\0", 1)[0].decode(errors="replace")
+                        comm = comms[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                     found.add(ino, pid, comm)
         finally:
             os.close(fd)
