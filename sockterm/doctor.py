@@ -135,19 +135,16 @@ def hash_tables(host) -> dict:
 
 def _tables_check(doc: dict) -> Check:
     ms, sharing = doc["walk_ms"], doc["namespaces_sharing"]
-    cost = f"one namespace walk costs {ms:.1f} ms here" if ms is not None else "walk not timed"
-    if sharing is None:
-        where = "namespaces not counted (needs root)"
-    else:
-        where = f"{sharing} of {doc['namespaces']} namespaces besides the host's share them"
+    cost = f"a namespace walk costs {ms:.1f} ms here" if ms is not None else "walk not timed"
+    where = ("" if sharing is None else
+             f"{sharing} of {doc['namespaces']} namespaces besides the host's share them; ")
     if not doc["shared"]:
         settings = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in doc["sysctls"].items())
-        return Check("hash tables", True, f"namespaces created from now get their own ({settings}); "
-                     f"{where}; {cost}")
-    text = f"shared host-wide: every namespace walk covers every socket on the host; {cost}; {where}"
+        return Check("hash tables", True, f"new namespaces get their own ({settings}); {where}{cost}")
+    text = f"shared: every namespace walk covers every socket on the host; {where}{cost}"
     if doc.get("saving_ms") is not None:
-        text += (f"; setting {' and '.join(SYSCTLS)} (before namespaces are created) would save "
-                 f"~{doc['saving_ms']:.0f} ms of kernel time per full search")
+        text += (f"; {SYSCTLS[0]} and {SYSCTLS[1].split('.')[-1]} set before namespaces are "
+                 f"created would save ~{doc['saving_ms']:.0f} ms per full search")
     return Check("hash tables", None, text)
 
 
@@ -178,7 +175,8 @@ def run(timed: bool = True) -> Findings:
         checks.append(Check("lockdown", host.lockdown != "confidentiality", host.lockdown))
     try:
         lib = libbpf.load()
-        checks.append(Check("libbpf", True, f"{lib.version} ({lib.path})"))
+        source = "pylibbpf" if "pylibbpf" in os.path.basename(lib.path) else lib.path
+        checks.append(Check("libbpf", True, f"{lib.version} ({source})"))
     except libbpf.LibbpfUnavailable as exc:
         checks.append(Check("libbpf", False, str(exc)))
     info = objinfo.inspect(object_path())
@@ -202,9 +200,9 @@ def run(timed: bool = True) -> Findings:
         found.append({"id": caveat.ident, "verdict": verdict, "summary": caveat.summary,
                       "fixed_in": ".".join(map(str, caveat.fixed)), "auto": caveat.auto})
         where = (f"this kernel is affected (fixed in {found[-1]['fixed_in']})" if verdict == "affected"
-                 else f"fixed in {found[-1]['fixed_in']}; check whether your distribution backported it")
+                 else f"fixed in {found[-1]['fixed_in']}: check whether your kernel has the fix")
         checks.append(Check(f"caveat {caveat.ident}", None,
-                            f"{caveat.summary}: {where}; {caveat.auto}"))
+                            f"{caveat.summary}; {where}. {caveat.auto}"))
     tables = {}
     if timed:
         tables = hash_tables(host)

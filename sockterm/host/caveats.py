@@ -30,11 +30,11 @@ class Caveat:
 
 KERNEL_CAVEATS = (
     Caveat("CVE-2026-74714",
-           "use-after-free in the BPF TCP socket iterator when a request socket is "
-           "created during the walk (heavy SYN load)",
+           "BPF TCP iterator use-after-free when a request socket is created during "
+           "the walk",
            first=(5, 9, 0), fixed=(6, 18, 45),
-           auto="auto still picks bpf (the walk of each namespace is short); under heavy "
-                "SYN load pass --backend diag, which does not use the iterator"),
+           auto="auto still picks bpf (a walk is short); under heavy SYN load use "
+                "--backend diag, which does not use the iterator"),
 )
 
 
