@@ -154,6 +154,10 @@ class Renderer:
     def finish(self, report, meta: dict) -> None:
         pass
 
+    def refusal(self, report, meta: dict) -> None:
+        """A kill that refused to start (--max, the prompt): nothing was
+        killed; the stderr line says why (formats for people print nothing)."""
+
 
 class TsvRenderer(Renderer):
     fmt = "tsv"
@@ -193,6 +197,11 @@ class JsonlRenderer(Renderer):
     def finish(self, report, meta):
         self._flush()
 
+    def refusal(self, report, meta):
+        # one object, not a socket line: consumers tell them apart by its "summary"
+        doc = dict(meta, engine=report.engine, summary=summary_dict(report, self.kill))
+        self.out.write(json.dumps(doc) + "\n")
+
 
 class JsonRenderer(Renderer):
     fmt = "json"
@@ -217,6 +226,10 @@ class JsonRenderer(Renderer):
         assert text.count(marker) == 1
         sockets = "[\n    " + ",\n    ".join(self.sockets) + "\n  ]" if self.sockets else "[]"
         self.out.write(text.replace(marker, '"sockets": ' + sockets) + "\n")
+
+    def refusal(self, report, meta):
+        self.sockets.clear()
+        self.finish(report, meta)
 
 
 class TableRenderer(Renderer):
@@ -331,9 +344,9 @@ RENDERERS = {"tsv": TsvRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer, "
 
 def summary_dict(report, kill: bool) -> dict:
     doc = {"matched": report.matched, "namespaces": len(report.namespaces),
-           "namespace_errors": len(report.ns_errors)}
+           "namespace_errors": len(report.ns_errors), "interrupted": report.interrupted}
     if kill:
-        doc.update(killed=report.killed, failed=report.failed)
+        doc.update(killed=report.killed, failed=report.failed, refused=report.refused or None)
     return doc
 
 
@@ -368,5 +381,13 @@ def summary_lines(report, kill: bool) -> list[str]:
         where = f"in {_plural(len(report.namespaces), 'namespace')} searched"
     lines.append(f"{_counts(report.matched, report.killed, report.failed, kill, ' ' + where)} "
                  f"(engine {report.engine})")
+    if report.interrupted:
+        import signal
+        try:
+            name = signal.Signals(report.signum).name
+        except ValueError:
+            name = "a signal"
+        lines.append(f"interrupted by {name}: " + ("no further socket was destroyed; every one "
+                     "destroyed is reported above" if kill else "the listing is incomplete"))
     return lines
 

@@ -12,6 +12,7 @@ import pytest
 
 from sockterm import model
 from sockterm.engine.bpf import config as bpf_config, record
+from sockterm.engine import Scope
 from sockterm.engine.bpf import engine as bpf_engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,7 +97,7 @@ def test_decode_round_trip():
 def test_config_compiles_prefixes_as_network_order_words():
     from sockterm.filter import build_filter
     flt = build_filter(dst=["10.0.0.0/8:80-90"], dport=["443"])
-    cfg = bpf_config.compile_config(flt, kill=True)
+    cfg = bpf_config.compile_config(flt, Scope(), kill=True)
     rule = cfg.dst[0]
     addr = b"".join(w.to_bytes(4, "little") for w in rule.addr)
     mask = b"".join(w.to_bytes(4, "little") for w in rule.mask)
