@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def ansible_bin() -> str:
 
 class Ansible:
     """The collection built and installed into a temporary collections path, and
-    ansible-playbook runs against localhost with the json callback."""
+    ansible-playbook runs against localhost (-c local) that hand back each task's
+    registered result."""
 
     def __init__(self, bin_dir: str, work: str):
         self.bin = bin_dir
@@ -92,8 +94,8 @@ class Ansible:
         """sockterm from this checkout, as the `executable` a task names."""
         path = os.path.join(self.work, name)
         with open(path, "w") as f:
-            f.write(f"#!/bin/sh\nPYTHONPATH='{ROOT}' exec {' '.join(prefix)} "
-                    f"'{sys.executable}' -m sockterm \"$@\"\n")
+            f.write(f"#!/bin/sh\nPYTHONPATH={shlex.quote(ROOT)} exec "
+                    f"{shlex.join([*prefix, sys.executable])} -m sockterm \"$@\"\n")
         os.chmod(path, 0o755)
         return path
 
