@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     # a short-lived process holding many small acyclic objects (one per socket):
     # the cyclic collector would rescan them all again and again for nothing
     gc.disable()
-    from .signals import install
+    from ..signals import install
     install()     # first: a signal from here on is a flag the run honours, never lost
     debug = bool(os.environ.get("SOCKTERM_DEBUG")) or "--debug" in (argv or sys.argv[1:])
     try:

@@ -95,7 +95,7 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
 def _ask(the_plan, report):
     """True to go ahead, False for no (Ctrl-C and end of input included), or
     the number of a terminating signal that arrived at the prompt."""
-    from .signals import Interrupted, at_prompt
+    from ..signals import Interrupted, at_prompt
     import signal
     _show_sample(the_plan.sockets, report)
     try:
@@ -113,6 +113,8 @@ def _refuse(renderer, report, meta, message: str, code: int):
     """A kill that will not run still answers in the chosen format."""
     renderer.refusal(report, meta)
     sys.stdout.flush()
+    if code == ExitCode.FAILURE:
+        abort(message, code)
     click.echo(f"sockterm: {message}", err=True)
     sys.exit(int(code))
 

@@ -11,6 +11,7 @@ import os
 import sys
 
 from .. import model
+from ..signals import held
 
 COLUMNS = ("NETNS", "PROTO", "STATE", "LOCAL", "PEER", "PROCESS")
 
@@ -145,6 +146,12 @@ class Renderer:
         self.header = header
         self.out = out or sys.stdout
 
+    def write(self, text: str) -> None:
+        """Out in full: signals wait until the text has left (see signals.held)."""
+        with held():
+            self.out.write(text)
+            self.out.flush()
+
     def columns(self):
         return COLUMNS + (("RESULT",) if self.kill else ())
 
@@ -161,19 +168,32 @@ class Renderer:
 
 class TsvRenderer(Renderer):
     fmt = "tsv"
+    BATCH = 256      # lines a write
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lines: list[str] = []
 
     # the header goes out with the first line, so a run that fails prints nothing
     def _start(self):
         if self.header:
-            self.out.write("\t".join(self.columns()) + "\n")
+            self.lines.append("\t".join(self.columns()))
             self.header = False
 
     def socket(self, sock):
         self._start()
-        self.out.write("\t".join(map(str, row(sock, self.kill))) + "\n")
+        self.lines.append("\t".join(map(str, row(sock, self.kill))))
+        if len(self.lines) >= self.BATCH:
+            self._flush()
+
+    def _flush(self):
+        if self.lines:
+            self.write("\n".join(self.lines) + "\n")
+            self.lines.clear()
 
     def finish(self, report, meta):
         self._start()
+        self._flush()
 
 
 class JsonlRenderer(Renderer):
@@ -191,7 +211,7 @@ class JsonlRenderer(Renderer):
 
     def _flush(self):
         if self.lines:
-            self.out.write("\n".join(self.lines) + "\n")
+            self.write("\n".join(self.lines) + "\n")
             self.lines.clear()
 
     def finish(self, report, meta):
@@ -200,7 +220,7 @@ class JsonlRenderer(Renderer):
     def refusal(self, report, meta):
         # one object, not a socket line: consumers tell them apart by its "summary"
         doc = dict(meta, engine=report.engine, summary=summary_dict(report, self.kill))
-        self.out.write(json.dumps(doc) + "\n")
+        self.write(json.dumps(doc) + "\n")
 
 
 class JsonRenderer(Renderer):
@@ -225,7 +245,7 @@ class JsonRenderer(Renderer):
         marker = '"sockets": []'
         assert text.count(marker) == 1
         sockets = "[\n    " + ",\n    ".join(self.sockets) + "\n  ]" if self.sockets else "[]"
-        self.out.write(text.replace(marker, '"sockets": ' + sockets) + "\n")
+        self.write(text.replace(marker, '"sockets": ' + sockets) + "\n")
 
     def refusal(self, report, meta):
         self.sockets.clear()
@@ -256,7 +276,8 @@ class TableRenderer(Renderer):
         color = use_color(self.out) if self.color is None else self.color
         names = self.columns()
         widths = fit_widths(names, self.rows, width)
-        write = self.out.write
+        out: list[str] = []
+        write = out.append
         if self.header:
             for line in folded_lines(names, widths, BOLD if color else None):
                 write(line + "\n")
@@ -267,6 +288,7 @@ class TableRenderer(Renderer):
                 style = {result_at: GREEN if cells[result_at] == model.KILLED else RED}
             for line in folded_lines(cells, widths, style):
                 write(line + "\n")
+        self.write("".join(out))
 
 
 BOLD, GREEN, RED, RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[0m"

@@ -35,7 +35,7 @@ def build_filter(filter_kwargs: dict, default_states):
 
 def core_options(ctx, *, processes: bool):
     from ..core import Options
-    from .signals import CANCEL
+    from ..signals import CANCEL
     return Options(backend=ctx.obj["backend"], processes=processes,
                    log=stderr_log(ctx.obj["verbose"]), cancel=CANCEL)
 
@@ -52,7 +52,7 @@ def stream(start, renderer, meta: dict, *, kill: bool, on_done=None) -> int:
     """
     from ..core import Report, SocktermError
     from .progress import Progress, wanted
-    from .signals import CANCEL
+    from ..signals import CANCEL
     report = Report()
     reader_gone = False
     try:

@@ -69,7 +69,7 @@ def _unescape(field: str) -> str:
 def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """Mount points of network namespace bind mounts (ip netns, container runtimes)."""
     try:
-        with open(mountinfo) as f:
+        with open(mountinfo, errors="surrogateescape") as f:   # paths are bytes
             lines = f.read().splitlines()
     except OSError:
         return []

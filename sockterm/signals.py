@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 
-from ..cancel import Cancel
+from .cancel import Cancel
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CANCEL = Cancel()
@@ -38,6 +38,22 @@ def install() -> Cancel:
     for signum in SIGNALS:
         signal.signal(signum, _handler)
     return CANCEL
+
+
+@contextlib.contextmanager
+def held():
+    """Hold the signals back from this thread while it writes output.
+
+    A blocking write to a pipe that a signal interrupts returns short, and
+    the text layers above it lose the rest (a JSON document cut at 64 KiB).
+    Held, the signal waits in the kernel (or lands in a worker thread) and
+    its handler runs right after: the write completes, the flag is still set.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextlib.contextmanager
