@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import states as st
 
@@ -155,10 +155,6 @@ class Filter:
     netns: tuple = ()
     pids: tuple = ()
     comms: tuple = ()
-    # socket inodes the process options resolved to (None: no process option)
-    inodes: frozenset | None = field(default=None, compare=False)
-    # socket cookies a kill is pinned to: what the operator confirmed (None: any)
-    cookies: frozenset | None = field(default=None, compare=False)
 
     @property
     def targeted(self) -> bool:
@@ -167,7 +163,8 @@ class Filter:
                     or self.netns or self.pids or self.comms)
 
     def matches(self, sock) -> bool:
-        """The same decision the BPF program and the diag bytecode make, in Python."""
+        """The same decision the BPF program and the diag bytecode make, in Python
+        (--pid/--comm are decided by the run's Scope, from the processes)."""
         if sock.proto not in self.protos or sock.family not in self.families:
             return False
         if sock.state not in self.states:
@@ -178,13 +175,7 @@ class Filter:
             return False
         if self.dport and not any(sock.dport in r for r in self.dport):
             return False
-        if self.sport and not any(sock.sport in r for r in self.sport):
-            return False
-        if self.inodes is not None and sock.ino not in self.inodes:
-            return False
-        if self.cookies is not None and sock.cookie not in self.cookies:
-            return False
-        return True
+        return not self.sport or any(sock.sport in r for r in self.sport)
 
     def hints(self) -> list[str]:
         """What to tell a user whose filter matched nothing, when it reads as a slip."""

@@ -41,7 +41,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def ask(sample_socks, per_namespace_counts, engine: str, total: int | None = None) -> bool:
-    """Show the kill to come and ask; True when the operator said yes.
+    """Show the kill to come and ask; True when the operator said yes."""
+    show(sample_socks, per_namespace_counts, engine, total)
+    return click.confirm("Kill them?", default=False, err=True)
+
+
+def show(sample_socks, per_namespace_counts, engine: str, total: int | None = None) -> None:
+    """The kill to come, on stderr: the total, counts per namespace, a sample.
 
     per_namespace_counts: [(namespace name, matching sockets)], any order;
     total defaults to their sum."""
@@ -72,4 +78,3 @@ def ask(sample_socks, per_namespace_counts, engine: str, total: int | None = Non
         con.print(table, crop=False)
     if total > len(sample_socks):
         con.print(Text(f"... and {total - len(sample_socks)} more"))
-    return click.confirm("Kill them?", default=False, err=True)

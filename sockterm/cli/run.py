@@ -1,7 +1,9 @@
-"""What list, match and kill share: build the request, stream, render, exit."""
+"""What list, match and kill share: options for the core, streaming into a
+renderer, and the exit code."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import NoReturn
@@ -32,94 +34,97 @@ def build_filter(filter_kwargs: dict, default_states):
         abort(str(exc), ExitCode.USAGE)
 
 
-def make_request(ctx, command: str, flt, *, processes: bool):
-    from ..core import Request
-    return Request(command=command, flt=flt, backend=ctx.obj["backend"], processes=processes,
-                   log=stderr_log(ctx.obj["verbose"]))
+def core_options(ctx, *, processes: bool):
+    from ..core import Options
+    from ..signals import CANCEL
+    return Options(backend=ctx.obj["backend"], processes=processes,
+                   log=stderr_log(ctx.obj["verbose"]), cancel=CANCEL)
 
 
-def stream(request, renderer, meta: dict, *, on_done=None) -> int:
-    """Run the request through the renderer; return the exit code.
+def stream(start, renderer, meta: dict, *, kill: bool, on_done=None, hints=()) -> int:
+    """Feed the sockets start(report) streams to the renderer, finish the
+    output, return the exit code.
 
-    on_done(report, error_text) runs once the run stopped, however it stopped
-    (the kill audit record: sockets may be gone even when the run failed).
+    on_done(report, error_text) runs once the run stopped, however it stopped,
+    before the output is finished (the kill audit record: sockets may be gone
+    even when the run failed). A reader that goes away (`| head`, a closed
+    stdout) ends a list early; a kill still completes, its output dropped.
+    Either way the exit code is the run's own, whatever the format. Output
+    that cannot be written (disk full, EIO, an encoding that cannot show a
+    name) ends a list at once, a kill once it completed and was audited: one
+    line, exit 3. `hints` go to stderr when nothing matched.
     """
     from ..core import Report, SocktermError
-    from .render import summary_lines
+    from .progress import Progress, wanted
+    from ..signals import CANCEL
     report = Report()
-    reader_gone = []
-    unwritable = []      # why the output could not be written (disk full, EIO, encoding)
-
-    def take(sock):
-        if reader_gone:
-            return
-        try:
-            renderer.socket(sock)
-        except BrokenPipeError:
-            if not request.kill:
-                raise             # list | head: stopping early is what the reader wants
-            reader_gone.append(True)   # a kill half done because of `| head`: finish it
-            _silence_stdout()
-        except (OSError, UnicodeEncodeError) as exc:
-            if not request.kill:
-                raise _Unwritable(exc) from None
-            # a kill half done: finish it, write the audit record, then say so
-            unwritable.append(output_problem(exc))
-            reader_gone.append(True)
-            _silence_stdout()
-
+    reader_gone = False
+    unwritable = ""
     try:
-        run_into(request, report, take, fmt=renderer.fmt)
-    except _Unwritable as exc:
-        _silence_stdout()
-        abort(output_problem(exc.cause), ExitCode.FAILURE)
+        with Progress(report, kill=kill, enabled=wanted(renderer.fmt)):
+            sockets = start(report)
+            for sock in sockets:
+                if reader_gone:
+                    continue          # only a kill gets here: let it finish
+                try:
+                    renderer.socket(sock)
+                except (OSError, UnicodeEncodeError) as exc:
+                    if not _reader_gone(exc):
+                        unwritable = output_problem(exc)
+                    reader_gone = True
+                    _silence_stdout()
+                    if not kill:
+                        sockets.close()
+                        break
     except SocktermError as exc:
         if on_done:
             on_done(report, str(exc))
         abort(str(exc), exc.code)
     except BaseException as exc:
         if on_done:
-            on_done(report, f"interrupted ({type(exc).__name__})")
+            on_done(report, f"internal error ({type(exc).__name__})")
         raise
     if on_done:
         on_done(report, "")
+    if unwritable and not kill:
+        abort(unwritable)
     if not reader_gone:
         try:
             renderer.finish(report, meta)
             sys.stdout.flush()
-        except BrokenPipeError:
-            if not request.kill:
-                raise
-            _silence_stdout()
         except (OSError, UnicodeEncodeError) as exc:
-            unwritable.append(output_problem(exc))
+            if not _reader_gone(exc):
+                unwritable = output_problem(exc)
             _silence_stdout()
-    for warning in report.warnings:
-        click.echo(f"sockterm: warning: {shown(warning)}", err=True)
-    for line in summary_lines(report, request.kill):
-        click.echo(line, err=True)
+    _epilogue(report, kill)
     if unwritable:
-        abort(unwritable[0], ExitCode.FAILURE)
-    code = report.exit_code(request.kill)
+        abort(unwritable)
+    code = report.exit_code(kill, CANCEL.signum)
     if code == ExitCode.NO_MATCH:
-        for hint in request.flt.hints():
+        for hint in hints:
             click.echo(f"sockterm: hint: {shown(hint)}", err=True)
     return code
 
 
-class _Unwritable(Exception):
-    def __init__(self, cause: Exception):
-        super().__init__(str(cause))
-        self.cause = cause
+def _reader_gone(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
 
 
-def output_problem(exc: Exception) -> str:
-    """One line for an output that could not be written."""
+def output_problem(exc: BaseException) -> str:
+    """One line for output that could not be written."""
     if isinstance(exc, UnicodeEncodeError):
         encoding = getattr(sys.stdout, "encoding", None) or exc.encoding
         return (f"cannot write output: {ascii(exc.object[exc.start:exc.end])} cannot be written "
                 f"in the output's encoding ({encoding}); use a UTF-8 locale or -o json")
     return f"cannot write output: {getattr(exc, 'strerror', None) or exc}"
+
+
+def _epilogue(report, kill: bool) -> None:
+    from .render import summary_lines
+    for warning in report.warnings:
+        click.echo(f"sockterm: warning: {shown(warning)}", err=True)
+    for line in summary_lines(report, kill):
+        click.echo(line, err=True)
 
 
 def _silence_stdout() -> None:
@@ -129,21 +134,13 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-def run_into(request, report, take, *, fmt: str) -> None:
-    """Feed every socket the request selects to take(sock), with a progress line
-    on stderr when the run takes more than a moment."""
-    from ..core import execute
-    from .progress import Progress, wanted
-    with Progress(report, kill=request.kill, enabled=wanted(fmt)):
-        for sock in execute(request, report):
-            take(sock)
-
-
 def show(ctx, command: str, flt, options: dict) -> int:
     """list / match (and kill --dry-run): stream the selected sockets, kill nothing."""
-    request = make_request(ctx, command, flt, processes=not options["no_processes"])
+    from .. import core
+    opts = core_options(ctx, processes=not options["no_processes"])
     renderer = renderer_for(options["output"], options["no_header"], kill=False)
-    return stream(request, renderer, {"command": command, "filter": flt.describe()})
+    return stream(lambda report: core.scan(flt, report, opts), renderer,
+                  {"command": command, "filter": flt.describe()}, kill=False, hints=flt.hints())
 
 
 def renderer_for(output, no_header: bool, kill: bool):

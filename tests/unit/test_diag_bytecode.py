@@ -5,7 +5,6 @@ kernel replies."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import ipaddress
 import random
@@ -22,6 +21,7 @@ from sockterm import model  # noqa: E402
 from sockterm.engine.diag import netlink as nld  # noqa: E402
 from sockterm import states as st  # noqa: E402
 from sockterm.engine.diag import bytecode, destroy, engine as diag_engine  # noqa: E402
+from sockterm.engine import Scope  # noqa: E402
 from sockterm.filter import build_filter  # noqa: E402
 
 V4 = b"\0" * 10 + b"\xff\xff"
@@ -444,7 +444,7 @@ def test_flat_layouts_match_pyroute2():
 
 
 def test_decode_canned_dump():
-    flt = dataclasses.replace(build_filter(state=["all"]), inodes=None)
+    flt = build_filter(state=["all"])
     msgs = [
         diag_msg(family=socket.AF_INET, state=st.ESTABLISHED, sport=40000, dport=80,
                  src=bytes([10, 1, 0, 2]) + bytes(12), dst=bytes([10, 0, 0, 5]) + bytes(12),
@@ -459,7 +459,7 @@ def test_decode_canned_dump():
     ]
     ds = fake_diag_socket(FakeKernel(rows=lambda req: msgs))
     rows = ds.dump(socket.AF_INET, socket.IPPROTO_TCP, 0xFFF)
-    socks = diag_engine.decode_rows(rows, "tcp", NS, flt, frozenset({99}))
+    socks = diag_engine.decode_rows(rows, "tcp", NS, flt, Scope(exclude_inodes=frozenset({99})))
     assert [s.cookie for s in socks] == [(3 << 32) | 5, 6, 7]      # inode 99 excluded
     est, tw, req = socks
     assert (est.family, est.proto, est.state, est.sport, est.dport) == (4, "tcp", 1, 40000, 80)
@@ -479,7 +479,7 @@ def test_decode_ipv6_and_filter_safety_net():
     flt = build_filter(dport=["443"])
     ds = fake_diag_socket(FakeKernel(rows=lambda req: msgs))
     socks = diag_engine.decode_rows(ds.dump(socket.AF_INET6, socket.IPPROTO_TCP, 0xFFF), "tcp", NS, flt,
-                             frozenset())
+                                    Scope())
     # the kernel would not have sent cookie 3; the Python check drops it anyway
     assert [s.cookie for s in socks] == [1, 2]
     assert socks[0].dst == v6a and socks[1].dst == mapped and socks[1].family == 6
