@@ -86,8 +86,6 @@ def stream(start, renderer, meta: dict, *, kill: bool, on_done=None, hints=()) -
         raise
     if on_done:
         on_done(report, "")
-    if unwritable and not kill:
-        abort(unwritable)
     if not reader_gone:
         try:
             renderer.finish(report, meta)
@@ -96,6 +94,8 @@ def stream(start, renderer, meta: dict, *, kill: bool, on_done=None, hints=()) -
             if not _reader_gone(exc):
                 unwritable = output_problem(exc)
             _silence_stdout()
+    if unwritable and not kill:
+        abort(unwritable)      # a list's summary would only restate what failed
     _epilogue(report, kill)
     if unwritable:
         abort(unwritable)
