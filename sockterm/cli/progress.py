@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 DELAY = 0.4       # seconds before the line appears
 INTERVAL = 0.1
@@ -51,29 +52,39 @@ class Progress:
         if self._stop.wait(DELAY):
             return
         try:
-            from rich.live import Live
             from rich.spinner import Spinner
             from .console import console
+            con = console(self.err)
             utf = (getattr(self.err, "encoding", "") or "").lower().startswith("utf")
-            spinner = Spinner("dots" if utf else "line", self.line(), style="cyan")
-            # redirect off: rich would otherwise wrap sys.stdout, which may be
-            # a pipe carrying the data, and route it through this stderr console
-            live = Live(spinner, console=console(self.err), auto_refresh=False, transient=True,
-                        redirect_stdout=False, redirect_stderr=False)
-            live.start(refresh=True)
+            spinner = Spinner("dots" if utf else "line", style="cyan")
         except Exception:       # the display is a courtesy: never fail a run over it
             return
+        drawn = False
         try:
-            while not self._stop.wait(INTERVAL):
+            while True:
                 spinner.update(text=self.line())
-                live.refresh()
+                # rich renders the frame and its colours; the line is drawn and
+                # erased in place (CR, erase line), never scrolled: what follows
+                # on the terminal starts where the line was
+                with con.capture() as captured:
+                    con.print(spinner.render(time.monotonic()), end="", no_wrap=True,
+                              overflow="ellipsis", crop=True)
+                self._write("\r\x1b[K" + captured.get())
+                drawn = True
+                if self._stop.wait(INTERVAL):
+                    return
         except Exception:
-            pass
+            return
         finally:
-            try:
-                live.stop()
-            except Exception:
-                pass
+            if drawn:
+                self._write("\r\x1b[K")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.err.write(text)
+            self.err.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def wanted(fmt: str, out=None, err=None) -> bool:

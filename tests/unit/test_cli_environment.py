@@ -100,3 +100,33 @@ def test_global_options_after_the_subcommand():
     proc = subprocess.run([sys.executable, "-m", "sockterm", "list", "--backend", "nope"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2 and "'nope' is not one of" in proc.stderr
+
+
+BOOM = """
+import sys, click
+from sockterm import cli
+@click.command("boom")
+def boom():
+    raise RuntimeError("kernel said \\x1b[2J\\u202e")
+cli.COMMANDS["boom"] = ("__main__", "boom", "raise")
+cli.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_internal_errors_one_line_or_a_rich_traceback(debug):
+    env = dict(os.environ, COLUMNS="100")
+    env.pop("SOCKTERM_DEBUG", None)
+    args = ["--debug", "boom"] if debug else ["boom"]
+    proc = subprocess.run([sys.executable, "-c", BOOM, *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 3
+    assert "\x1b[2J" not in proc.stderr and "\u202e" not in proc.stderr
+    if debug:
+        assert "Traceback" in proc.stderr and "RuntimeError" in proc.stderr
+        assert "kernel said \\x1b[2J\\u202e" in proc.stderr
+        assert "in boom" in proc.stderr            # rich's frames name the function
+    else:
+        assert proc.stderr.splitlines() == [
+            "sockterm: internal error: RuntimeError: kernel said \\x1b[2J\\u202e "
+            "(run with --debug for a traceback)"]

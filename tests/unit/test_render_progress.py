@@ -29,8 +29,8 @@ def test_slow_run_draws_then_erases(monkeypatch):
         time.sleep(0.2)
     text = err.getvalue()
     assert "sockterm: searching 2 namespaces... 6 matched, 4 killed" in text
-    assert text.endswith("\x1b[2K")                       # the line is erased: transient
-    assert text.count("\x1b[?25l") == text.count("\x1b[?25h") == 1   # the cursor comes back
+    assert text.endswith("\r\x1b[K")                      # the line is erased in place
+    assert "\n" not in text                                # and never scrolled
 
 
 def test_fast_run_does_not_import_rich():
