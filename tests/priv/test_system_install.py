@@ -55,6 +55,7 @@ def test_the_system_python_is_externally_managed():
         pytest.skip("this distribution's Python is not externally managed")
     proc = run("/usr/bin/python3", "-m", "pip", "install", "--dry-run", ROOT, env=sudo_env())
     assert proc.returncode != 0
+    assert "externally-managed" in proc.stderr or "No module named pip" in proc.stderr, proc.stderr
 
 
 def test_on_sudos_path_with_a_version(installed):

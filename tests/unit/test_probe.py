@@ -48,3 +48,22 @@ def test_user_namespace_and_lockdown_files(tmp_path):
     lock.write_text("none integrity [confidentiality]\n")
     assert probe.lockdown(str(lock)) == "confidentiality"
     assert probe.lockdown(str(tmp_path / "missing")) == ""
+
+
+def test_the_decision_is_cheap(monkeypatch):
+    """What auto adds to every run: a few small files read (the BTF scan was
+    there before); the bpf() probe only under a seccomp filter."""
+    import time
+    calls = []
+    monkeypatch.setattr(probe, "bpf_syscall_refused", lambda: calls.append(1) or "")
+    host(seccomp=False).auto_engine()
+    assert calls == []
+    host(seccomp=True).auto_engine()
+    host_s = host(seccomp=True)
+    host_s.auto_engine()
+    host_s.auto_engine()                 # asked once a run
+    assert calls == [1, 1]
+    start = time.perf_counter()
+    for _ in range(20):
+        probe.in_initial_userns(), probe.lockdown(), probe.seccomp_filtered(), probe.effective_caps()
+    assert (time.perf_counter() - start) / 20 < 0.005
