@@ -32,6 +32,8 @@ class Namespace:
     path: str                      # an nsfs path to open it by
     alt_paths: list = field(default_factory=list)   # more ways in, should `path` vanish
     pids: list = field(default_factory=list)
+    place: object = None           # host.containers.Place: the container or pod it belongs to
+    aliases: list = field(default_factory=list)     # names it had before `name` became the pod's
 
     def paths(self):
         yield self.path
@@ -44,7 +46,7 @@ class Sock:
 
     __slots__ = ("netns", "family", "proto", "state", "src", "sport", "dst", "dport",
                  "cookie", "uid", "ino", "result", "error", "processes", "netns_name",
-                 "mini", "ifindex")
+                 "mini", "ifindex", "place", "cgroup")
 
     def __init__(self, netns, family, proto, state, src, sport, dst, dport,
                  cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False,
@@ -66,10 +68,20 @@ class Sock:
         self.netns_name = netns_name
         self.mini = mini           # TIME_WAIT or request socket: no full struct sock
         self.ifindex = ifindex     # bound device; a netlink destroy must name it
+        self.place = None          # host.containers.Place: its container and pod, if any
+        self.cgroup = 0            # its cgroup v2 id, where an engine read it (0: none or unread)
 
     @property
     def key(self):
         return (self.netns, self.cookie)
+
+    @property
+    def container(self):
+        return self.place.container if self.place is not None else None
+
+    @property
+    def pod(self):
+        return self.place.pod if self.place is not None else None
 
     def src_text(self) -> str:
         return addr_text(self.src, self.family)
@@ -85,6 +97,31 @@ class Sock:
     def __repr__(self) -> str:
         return (f"Sock({self.proto}{self.family} {self.state_name()} {self.src_text()}:{self.sport}"
                 f" -> {self.dst_text()}:{self.dport} ns={self.netns} cookie={self.cookie} {self.result})")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a run resolved the filter's names on this host to (--cgroup,
+    --container, --pod): kernel ids, derived when the run starts and never part
+    of what the user wrote. Both engines apply it; `matches` is the reference."""
+
+    cgroup_ids: frozenset | None = None   # --cgroup: the socket's cgroup is one of these
+    netns: frozenset | None = None        # --container/--pod (None: not given): namespaces wholly theirs,
+    inodes: frozenset = frozenset()       #   or the socket is held by one of their processes,
+    cgroups: frozenset = frozenset()      #   or it was created in one of their cgroups
+
+    @property
+    def reads_cgroup(self) -> bool:
+        return self.cgroup_ids is not None or bool(self.cgroups)
+
+    def matches(self, sock) -> bool:
+        if self.cgroup_ids is not None and sock.cgroup not in self.cgroup_ids:
+            return False
+        if self.netns is not None and not (
+                sock.netns in self.netns or (sock.ino and sock.ino in self.inodes)
+                or (sock.cgroup and sock.cgroup in self.cgroups)):
+            return False
+        return True
 
 
 class Owners:

@@ -1,0 +1,593 @@
+"""Containers and pods: which one a process, a network namespace or a socket
+belongs to, read only from what the node itself holds.
+
+No API server, no CRI socket, no runtime daemon. Every runtime names the
+cgroup of a container after its id (docker-<id>.scope, /docker/<id>,
+libpod-<id>, cri-containerd-<id>.scope, crio-<id>, lxc.payload.NAME,
+machine-NAME.scope), and the kubelet names a pod's cgroup after its uid
+(kubepods…pod<uid>…), so /proc/PID/cgroup places a process. Names come from
+the runtimes' own files: docker's config.v2.json, podman's container store,
+the kubelet's log directories; the container's hostname as a last resort.
+
+Runtime files are looked for under SOCKTERM_ROOT_PREFIX (tests point it at a
+throwaway tree); /proc and the cgroup hierarchy are always the real ones.
+Standard library only: shell completion imports this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+from dataclasses import dataclass
+
+from ..model import Scope
+from . import cgroups, procs
+
+ROOT_ENV = "SOCKTERM_ROOT_PREFIX"
+
+DOCKER_DIR = "var/lib/docker/containers"
+PODMAN_STORE = "var/lib/containers/storage/overlay-containers/containers.json"
+PODMAN_USER_STORE = ".local/share/containers/storage/overlay-containers/containers.json"
+KUBELET_PODS = "var/log/pods"
+KUBELET_CONTAINERS = "var/log/containers"
+# what a runtime leaves on a host even before it runs anything: without any
+# of these, attribution costs these few stat() calls and nothing more
+MARKERS = (DOCKER_DIR, "run/docker", "var/lib/containers/storage", "run/libpod",
+           "run/containers", KUBELET_PODS, KUBELET_CONTAINERS, "run/containerd", "run/crio",
+           "var/lib/lxc", "run/lxc", "run/systemd/machines")
+
+# runtime helpers that live beside a container, in the host's namespaces: not in it
+_HELPER = re.compile(r"(?:libpod-conmon-|crio-conmon-)[0-9a-f]{64}(?:\.scope)?$|lxc\.monitor[./]")
+_RUNTIMES = (
+    (re.compile(r"docker-([0-9a-f]{64})\.scope$"), "docker"),
+    (re.compile(r"cri-containerd-([0-9a-f]{64})\.scope$"), "containerd"),
+    (re.compile(r"crio-([0-9a-f]{64})(?:\.scope)?$"), "cri-o"),
+    (re.compile(r"libpod-([0-9a-f]{64})(?:\.scope)?$"), "podman"),
+    (re.compile(r"lxc\.payload[./](.+)$"), "lxc"),
+    (re.compile(r"machine-(.+)\.scope$"), "machined"),
+    (re.compile(r"systemd-nspawn@(.+)\.service$"), "machined"),
+)
+_HEX64 = re.compile(r"[0-9a-f]{64}$")
+_POD = re.compile(r"(?:^|-)pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
+                  r"(?:\.slice)?$")
+# one search over the whole file decides for the (many) processes in no container
+_ANY = re.compile(r"docker|libpod|containerd|crio|kubepods|lxc|machine|nspawn")
+_ROOTLESS = re.compile(r"/user-(\d+)\.slice/")
+_SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+class ContainerError(ValueError):
+    """A --container/--pod value that names nothing running here (one line)."""
+
+
+@dataclass(eq=False, frozen=True)
+class Pod:
+    """A Kubernetes pod, as the node knows it. One object per pod in a run."""
+
+    uid: str
+    namespace: str | None = None
+    name: str | None = None
+    cgroup: str = ""              # its cgroup v2 path, when its processes are under one
+
+    @property
+    def label(self) -> str:
+        if self.namespace and self.name:
+            return f"{self.namespace}/{self.name}"
+        return self.name or f"pod-{self.uid}"
+
+
+@dataclass(eq=False, frozen=True)
+class Container:
+    """A container, as the node knows it. One object per container in a run."""
+
+    runtime: str                  # docker, podman, containerd, cri-o, lxc, machined
+    id: str                       # full id (the name, for lxc and machined)
+    name: str
+    pod: Pod | None = None
+    cgroup: str = ""              # its own cgroup v2 path, when it has one
+
+
+@dataclass(eq=False, frozen=True)
+class Place:
+    """Where a process, a namespace or a socket belongs: a container, a pod, or both."""
+
+    container: Container | None = None
+    pod: Pod | None = None
+
+    @property
+    def label(self) -> str:
+        """The name an operator knows it by: the pod's, else the container's."""
+        if self.pod is not None and (self.pod.name or self.container is None):
+            return self.pod.label
+        return self.container.name
+
+
+@dataclass(frozen=True)
+class Found:
+    """What one /proc/PID/cgroup says (before any name is looked up)."""
+
+    runtime: str | None           # None: a 64-hex id under a pod, runtime told by the files
+    id: str | None
+    pod_uid: str | None = None
+    cgroup: str = ""              # the container's v2 path ("" if placed by a v1 line)
+    pod_cgroup: str = ""
+
+
+HELPER = Found(None, None)        # a runtime's helper process: in no container
+
+
+def root_prefix(root: str | None = None) -> str:
+    return os.environ.get(ROOT_ENV, "") if root is None else root
+
+
+def runtime_present(root: str | None = None) -> bool:
+    root = root_prefix(root)
+    return any(os.path.exists(os.path.join(root or "/", marker)) for marker in MARKERS)
+
+
+def _unescape_unit(name: str) -> str:
+    return _SYSTEMD_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
+
+
+def parse_path(path: str) -> Found | None:
+    """One cgroup path -> the container and pod it names (None: neither).
+    The outermost container wins: what the host sees, not what runs inside it."""
+    parts = path.split("/")
+    pod_uid, pod_at, kube = None, 0, False
+    for i, part in enumerate(parts):
+        if not part:
+            continue
+        if part.startswith("kubepods"):
+            kube = True
+        if kube and pod_uid is None:
+            m = _POD.search(part)
+            if m:
+                pod_uid, pod_at = m.group(1).replace("_", "-"), i
+                continue
+        if _HELPER.match(part):
+            return HELPER
+        for rx, runtime in _RUNTIMES:
+            m = rx.match(part)
+            if m:
+                ident = _unescape_unit(m.group(1)) if runtime in ("machined", "lxc") else m.group(1)
+                return _found(runtime, ident, pod_uid, parts, i, pod_at)
+        if _HEX64.match(part):
+            if i >= 1 and parts[i - 1] == "docker":
+                return _found("docker", part, pod_uid, parts, i, pod_at)
+            if pod_uid:
+                return _found(None, part, pod_uid, parts, i, pod_at)
+        if i == 1 and part == "lxc" and len(parts) > 2 and parts[2]:
+            return _found("lxc", parts[2], None, parts, 2, 0)
+    if pod_uid:
+        return _found(None, None, pod_uid, parts, len(parts) - 1, pod_at)
+    return None
+
+
+def _found(runtime, ident, pod_uid, parts, at, pod_at) -> Found:
+    cgroup = "/".join(parts[:at + 1]) if ident else ""
+    pod_cgroup = "/".join(parts[:pod_at + 1]) if pod_uid else ""
+    return Found(runtime, ident, pod_uid, cgroup, pod_cgroup)
+
+
+def parse_cgroup(text: str) -> Found | None:
+    """/proc/PID/cgroup -> where it places the process. The v2 line ("0::")
+    first: its path is the one sockets record; then the v1 lines, for hosts
+    whose runtime only creates v1 cgroups."""
+    if not _ANY.search(text):
+        return None
+    lines = text.splitlines()
+    lines.sort(key=lambda line: not line.startswith("0::"))
+    pod_only = None
+    for line in lines:
+        v2 = line.startswith("0::")
+        found = parse_path(line.split(":", 2)[-1])
+        if found is None:
+            continue
+        if found is HELPER:
+            return HELPER
+        if not v2:
+            found = Found(found.runtime, found.id, found.pod_uid)   # its path is no v2 path
+        if found.id is not None:
+            if pod_only is not None and found.pod_uid in (None, pod_only.pod_uid):
+                # the pod's v2 cgroup, the container from a v1 line
+                found = Found(found.runtime, found.id, pod_only.pod_uid, found.cgroup,
+                              pod_only.pod_cgroup)
+            return found
+        pod_only = pod_only or found
+    return pod_only
+
+
+class Names:
+    """The runtimes' own files, read at most once each per run."""
+
+    def __init__(self, root: str):
+        self.root = root or "/"
+        self._podman: dict[str, dict] = {}          # store path -> {id: name}
+        self._kube_pods = None                      # uid -> (namespace, name)
+        self._kube_containers = None                # id -> (pod, namespace, container)
+
+    def _path(self, *parts) -> str:
+        return os.path.join(self.root, *parts)
+
+    def docker(self, cid: str) -> str | None:
+        path = self._path(DOCKER_DIR, cid, "config.v2.json")
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        # the top-level Name is the only "Name" whose value starts with a slash;
+        # a regex over the text is ~20x cheaper than parsing the whole document
+        m = re.search(r'"Name"\s*:\s*("/(?:[^"\\]|\\.)*")', text)
+        if not m:
+            return None
+        try:
+            return json.loads(m.group(1))[1:] or None
+        except ValueError:
+            return None
+
+    def podman(self, cid: str, uid: int | None = None) -> str | None:
+        stores = [self._path(PODMAN_STORE)]
+        if uid is not None:
+            try:
+                home = pwd.getpwuid(uid).pw_dir
+            except KeyError:
+                home = None
+            if home:
+                stores.insert(0, os.path.join(self.root, home.lstrip("/"), PODMAN_USER_STORE))
+        for store in stores:
+            names = self._podman.get(store)
+            if names is None:
+                names = self._podman[store] = _read_podman_store(store)
+            if cid in names:
+                return names[cid]
+        return None
+
+    def kube_pod(self, uid: str) -> tuple | None:
+        if self._kube_pods is None:
+            self._kube_pods = {}
+            for entry in _listdir(self._path(KUBELET_PODS)):
+                # <namespace>_<pod>_<uid>: neither a namespace nor a pod name has a '_'
+                parts = entry.split("_")
+                if len(parts) == 3:
+                    self._kube_pods[parts[2]] = (parts[0], parts[1])
+        return self._kube_pods.get(uid)
+
+    def kube_container(self, cid: str) -> tuple | None:
+        if self._kube_containers is None:
+            self._kube_containers = {}
+            for entry in _listdir(self._path(KUBELET_CONTAINERS)):
+                # <pod>_<namespace>_<container>-<id>.log
+                if not entry.endswith(".log"):
+                    continue
+                rest, _, ident = entry[:-4].rpartition("-")
+                parts = rest.split("_")
+                if len(parts) == 3 and _HEX64.match(ident):
+                    self._kube_containers[ident] = (parts[0], parts[1], parts[2])
+        return self._kube_containers.get(cid)
+
+    def docker_has(self, cid: str) -> bool:
+        return os.path.isdir(self._path(DOCKER_DIR, cid))
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _read_podman_store(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            names = entry.get("names") or []
+            if names and isinstance(names[0], str):
+                out[entry["id"]] = names[0]
+    return out
+
+
+def hostname_of(pid: int, proc: str = "/proc") -> str | None:
+    """The hostname file inside a process's root: the last resort for a name."""
+    try:
+        with open(f"{proc}/{pid}/root/etc/hostname", "rb") as f:
+            text = f.read(256).decode("utf-8", "replace")
+    except OSError:
+        return None
+    line = text.strip().split("\n", 1)[0].strip() if text.strip() else ""
+    return line or None
+
+
+class Node:
+    """One run's view of the containers and pods on this node: every file is
+    read once, every process placed once."""
+
+    def __init__(self, root: str | None = None, proc: str = "/proc", present: bool | None = None):
+        self.root = root_prefix(root)
+        self.proc = proc
+        self.present = runtime_present(self.root) if present is None else present
+        self.names = Names(self.root)
+        self._by_pid: dict[int, Place | None] = {}
+        self._containers: dict[tuple, Container] = {}
+        self._pods: dict[str, Pod] = {}
+        self._places: dict[tuple, Place] = {}
+        self._held: dict[tuple, Place | None] = {}
+
+    # -- processes -------------------------------------------------------------
+    def place_of(self, pid: int) -> Place | None:
+        """The container and pod process `pid` runs in (None: neither, or gone)."""
+        try:
+            return self._by_pid[pid]
+        except KeyError:
+            pass
+        place = None
+        try:
+            with open(f"{self.proc}/{pid}/cgroup") as f:
+                found = parse_cgroup(f.read())
+        except OSError:
+            found = None
+        if found is not None and found is not HELPER:
+            place = self._place(found, pid)
+        self._by_pid[pid] = place
+        return place
+
+    def _place(self, found: Found, pid: int) -> Place:
+        pod = self._pod(found, pid) if found.pod_uid else None
+        container = self._container(found, pod, pid) if found.id else None
+        return self._shared(container, pod)
+
+    def _pod(self, found: Found, pid: int) -> Pod:
+        pod = self._pods.get(found.pod_uid)
+        if pod is None:
+            known = self.names.kube_pod(found.pod_uid)
+            namespace, name = known if known else (None, None)
+            if name is None and found.id:
+                seen = self.names.kube_container(found.id)
+                namespace, name = (seen[1], seen[0]) if seen else (None, None)
+            if name is None:
+                name = hostname_of(pid, self.proc)     # a pod's hostname is its name
+            pod = self._pods[found.pod_uid] = Pod(found.pod_uid, namespace, name, found.pod_cgroup)
+        return pod
+
+    def _container(self, found: Found, pod: Pod | None, pid: int) -> Container:
+        runtime = found.runtime
+        if runtime is None:     # a bare id under a pod: docker's if docker has it
+            runtime = "docker" if self.names.docker_has(found.id) else "containerd"
+        key = (runtime, found.id)
+        container = self._containers.get(key)
+        if container is None:
+            name = self._name(runtime, found, pod, pid)
+            container = self._containers[key] = Container(runtime, found.id, name, pod, found.cgroup)
+        return container
+
+    def _name(self, runtime: str, found: Found, pod: Pod | None, pid: int) -> str:
+        name = None
+        if pod is not None or runtime in ("containerd", "cri-o"):
+            seen = self.names.kube_container(found.id)
+            name = seen[2] if seen else None
+        if name is None and runtime == "docker":
+            name = self.names.docker(found.id)
+        elif name is None and runtime == "podman":
+            m = _ROOTLESS.search(found.cgroup or "")
+            name = self.names.podman(found.id, int(m.group(1)) if m else None)
+        elif name is None and runtime in ("lxc", "machined"):
+            name = found.id
+        if name is None and pod is None:
+            name = hostname_of(pid, self.proc)
+        return name or found.id[:12]
+
+    def running(self) -> dict[int, Place]:
+        """Every process on the host that runs in a container or pod."""
+        out = {}
+        for entry in os.scandir(self.proc):
+            if entry.name.isdigit():
+                place = self.place_of(int(entry.name))
+                if place is not None:
+                    out[int(entry.name)] = place
+        return out
+
+    # -- namespaces and sockets --------------------------------------------------
+    def attribute(self, namespaces, host_inos=None) -> None:
+        """Name each namespace after the pod or container its processes run in.
+        The host's namespace stays the host's, whatever host-network containers
+        run there."""
+        if not self.present:
+            return
+        host_inos = host_namespaces() if host_inos is None else host_inos
+        for ns in namespaces:
+            if ns.ino in host_inos:
+                continue
+            place = self.namespace_place(ns)
+            if place is not None:
+                ns.place = place
+                ns.aliases.append(ns.name)
+                ns.name = place.label
+
+    def namespace_place(self, ns) -> Place | None:
+        places = {self.place_of(pid) for pid in ns.pids}
+        places.discard(None)
+        containers = {p.container for p in places if p.container is not None}
+        pods = {p.pod for p in places if p.pod is not None}
+        if len(containers) == 1 and len(pods) <= 1:
+            [container] = containers
+            return self._shared(container, container.pod)
+        if len(pods) == 1:
+            [pod] = pods
+            return self._shared(None, pod)
+        return None
+
+    def _shared(self, container, pod) -> Place:
+        """One Place object per (container, pod): sockets share it, output caches by it."""
+        key = (container, pod)
+        place = self._places.get(key)
+        if place is None:
+            place = self._places[key] = Place(container, pod)
+        return place
+
+    def label(self, ns, socks) -> None:
+        """Set each socket's place: its namespace's container, or, where several
+        containers share the namespace (a pod, the host), the holding process's."""
+        if not self.present:
+            return
+        place = getattr(ns, "place", None)
+        if place is not None and place.container is not None:
+            for sock in socks:
+                sock.place = place
+            return
+        held = self._held
+        for sock in socks:
+            procs = sock.processes
+            if not procs:
+                sock.place = place
+                continue
+            found = held.get(procs, False)
+            if found is False:
+                found = held[procs] = self._holder_place(procs, place)
+            sock.place = found
+
+    def _holder_place(self, procs, ns_place: Place | None) -> Place | None:
+        for pid, _comm in procs:
+            place = self.place_of(pid)
+            if place is not None and place.container is not None:
+                if ns_place is None or place.pod is ns_place.pod:
+                    return place
+        return ns_place
+
+
+# -- what --container and --pod name ---------------------------------------------
+
+def choose_containers(selectors, containers) -> set:
+    """The running containers a list of --container values names: every one
+    with that name, else the one with that id or (4+ characters) id prefix."""
+    chosen = set()
+    for sel in selectors:
+        key = sel.strip()
+        hits = [c for c in containers if c.name == key] or [c for c in containers if c.id == key]
+        if not hits and len(key) >= 4 and re.fullmatch(r"[0-9a-f]+", key):
+            hits = [c for c in containers if _HEX64.match(c.id) and c.id.startswith(key)]
+            if len(hits) > 1:
+                ids = ", ".join(sorted(c.id[:12] for c in hits)[:4])
+                raise ContainerError(f"container id prefix {key!r} is ambiguous ({ids}, ...): "
+                                     "give more of the id or the name")
+        if not hits:
+            short = " (an id prefix needs at least 4 characters)" if len(key) < 4 else ""
+            raise ContainerError(f"no running container named {key!r} or with that id{short}")
+        chosen.update(hits)
+    return chosen
+
+
+def choose_pods(selectors, pods) -> set:
+    """The pods a list of --pod values names: NAMESPACE/NAME, NAME in any
+    namespace, or the pod's uid."""
+    chosen = set()
+    for sel in selectors:
+        key = sel.strip()
+        if "/" in key:
+            namespace, _, name = key.partition("/")
+            hits = [p for p in pods if p.namespace == namespace and p.name == name]
+        else:
+            hits = [p for p in pods if p.name == key] or [p for p in pods if p.uid == key]
+        if not hits:
+            raise ContainerError(f"no pod {key!r} on this node")
+        chosen.update(hits)
+    return chosen
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What --container/--pod select on this host, in kernel ids."""
+
+    netns: frozenset           # namespaces that are wholly theirs
+    shared: frozenset          # namespaces they share with other processes
+    pids: frozenset            # their processes in the shared namespaces
+    cgroups: tuple             # their own cgroup v2 paths
+
+
+def select(node: Node, namespaces, containers=(), pods=()) -> Selection:
+    """Resolve --container/--pod against the processes running now. A namespace
+    all of whose processes are selected is selected whole; in one shared with
+    others (a pod's other containers, the host) only what the selected
+    processes hold or created is."""
+    running = node.running()
+    if containers:
+        chosen_c = choose_containers(containers, {p.container for p in running.values()
+                                                  if p.container is not None})
+    if pods:
+        chosen_p = choose_pods(pods, {p.pod for p in running.values() if p.pod is not None})
+
+    def wanted(place):
+        return place is not None and (not containers or place.container in chosen_c) \
+            and (not pods or place.pod in chosen_p)
+
+    whole, shared, pids, paths = set(), set(), set(), set()
+    for ns in namespaces:
+        places = {pid: node.place_of(pid) for pid in ns.pids}
+        mine = [pid for pid, place in places.items() if wanted(place)]
+        if not mine:
+            continue
+        # a process that exited meanwhile does not make the namespace shared
+        others = [pid for pid, place in places.items()
+                  if not wanted(place) and os.path.exists(f"{node.proc}/{pid}")]
+        if not others:
+            whole.add(ns.ino)
+            continue
+        shared.add(ns.ino)
+        pids.update(mine)
+        for pid in mine:
+            place = places[pid]
+            own = place.container.cgroup if containers and place.container is not None else ""
+            path = own or (place.pod.cgroup if place.pod is not None and not containers else "")
+            if path:
+                paths.add(path)
+    return Selection(frozenset(whole), frozenset(shared), frozenset(pids), tuple(sorted(paths)))
+
+
+def scope_for(flt, namespaces, node: Node) -> tuple[Scope, frozenset | None]:
+    """--cgroup, --container and --pod as kernel ids (model.Scope), and the
+    inodes of the namespaces that can hold what they select (None: any).
+    Raises ContainerError or cgroups.CgroupError, one line each."""
+    cgroup_ids = cgroups.ids_for(flt.cgroups) if flt.cgroups else None
+    if not (flt.containers or flt.pods):
+        return Scope(cgroup_ids=cgroup_ids), None
+    sel = select(node, namespaces, flt.containers, flt.pods)
+    held = procs.inodes_of(sorted(sel.pids)) if sel.pids else frozenset()
+    scope = Scope(cgroup_ids=cgroup_ids, netns=sel.netns, inodes=held,
+                  cgroups=cgroup_ids_of(sel.cgroups) if sel.cgroups else frozenset())
+    return scope, sel.netns | sel.shared
+
+
+def host_namespaces() -> frozenset:
+    """The host's network namespace (kernel threads'), and sockterm's own."""
+    found = set()
+    for path in ("/proc/2/ns/net", "/proc/self/ns/net"):
+        try:
+            found.add(os.stat(path).st_ino)
+        except OSError:
+            pass
+    return frozenset(found)
+
+
+def inventory(node: Node | None = None) -> tuple[list[Container], list[Pod]]:
+    """The containers and pods running now (shell completion)."""
+    node = node or Node()
+    if not node.present:
+        return [], []
+    places = set(node.running().values())
+    containers = {p.container for p in places if p.container is not None}
+    pods = {p.pod for p in places if p.pod is not None}
+    return (sorted(containers, key=lambda c: (c.name, c.id)),
+            sorted(pods, key=lambda p: p.label))
+
+
+def cgroup_ids_of(paths) -> frozenset[int]:
+    """The ids of the cgroup v2 paths (as /proc/PID/cgroup prints them) and below."""
+    mount = cgroups.v2_mount()
+    dirs = [d for d in (cgroups.path_of(p, mount) for p in paths) if d]
+    return cgroups.subtree_ids(dirs)
