@@ -39,7 +39,7 @@ struct bpf_pidns_info; struct bpf_redir_neigh; struct bpf_spin_lock; struct bpf_
 struct bpf_dynptr; struct bpf_fib_lookup; struct bpf_map; struct btf_ptr; struct linux_binprm;
 struct mptcp_sock; struct path; struct pt_regs; struct seq_file; struct sk_buff; struct tcp6_sock;
 struct tcp_request_sock; struct tcp_sock; struct udp6_sock;
-struct unix_sock; struct cgroup; struct bpf_iter_num; struct user_pt_regs;
+struct unix_sock; struct bpf_iter_num; struct user_pt_regs;
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 
@@ -90,6 +90,19 @@ struct file {
 	struct inode *f_inode;
 };
 
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+/* Linux >= 5.15; before, a tagged union that CO-RE cannot match (see sock_cgroup_id) */
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+};
+
 struct sock;
 
 struct socket {
@@ -101,6 +114,7 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	struct socket *sk_socket;
+	struct sock_cgroup_data sk_cgrp_data;
 };
 
 struct inet_timewait_sock {

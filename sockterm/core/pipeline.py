@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .. import model
-from ..host import netns, probe, procs
+from ..host import cgroups, containers, netns, probe, procs
 from ..engine import EngineError
 from ..exitcodes import ExitCode
 from ..filter import Filter
@@ -100,15 +100,31 @@ def resolve_processes(flt: Filter) -> Filter:
     return dataclasses.replace(flt, inodes=procs.inodes_of(sorted(pids)))
 
 
-def select_namespaces(flt: Filter, report: Report) -> list[model.Namespace]:
+def select_namespaces(flt: Filter, report: Report, node=None) -> list[model.Namespace]:
     found, skipped = netns.discover()
     report.skipped.extend(skipped)
+    if node is not None:
+        node.attribute(found)       # pods and containers name their namespaces (--netns too)
     if not flt.netns:
         return found
     try:
         return netns.resolve(flt.netns, found)
     except netns.NamespaceError as exc:
         raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+
+
+def resolve_host_names(flt: Filter, namespaces, node) -> tuple:
+    """--cgroup/--container/--pod become kernel ids (model.Scope), and the
+    namespaces walked shrink to those that can hold what they select."""
+    if not flt.on_host:
+        return None, namespaces
+    try:
+        scope, inos = containers.scope_for(flt, namespaces, node)
+    except (containers.ContainerError, cgroups.CgroupError) as exc:
+        raise SocktermError(str(exc), ExitCode.USAGE) from None
+    if inos is not None:
+        namespaces = [ns for ns in namespaces if ns.ino in inos]
+    return scope, namespaces
 
 
 def preflight(req: Request, host: probe.HostProbe, engine: str) -> None:
@@ -130,14 +146,16 @@ def execute(req: Request, report: Report) -> Iterator[model.Sock]:
     report.engine = engine_name = choose_engine(req.backend, req.kill, host, req.log)
     preflight(req, host, engine_name)
     flt = resolve_processes(req.flt)
-    namespaces = select_namespaces(flt, report)
+    node = containers.Node()
+    namespaces = select_namespaces(flt, report, node)
+    scope, namespaces = resolve_host_names(flt, namespaces, node)
     for note in report.skipped:
         req.log(f"skipped {note}")
     try:
-        engine = _create(engine_name, flt, req)
+        engine = _create(engine_name, flt, req, scope)
     except EngineError as exc:
         raise SocktermError(f"{engine_name} engine: {exc}", exc.code) from None
-    return _stream(engine, namespaces, report, req)
+    return _stream(engine, namespaces, report, req, node)
 
 
 class _Attribution(threading.Thread):
@@ -162,7 +180,7 @@ class _Attribution(threading.Thread):
             self.ready.set()
 
 
-def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.Sock]:
+def _stream(engine, namespaces, report: Report, req: Request, node=None) -> Iterator[model.Sock]:
     try:
         attribution = _Attribution(engine, report) if req.processes else None
         ready = attribution.ready if attribution else None
@@ -173,6 +191,8 @@ def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.
                     held = owners.get
                     for sock in batch:
                         sock.processes = held(sock.ino)
+                if node is not None and node.present:
+                    node.label(nsr.ns, batch)
                 nsr.matched += len(batch)
                 if req.kill:
                     for sock in batch:
@@ -188,10 +208,10 @@ def _stream(engine, namespaces, report: Report, req: Request) -> Iterator[model.
         engine.close()
 
 
-def _create(name: str, flt: Filter, req: Request):
+def _create(name: str, flt: Filter, req: Request, scope=None):
     from .. import engine as engines
     return engines.create(name, flt=flt, kill=req.kill, exclude_inodes=procs.own_inodes(),
-                          log=req.log)
+                          log=req.log, scope=scope)
 
 
 def _scan_all(engine, namespaces, worker, report: Report, req: Request, ready=None):

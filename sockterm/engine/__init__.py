@@ -21,14 +21,16 @@ class EngineError(RuntimeError):
         self.code = code
 
 
-def create(name: str, *, flt, kill: bool, exclude_inodes=frozenset(), log=None):
-    """The engine called `name` ('bpf' or 'diag'), opened and ready to scan."""
+def create(name: str, *, flt, kill: bool, exclude_inodes=frozenset(), log=None, scope=None):
+    """The engine called `name` ('bpf' or 'diag'), opened and ready to scan.
+    `scope` (model.Scope) is what the run resolved --cgroup/--container/--pod to."""
     if name == "bpf":
         from .bpf.engine import BpfEngine as cls
     elif name == "diag":
         from .diag.engine import DiagEngine as cls
     else:
         raise EngineError(f"unknown engine {name!r}", ExitCode.USAGE)
-    engine = cls(flt=flt, kill=kill, exclude_inodes=exclude_inodes, log=log or (lambda msg: None))
+    engine = cls(flt=flt, kill=kill, exclude_inodes=exclude_inodes, log=log or (lambda msg: None),
+                 scope=scope)
     engine.open()
     return engine

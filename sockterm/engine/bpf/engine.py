@@ -49,10 +49,12 @@ _RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLE
 class BpfEngine:
     name = "bpf"
 
-    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None):
+    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None,
+                 scope=None):
         self.flt = flt
         self.kill = kill
         self.exclude_inodes = exclude_inodes
+        self.scope = scope
         self.log = log
         self.lib = None
         self.obj = None
@@ -63,6 +65,7 @@ class BpfEngine:
         self._stats_map = -1
         self.warnings: list[str] = []
         self._bss_buf = None
+        self._entries: dict = {}
 
     # -- setup ---------------------------------------------------------------
     def open(self) -> None:
@@ -109,27 +112,46 @@ class BpfEngine:
 
     def _configure(self) -> None:
         lib = self.lib
-        cfg = compile_config(self.flt, self.kill)
+        cfg = compile_config(self.flt, self.kill, self.scope)
         err = lib.bpf_map__set_initial_value(self._map(".rodata.cfg"), ctypes.byref(cfg),
                                              ctypes.sizeof(cfg))
         if err:
             raise EngineError(f"cannot set the BPF filter: {self._why(-err)}")
-        entries = len(self.exclude_inodes) + len(self.flt.inodes or ())
-        lib.bpf_map__set_max_entries(self._map("st_inodes"), max(1, entries))
-        lib.bpf_map__set_max_entries(self._map("st_cookies"), max(1, len(self.flt.cookies or ())))
+        self._entries = self._map_entries()
+        for name, entries in self._entries.items():
+            lib.bpf_map__set_max_entries(self._map(name), max(1, len(entries)))
         for proto, prog_name in PROGRAMS.items():
             prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
             lib.bpf_program__set_autoload(prog, proto in self.flt.protos)
 
+    def _map_entries(self) -> dict[str, dict[int, int]]:
+        """map name -> {key: value bits}: the inode map (process filter, own
+        sockets, --container/--pod holders), the cookie map (confirmed
+        sockets), the cgroup map and the namespace map (--cgroup, --container/--pod)."""
+        maps: dict[str, dict[int, int]] = {"st_inodes": {}, "st_cookies": {}, "st_cgroups": {},
+                                           "st_netns": {}}
+        scope = self.scope
+        marks = [("st_inodes", self.flt.inodes or (), record.INO_SELECT),
+                 ("st_inodes", self.exclude_inodes, record.INO_EXCLUDE),
+                 ("st_cookies", self.flt.cookies or (), 1)]
+        if scope is not None:
+            marks += [("st_inodes", scope.inodes, record.INO_SCOPE),
+                      ("st_cgroups", scope.cgroup_ids or (), record.CG_SELECT),
+                      ("st_cgroups", scope.cgroups, record.CG_SCOPE),
+                      ("st_netns", scope.netns or (), 1)]
+        for name, keys, mark in marks:
+            entries = maps[name]
+            for key in keys:
+                entries[key] = entries.get(key, 0) | mark
+        return maps
+
     def _fill_inodes(self) -> None:
-        """The inode map (process filter, own sockets) and the cookie map (confirmed sockets)."""
-        entries = [("st_inodes", self.flt.inodes or (), record.INO_SELECT),
-                   ("st_inodes", self.exclude_inodes, record.INO_EXCLUDE),
-                   ("st_cookies", self.flt.cookies or (), 1)]
-        key, val = ctypes.c_uint64(), ctypes.c_uint8()
-        for map_name, keys, mark in entries:
+        """Fill the maps _map_entries() sized."""
+        val = ctypes.c_uint8()
+        for map_name, entries in self._entries.items():
+            key = ctypes.c_uint32() if map_name == "st_netns" else ctypes.c_uint64()
             fd = self.lib.bpf_map__fd(self._map(map_name))
-            for value in keys:
+            for value, mark in entries.items():
                 key.value, val.value = value, mark
                 if self.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0):
                     raise EngineError(f"cannot fill {map_name}: {self._why(ctypes.get_errno())}")

@@ -24,8 +24,9 @@ from .destroy import AF, PROTO_NUMS, destroy_with
 
 _V4_PREFIX = b"\0" * 10 + b"\xff\xff"
 
-def decode_rows(rows, proto, ns, flt, exclude):
-    """MSG tuples from a dump of `proto` -> the Socks the filter matches."""
+def decode_rows(rows, proto, ns, flt, exclude, scope=None):
+    """MSG tuples from a dump of `proto` -> the Socks the filter matches.
+    With a scope that reads cgroups, each row ends with the socket's cgroup id."""
     Sock = model.Sock
     matches = flt.matches
     out = []
@@ -33,8 +34,12 @@ def decode_rows(rows, proto, ns, flt, exclude):
     ntohs = socket.ntohs
     v4 = _V4_PREFIX
     ns_ino, ns_name = ns.ino, ns.name
-    for (length, _t, _f, _s, _p, family, state, timer, _r, sport, dport, src, dst, ifi,
-         c0, c1, _e, _rq, _wq, uid, ino) in rows:
+    cgroups = scope is not None and scope.reads_cgroup
+    for row in rows:
+        if cgroups:
+            cgroup, row = row[21], row[:21]
+        (length, _t, _f, _s, _p, family, state, timer, _r, sport, dport, src, dst, ifi,
+         c0, c1, _e, _rq, _wq, uid, ino) = row
         fam = fam_num.get(family)
         if fam == 4:
             src, dst = v4 + src[:4], v4 + dst[:4]
@@ -46,7 +51,9 @@ def decode_rows(rows, proto, ns, flt, exclude):
                     mini=(timer == 3 or state == st.TIME_WAIT
                           or (state == st.SYN_RECV and length <= 96)),
                     ifindex=ifi)
-        if not matches(sock) or (ino and ino in exclude):
+        if cgroups:
+            sock.cgroup = cgroup
+        if not matches(sock, scope) or (ino and ino in exclude):
             continue
         out.append(sock)
     return out
@@ -55,9 +62,11 @@ def decode_rows(rows, proto, ns, flt, exclude):
 class DiagEngine:
     name = "diag"
 
-    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None):
+    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None,
+                 scope=None):
         self.flt = flt
         self.kill = kill
+        self.scope = scope
         self.exclude_inodes = frozenset(exclude_inodes)
         self.log = log
         self.bytecode = b""
@@ -66,7 +75,7 @@ class DiagEngine:
         self.warnings: list[str] = []
 
     def open(self) -> None:
-        self.bytecode = compile_bytecode(self.flt)
+        self.bytecode = compile_bytecode(self.flt, self.scope)
         self.states = state_mask(self.flt.states)
         self.targets = [(AF[fam], proto) for proto in ("tcp", "udp") if proto in self.flt.protos
                         for fam in (4, 6) if fam in self.flt.families]
@@ -130,9 +139,9 @@ class DiagEngine:
             found, seen = [], set()
             for family, proto in targets:
                 try:
-                    rows = dsock.dump(family, PROTO_NUMS[proto], self.states, self.bytecode)
-                    socks = decode_rows(rows, proto, ns, self.flt,
-                                        self.exclude_inodes)
+                    rows = dsock.dump(family, PROTO_NUMS[proto], self.states, self.bytecode,
+                                      cgroup=self.scope is not None and self.scope.reads_cgroup)
+                    socks = decode_rows(rows, proto, ns, self.flt, self.exclude_inodes, self.scope)
                 except n.NetlinkError as exc:
                     raise OSError(exc.code, f"{proto} dump failed: {exc.args[1]}") from None
                 if self.kill:
