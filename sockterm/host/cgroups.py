@@ -26,7 +26,8 @@ def v2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
     """Where the cgroup2 filesystem is mounted (/sys/fs/cgroup on a pure v2 host,
     /sys/fs/cgroup/unified on a hybrid one), or None."""
     try:
-        with open(mountinfo) as f:
+        # mount points are anyone's to name, in any bytes: never fail on one
+        with open(mountinfo, errors="surrogateescape") as f:
             lines = f.read().splitlines()
     except OSError:
         return None

@@ -20,7 +20,6 @@ import json
 import os
 import pwd
 import re
-from dataclasses import dataclass
 
 from ..model import Scope
 from . import cgroups, procs
@@ -38,38 +37,57 @@ MARKERS = (DOCKER_DIR, "run/docker", "var/lib/containers/storage", "run/libpod",
            "run/containers", KUBELET_PODS, KUBELET_CONTAINERS, "run/containerd", "run/crio",
            "var/lib/lxc", "run/lxc", "run/systemd/machines")
 
-# runtime helpers that live beside a container, in the host's namespaces: not in it
-_HELPER = re.compile(r"(?:libpod-conmon-|crio-conmon-)[0-9a-f]{64}(?:\.scope)?$|lxc\.monitor[./]")
-_RUNTIMES = (
-    (re.compile(r"docker-([0-9a-f]{64})\.scope$"), "docker"),
-    (re.compile(r"cri-containerd-([0-9a-f]{64})\.scope$"), "containerd"),
-    (re.compile(r"crio-([0-9a-f]{64})(?:\.scope)?$"), "cri-o"),
-    (re.compile(r"libpod-([0-9a-f]{64})(?:\.scope)?$"), "podman"),
-    (re.compile(r"lxc\.payload[./](.+)$"), "lxc"),
-    (re.compile(r"machine-(.+)\.scope$"), "machined"),
-    (re.compile(r"systemd-nspawn@(.+)\.service$"), "machined"),
-)
-_HEX64 = re.compile(r"[0-9a-f]{64}$")
-_POD = re.compile(r"(?:^|-)pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
-                  r"(?:\.slice)?$")
-# one search over the whole file decides for the (many) processes in no container
-_ANY = re.compile(r"docker|libpod|containerd|crio|kubepods|lxc|machine|nspawn")
-_ROOTLESS = re.compile(r"/user-(\d+)\.slice/")
-_SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+class _Patterns:
+    """The cgroup names of every runtime, compiled on first use: a run on a
+    host without containers never pays for them."""
+
+    def __init__(self):
+        # runtime helpers that live beside a container, in the host's namespaces: not in it
+        self.helper = re.compile(r"(?:libpod-conmon-|crio-conmon-)[0-9a-f]{64}(?:\.scope)?$"
+                                 r"|lxc\.monitor[./]")
+        self.runtimes = (
+            (re.compile(r"docker-([0-9a-f]{64})\.scope$"), "docker"),
+            (re.compile(r"cri-containerd-([0-9a-f]{64})\.scope$"), "containerd"),
+            (re.compile(r"crio-([0-9a-f]{64})(?:\.scope)?$"), "cri-o"),
+            (re.compile(r"libpod-([0-9a-f]{64})(?:\.scope)?$"), "podman"),
+            (re.compile(r"lxc\.payload[./](.+)$"), "lxc"),
+            (re.compile(r"machine-(.+)\.scope$"), "machined"),
+            (re.compile(r"systemd-nspawn@(.+)\.service$"), "machined"),
+        )
+        self.hex64 = re.compile(r"[0-9a-f]{64}$")
+        self.pod = re.compile(r"(?:^|-)pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}"
+                              r"[-_][0-9a-f]{12})(?:\.slice)?$")
+        # one search over the whole file decides for the (many) processes in no container
+        self.any = re.compile(r"docker|libpod|containerd|crio|kubepods|lxc|machine|nspawn")
+        self.rootless = re.compile(r"/user-(\d+)\.slice/")
+        self.unit_escape = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+_compiled: list = []
+
+
+def _rx() -> _Patterns:
+    if not _compiled:
+        _compiled.append(_Patterns())
+    return _compiled[0]
 
 
 class ContainerError(ValueError):
     """A --container/--pod value that names nothing running here (one line)."""
 
 
-@dataclass(eq=False, frozen=True)
 class Pod:
     """A Kubernetes pod, as the node knows it. One object per pod in a run."""
 
-    uid: str
-    namespace: str | None = None
-    name: str | None = None
-    cgroup: str = ""              # its cgroup v2 path, when its processes are under one
+    __slots__ = ("uid", "namespace", "name", "cgroup")
+
+    def __init__(self, uid: str, namespace: str | None = None, name: str | None = None,
+                 cgroup: str = ""):
+        self.uid = uid
+        self.namespace = namespace
+        self.name = name
+        self.cgroup = cgroup          # its cgroup v2 path, when its processes are under one
 
     @property
     def label(self) -> str:
@@ -77,24 +95,35 @@ class Pod:
             return f"{self.namespace}/{self.name}"
         return self.name or f"pod-{self.uid}"
 
+    def __repr__(self) -> str:
+        return f"Pod({self.label} {self.uid})"
 
-@dataclass(eq=False, frozen=True)
+
 class Container:
     """A container, as the node knows it. One object per container in a run."""
 
-    runtime: str                  # docker, podman, containerd, cri-o, lxc, machined
-    id: str                       # full id (the name, for lxc and machined)
-    name: str
-    pod: Pod | None = None
-    cgroup: str = ""              # its own cgroup v2 path, when it has one
+    __slots__ = ("runtime", "id", "name", "pod", "cgroup")
+
+    def __init__(self, runtime: str, ident: str, name: str, pod: Pod | None = None,
+                 cgroup: str = ""):
+        self.runtime = runtime        # docker, podman, containerd, cri-o, lxc, machined
+        self.id = ident               # full id (the name, for lxc and machined)
+        self.name = name
+        self.pod = pod
+        self.cgroup = cgroup          # its own cgroup v2 path, when it has one
+
+    def __repr__(self) -> str:
+        return f"Container({self.runtime} {self.name} {self.id[:12]})"
 
 
-@dataclass(eq=False, frozen=True)
 class Place:
     """Where a process, a namespace or a socket belongs: a container, a pod, or both."""
 
-    container: Container | None = None
-    pod: Pod | None = None
+    __slots__ = ("container", "pod")
+
+    def __init__(self, container: Container | None = None, pod: Pod | None = None):
+        self.container = container
+        self.pod = pod
 
     @property
     def label(self) -> str:
@@ -103,16 +132,21 @@ class Place:
             return self.pod.label
         return self.container.name
 
+    def __repr__(self) -> str:
+        return f"Place({self.container!r}, {self.pod!r})"
 
-@dataclass(frozen=True)
+
 class Found:
     """What one /proc/PID/cgroup says (before any name is looked up)."""
 
-    runtime: str | None           # None: a 64-hex id under a pod, runtime told by the files
-    id: str | None
-    pod_uid: str | None = None
-    cgroup: str = ""              # the container's v2 path ("" if placed by a v1 line)
-    pod_cgroup: str = ""
+    __slots__ = ("runtime", "id", "pod_uid", "cgroup", "pod_cgroup")
+
+    def __init__(self, runtime, ident, pod_uid=None, cgroup="", pod_cgroup=""):
+        self.runtime = runtime        # None: a 64-hex id under a pod, runtime told by the files
+        self.id = ident
+        self.pod_uid = pod_uid
+        self.cgroup = cgroup          # the container's v2 path ("" if placed by a v1 line)
+        self.pod_cgroup = pod_cgroup
 
 
 HELPER = Found(None, None)        # a runtime's helper process: in no container
@@ -128,12 +162,13 @@ def runtime_present(root: str | None = None) -> bool:
 
 
 def _unescape_unit(name: str) -> str:
-    return _SYSTEMD_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
+    return _rx().unit_escape.sub(lambda m: chr(int(m.group(1), 16)), name)
 
 
 def parse_path(path: str) -> Found | None:
     """One cgroup path -> the container and pod it names (None: neither).
     The outermost container wins: what the host sees, not what runs inside it."""
+    rx = _rx()
     parts = path.split("/")
     pod_uid, pod_at, kube = None, 0, False
     for i, part in enumerate(parts):
@@ -142,18 +177,18 @@ def parse_path(path: str) -> Found | None:
         if part.startswith("kubepods"):
             kube = True
         if kube and pod_uid is None:
-            m = _POD.search(part)
+            m = rx.pod.search(part)
             if m:
                 pod_uid, pod_at = m.group(1).replace("_", "-"), i
                 continue
-        if _HELPER.match(part):
+        if rx.helper.match(part):
             return HELPER
-        for rx, runtime in _RUNTIMES:
-            m = rx.match(part)
+        for pattern, runtime in rx.runtimes:
+            m = pattern.match(part)
             if m:
                 ident = _unescape_unit(m.group(1)) if runtime in ("machined", "lxc") else m.group(1)
                 return _found(runtime, ident, pod_uid, parts, i, pod_at)
-        if _HEX64.match(part):
+        if rx.hex64.match(part):
             if i >= 1 and parts[i - 1] == "docker":
                 return _found("docker", part, pod_uid, parts, i, pod_at)
             if pod_uid:
@@ -175,7 +210,7 @@ def parse_cgroup(text: str) -> Found | None:
     """/proc/PID/cgroup -> where it places the process. The v2 line ("0::")
     first: its path is the one sockets record; then the v1 lines, for hosts
     whose runtime only creates v1 cgroups."""
-    if not _ANY.search(text):
+    if not _rx().any.search(text):
         return None
     lines = text.splitlines()
     lines.sort(key=lambda line: not line.startswith("0::"))
@@ -264,7 +299,7 @@ class Names:
                     continue
                 rest, _, ident = entry[:-4].rpartition("-")
                 parts = rest.split("_")
-                if len(parts) == 3 and _HEX64.match(ident):
+                if len(parts) == 3 and _rx().hex64.match(ident):
                     self._kube_containers[ident] = (parts[0], parts[1], parts[2])
         return self._kube_containers.get(cid)
 
@@ -375,7 +410,7 @@ class Node:
         if name is None and runtime == "docker":
             name = self.names.docker(found.id)
         elif name is None and runtime == "podman":
-            m = _ROOTLESS.search(found.cgroup or "")
+            m = _rx().rootless.search(found.cgroup or "")
             name = self.names.podman(found.id, int(m.group(1)) if m else None)
         elif name is None and runtime in ("lxc", "machined"):
             name = found.id
@@ -471,7 +506,7 @@ def choose_containers(selectors, containers) -> set:
         key = sel.strip()
         hits = [c for c in containers if c.name == key] or [c for c in containers if c.id == key]
         if not hits and len(key) >= 4 and re.fullmatch(r"[0-9a-f]+", key):
-            hits = [c for c in containers if _HEX64.match(c.id) and c.id.startswith(key)]
+            hits = [c for c in containers if _rx().hex64.match(c.id) and c.id.startswith(key)]
             if len(hits) > 1:
                 ids = ", ".join(sorted(c.id[:12] for c in hits)[:4])
                 raise ContainerError(f"container id prefix {key!r} is ambiguous ({ids}, ...): "
@@ -500,14 +535,16 @@ def choose_pods(selectors, pods) -> set:
     return chosen
 
 
-@dataclass(frozen=True)
 class Selection:
-    """What --container/--pod select on this host, in kernel ids."""
+    """What --container/--pod select on this host."""
 
-    netns: frozenset           # namespaces that are wholly theirs
-    shared: frozenset          # namespaces they share with other processes
-    pids: frozenset            # their processes in the shared namespaces
-    cgroups: tuple             # their own cgroup v2 paths
+    __slots__ = ("netns", "shared", "pids", "cgroups")
+
+    def __init__(self, netns: frozenset, shared: frozenset, pids: frozenset, cgroups: tuple):
+        self.netns = netns            # namespaces that are wholly theirs
+        self.shared = shared          # namespaces they share with other processes
+        self.pids = pids              # their processes in the shared namespaces
+        self.cgroups = cgroups        # their own cgroup v2 paths
 
 
 def select(node: Node, namespaces, containers=(), pods=()) -> Selection:

@@ -18,7 +18,7 @@ V1_PIDS = "/sys/fs/cgroup/pids"
 
 
 def v2_mount() -> str:
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")

@@ -425,3 +425,10 @@ def test_bpf_config_carries_uids_and_switches():
     cfg = config.compile_config(flt, kill=True, scope=model.Scope(netns=frozenset()))
     assert cfg.flags & record.CFG_SCOPE and not cfg.flags & record.CFG_CGROUPS
     assert not config.compile_config(flt, kill=True).flags & (record.CFG_SCOPE | record.CFG_CGROUPS)
+
+
+def test_v2_mount_survives_a_mount_point_that_is_not_utf8(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_bytes(b"53 27 0:4 net:[1] /tmp/x\x1b]0;PWN\x07\xff rw shared:8 - nsfs nsfs rw\n"
+                     b"26 25 0:23 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n")
+    assert cgroups.v2_mount(str(info)) == "/sys/fs/cgroup"
