@@ -116,7 +116,8 @@ def _processes_json(processes) -> str:
     return text
 
 
-_places: dict = {None: '"container":null,"pod":null'}
+_NO_PLACE = '"container":null,"pod":null'
+_places: dict = {}
 
 
 def _place_json(place) -> str:
@@ -135,7 +136,8 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
             f'"src":"{_addr_json(sock.src, sock.family)}","sport":{sock.sport},'
             f'"dst":"{_addr_json(sock.dst, sock.family)}","dport":{sock.dport},'
             f'"cookie":{sock.cookie},"inode":{sock.ino},"uid":{sock.uid},'
-            f'"processes":{_processes_json(sock.processes)},{_place_json(sock.place)}')
+            f'"processes":{_processes_json(sock.processes)},'
+            f'{_NO_PLACE if sock.place is None else _place_json(sock.place)}')
     if kill:
         error = f'"{_ERRNAMES[sock.error]}"' if sock.error in _ERRNAMES else "null"
         text += f',"result":"{sock.result}","error":{error}'
