@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import pwd
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import states as st
 
@@ -141,10 +141,6 @@ class Filter:
     pods: tuple = ()           # [NAMESPACE/]NAME
     cgroups: tuple = ()        # cgroup v2 paths or unit names
     uids: tuple = ()           # socket owner uids
-    # socket inodes the process options resolved to (None: no process option)
-    inodes: frozenset | None = field(default=None, compare=False)
-    # socket cookies a kill is pinned to: what the operator confirmed (None: any)
-    cookies: frozenset | None = field(default=None, compare=False)
 
     @property
     def targeted(self) -> bool:
@@ -155,12 +151,13 @@ class Filter:
 
     @property
     def on_host(self) -> bool:
-        """Does it name things a run must look up on the host (model.Scope)?"""
+        """Does it name things a run must look up on the host (into its Scope)?"""
         return bool(self.containers or self.pods or self.cgroups)
 
-    def matches(self, sock, scope=None) -> bool:
-        """The same decision the BPF program and the diag bytecode make, in
-        Python; `scope` is what the run resolved --cgroup/--container/--pod to."""
+    def matches(self, sock) -> bool:
+        """The same decision the BPF program and the diag bytecode make, in Python
+        (--pid/--comm, --container/--pod and --cgroup are decided by the run's
+        Scope, from the processes and cgroups on the host)."""
         if sock.proto not in self.protos or sock.family not in self.families:
             return False
         if sock.state not in self.states:
@@ -173,13 +170,7 @@ class Filter:
             return False
         if self.dport and not any(sock.dport in r for r in self.dport):
             return False
-        if self.sport and not any(sock.sport in r for r in self.sport):
-            return False
-        if self.inodes is not None and sock.ino not in self.inodes:
-            return False
-        if self.cookies is not None and sock.cookie not in self.cookies:
-            return False
-        return scope is None or scope.matches(sock)
+        return not self.sport or any(sock.sport in r for r in self.sport)
 
     def describe(self) -> str:
         """The filter in the words of the command line (audit trail, messages)."""

@@ -99,31 +99,6 @@ class Sock:
                 f" -> {self.dst_text()}:{self.dport} ns={self.netns} cookie={self.cookie} {self.result})")
 
 
-@dataclass(frozen=True)
-class Scope:
-    """What a run resolved the filter's names on this host to (--cgroup,
-    --container, --pod): kernel ids, derived when the run starts and never part
-    of what the user wrote. Both engines apply it; `matches` is the reference."""
-
-    cgroup_ids: frozenset | None = None   # --cgroup: the socket's cgroup is one of these
-    netns: frozenset | None = None        # --container/--pod (None: not given): namespaces wholly theirs,
-    inodes: frozenset = frozenset()       #   or the socket is held by one of their processes,
-    cgroups: frozenset = frozenset()      #   or it was created in one of their cgroups
-
-    @property
-    def reads_cgroup(self) -> bool:
-        return self.cgroup_ids is not None or bool(self.cgroups)
-
-    def matches(self, sock) -> bool:
-        if self.cgroup_ids is not None and sock.cgroup not in self.cgroup_ids:
-            return False
-        if self.netns is not None and not (
-                sock.netns in self.netns or (sock.ino and sock.ino in self.inodes)
-                or (sock.cgroup and sock.cgroup in self.cgroups)):
-            return False
-        return True
-
-
 class Owners:
     """socket inode -> ((pid, comm), ...): who holds each socket.
 

@@ -11,6 +11,7 @@ import os
 import sys
 
 from .. import model
+from ..signals import held
 
 COLUMNS = ("NETNS", "PROTO", "STATE", "LOCAL", "PEER", "PROCESS")
 
@@ -176,6 +177,12 @@ class Renderer:
         self.header = header
         self.out = out or sys.stdout
 
+    def write(self, text: str) -> None:
+        """Out in full: signals wait until the text has left (see signals.held)."""
+        with held():
+            self.out.write(text)
+            self.out.flush()
+
     def columns(self):
         return COLUMNS + (("RESULT",) if self.kill else ())
 
@@ -185,22 +192,39 @@ class Renderer:
     def finish(self, report, meta: dict) -> None:
         pass
 
+    def refusal(self, report, meta: dict) -> None:
+        """A kill that refused to start (--max, the prompt): nothing was
+        killed; the stderr line says why (formats for people print nothing)."""
+
 
 class TsvRenderer(Renderer):
     fmt = "tsv"
+    BATCH = 256      # lines a write
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lines: list[str] = []
 
     # the header goes out with the first line, so a run that fails prints nothing
     def _start(self):
         if self.header:
-            self.out.write("\t".join(self.columns()) + "\n")
+            self.lines.append("\t".join(self.columns()))
             self.header = False
 
     def socket(self, sock):
         self._start()
-        self.out.write("\t".join(map(str, row(sock, self.kill))) + "\n")
+        self.lines.append("\t".join(map(str, row(sock, self.kill))))
+        if len(self.lines) >= self.BATCH:
+            self._flush()
+
+    def _flush(self):
+        if self.lines:
+            self.write("\n".join(self.lines) + "\n")
+            self.lines.clear()
 
     def finish(self, report, meta):
         self._start()
+        self._flush()
 
 
 class JsonlRenderer(Renderer):
@@ -218,11 +242,16 @@ class JsonlRenderer(Renderer):
 
     def _flush(self):
         if self.lines:
-            self.out.write("\n".join(self.lines) + "\n")
+            self.write("\n".join(self.lines) + "\n")
             self.lines.clear()
 
     def finish(self, report, meta):
         self._flush()
+
+    def refusal(self, report, meta):
+        # one object, not a socket line: consumers tell them apart by its "summary"
+        doc = dict(meta, engine=report.engine, summary=summary_dict(report, self.kill))
+        self.write(json.dumps(doc) + "\n")
 
 
 class JsonRenderer(Renderer):
@@ -247,7 +276,11 @@ class JsonRenderer(Renderer):
         marker = '"sockets": []'
         assert text.count(marker) == 1
         sockets = "[\n    " + ",\n    ".join(self.sockets) + "\n  ]" if self.sockets else "[]"
-        self.out.write(text.replace(marker, '"sockets": ' + sockets) + "\n")
+        self.write(text.replace(marker, '"sockets": ' + sockets) + "\n")
+
+    def refusal(self, report, meta):
+        self.sockets.clear()
+        self.finish(report, meta)
 
 
 class TableRenderer(Renderer):
@@ -274,7 +307,8 @@ class TableRenderer(Renderer):
         color = use_color(self.out) if self.color is None else self.color
         names = self.columns()
         widths = fit_widths(names, self.rows, width)
-        write = self.out.write
+        out: list[str] = []
+        write = out.append
         if self.header:
             for line in folded_lines(names, widths, BOLD if color else None):
                 write(line + "\n")
@@ -285,6 +319,7 @@ class TableRenderer(Renderer):
                 style = {result_at: GREEN if cells[result_at] == model.KILLED else RED}
             for line in folded_lines(cells, widths, style):
                 write(line + "\n")
+        self.write("".join(out))
 
 
 BOLD, GREEN, RED, RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[0m"
@@ -362,9 +397,9 @@ RENDERERS = {"tsv": TsvRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer, "
 
 def summary_dict(report, kill: bool) -> dict:
     doc = {"matched": report.matched, "namespaces": len(report.namespaces),
-           "namespace_errors": len(report.ns_errors)}
+           "namespace_errors": len(report.ns_errors), "interrupted": report.interrupted}
     if kill:
-        doc.update(killed=report.killed, failed=report.failed)
+        doc.update(killed=report.killed, failed=report.failed, refused=report.refused or None)
     return doc
 
 
@@ -400,5 +435,13 @@ def summary_lines(report, kill: bool) -> list[str]:
         where = f"in {_plural(len(report.namespaces), 'namespace')} searched"
     lines.append(f"{_counts(report.matched, report.killed, report.failed, kill, ' ' + where)} "
                  f"(engine {report.engine})")
+    if report.interrupted:
+        import signal
+        try:
+            name = signal.Signals(report.signum).name
+        except ValueError:
+            name = "a signal"
+        lines.append(f"interrupted by {name}: " + ("no further socket was destroyed; every one "
+                     "destroyed is reported above" if kill else "the listing is incomplete"))
     return lines
 

@@ -21,7 +21,6 @@ import os
 import pwd
 import re
 
-from ..model import Scope
 from . import cgroups, procs
 
 ROOT_ENV = "SOCKTERM_ROOT_PREFIX"
@@ -586,18 +585,21 @@ def select(node: Node, namespaces, containers=(), pods=()) -> Selection:
     return Selection(frozenset(whole), frozenset(shared), frozenset(pids), tuple(sorted(paths)))
 
 
-def scope_for(flt, namespaces, node: Node) -> tuple[Scope, frozenset | None]:
-    """--cgroup, --container and --pod as kernel ids (model.Scope), and the
-    inodes of the namespaces that can hold what they select (None: any).
-    Raises ContainerError or cgroups.CgroupError, one line each."""
-    cgroup_ids = cgroups.ids_for(flt.cgroups) if flt.cgroups else None
+def scope_for(flt, namespaces, node: Node) -> tuple[dict, frozenset | None]:
+    """--cgroup, --container and --pod as kernel ids: the engine Scope's fields
+    (cgroup_ids, owned_netns, owned_inodes, owned_cgroups), and the inodes of
+    the namespaces that can hold what they select (None: any). Raises
+    ContainerError or cgroups.CgroupError, one line each."""
+    fields: dict = {}
+    if flt.cgroups:
+        fields["cgroup_ids"] = cgroups.ids_for(flt.cgroups)
     if not (flt.containers or flt.pods):
-        return Scope(cgroup_ids=cgroup_ids), None
+        return fields, None
     sel = select(node, namespaces, flt.containers, flt.pods)
-    held = procs.inodes_of(sorted(sel.pids)) if sel.pids else frozenset()
-    scope = Scope(cgroup_ids=cgroup_ids, netns=sel.netns, inodes=held,
-                  cgroups=cgroup_ids_of(sel.cgroups) if sel.cgroups else frozenset())
-    return scope, sel.netns | sel.shared
+    fields.update(owned_netns=sel.netns,
+                  owned_inodes=procs.inodes_of(sorted(sel.pids)) if sel.pids else frozenset(),
+                  owned_cgroups=cgroup_ids_of(sel.cgroups) if sel.cgroups else frozenset())
+    return fields, sel.netns | sel.shared
 
 
 def host_namespaces() -> frozenset:

@@ -92,9 +92,10 @@ def view(engine, command, kw):
     defaults = states.ALL if command == "list" else states.DEFAULT_KILL
     flt = build_filter(**kw, default_states=defaults)
     report = core.Report()
-    req = core.Request(command=command, flt=flt, backend=engine, processes=False)
+    run = core.kill if command == "kill" else core.scan
+    socks = run(flt, report, core.Options(backend=engine, processes=False))
     return sorted((s.netns, s.cookie, s.proto, s.family, s.state_name(), s.src_text(), s.sport,
-                   s.dst_text(), s.dport, s.ino, s.uid) for s in core.execute(req, report))
+                   s.dst_text(), s.dport, s.ino, s.uid) for s in socks)
 
 
 @pytest.fixture

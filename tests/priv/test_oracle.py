@@ -11,7 +11,7 @@ random kills must kill exactly those, and reset their TCP peers.
 Seeded and reproducible: SOCKTERM_SEED=N picks the seed (default 1234);
 SOCKTERM_LONG=1 runs ten times as many filters and kill rounds.
 
-Most filters go through sockterm.core.execute in-process (one BPF load per
+Most filters go through the core's entry points in-process (one BPF load per
 filter, no interpreter start); a sample goes through the CLI as a subprocess,
 so the command line's spelling of the same filter is checked too.
 """
@@ -44,7 +44,9 @@ def run_inproc(command: str, spec, engine: str):
     defaults = states.ALL if command == "list" else states.DEFAULT_KILL
     flt = F.build_filter(**spec.kwargs(), default_states=defaults)
     report = core.Report()
-    socks = list(core.execute(core.Request(command, flt, backend=engine, processes=False), report))
+    options = core.Options(backend=engine, processes=False)
+    run = core.kill if command == "kill" else core.scan
+    socks = list(run(flt, report, options))
     return socks, report
 
 

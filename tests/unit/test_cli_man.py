@@ -107,6 +107,7 @@ def test_json_keys_are_documented():
     class Rep:
         matched = killed = failed = 0
         namespaces = ns_errors = ()
+        interrupted, refused = False, ""
     keys |= set(render.summary_dict(Rep, kill=True)) | {"command", "engine", "filter", "namespaces",
                                                         "summary", "sockets"}
     text = "\n".join(sections()["OUTPUT"])

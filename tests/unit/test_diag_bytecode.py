@@ -5,7 +5,6 @@ kernel replies."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import ipaddress
 import random
@@ -22,6 +21,7 @@ from sockterm import model  # noqa: E402
 from sockterm.engine.diag import netlink as nld  # noqa: E402
 from sockterm import states as st  # noqa: E402
 from sockterm.engine.diag import bytecode, destroy, engine as diag_engine  # noqa: E402
+from sockterm.engine import Scope  # noqa: E402
 from sockterm.filter import build_filter  # noqa: E402
 
 V4 = b"\0" * 10 + b"\xff\xff"
@@ -452,7 +452,7 @@ def test_flat_layouts_match_pyroute2():
 
 
 def test_decode_canned_dump():
-    flt = dataclasses.replace(build_filter(state=["all"]), inodes=None)
+    flt = build_filter(state=["all"])
     msgs = [
         diag_msg(family=socket.AF_INET, state=st.ESTABLISHED, sport=40000, dport=80,
                  src=bytes([10, 1, 0, 2]) + bytes(12), dst=bytes([10, 0, 0, 5]) + bytes(12),
@@ -467,7 +467,7 @@ def test_decode_canned_dump():
     ]
     ds = fake_diag_socket(FakeKernel(rows=lambda req: msgs))
     rows = ds.dump(socket.AF_INET, socket.IPPROTO_TCP, 0xFFF)
-    socks = diag_engine.decode_rows(rows, "tcp", NS, flt, frozenset({99}))
+    socks = diag_engine.decode_rows(rows, "tcp", NS, flt, Scope(exclude_inodes=frozenset({99})))
     assert [s.cookie for s in socks] == [(3 << 32) | 5, 6, 7]      # inode 99 excluded
     est, tw, req = socks
     assert (est.family, est.proto, est.state, est.sport, est.dport) == (4, "tcp", 1, 40000, 80)
@@ -487,7 +487,7 @@ def test_decode_ipv6_and_filter_safety_net():
     flt = build_filter(dport=["443"])
     ds = fake_diag_socket(FakeKernel(rows=lambda req: msgs))
     socks = diag_engine.decode_rows(ds.dump(socket.AF_INET6, socket.IPPROTO_TCP, 0xFFF), "tcp", NS, flt,
-                             frozenset())
+                                    Scope())
     # the kernel would not have sent cookie 3; the Python check drops it anyway
     assert [s.cookie for s in socks] == [1, 2]
     assert socks[0].dst == v6a and socks[1].dst == mapped and socks[1].family == 6
@@ -588,7 +588,7 @@ def test_connected_sockets_are_not_retried():
 
 def test_cgroup_ids_become_an_or_of_cgroup_conditions():
     flt = build_filter(dport=["80"], cgroup=["x"])
-    scope = model.Scope(cgroup_ids=frozenset({4242, 77}))
+    scope = Scope(cgroup_ids=frozenset({4242, 77}))
     bc = bytecode.compile_bytecode(flt, scope)
     assert kernel_audit(bc)
     ops = nld.describe_bytecode(bc)
@@ -601,14 +601,14 @@ def test_cgroup_ids_become_an_or_of_cgroup_conditions():
 
 
 def test_a_cgroup_filter_that_resolved_to_nothing_matches_nothing():
-    bc = bytecode.compile_bytecode(build_filter(cgroup=["x"]), model.Scope(cgroup_ids=frozenset()))
+    bc = bytecode.compile_bytecode(build_filter(cgroup=["x"]), Scope(cgroup_ids=frozenset()))
     assert kernel_audit(bc)
     assert not kernel_run(bc, socket.AF_INET, bytes(4), bytes(4), 1, 2, cgroup=0)
 
 
 def test_container_scope_is_left_to_python():
     """A held inode is no bytecode condition: Filter.matches decides --container/--pod."""
-    scope = model.Scope(netns=frozenset({5}), inodes=frozenset({9}), cgroups=frozenset({3}))
+    scope = Scope(owned_netns=frozenset({5}), owned_inodes=frozenset({9}), owned_cgroups=frozenset({3}))
     assert bytecode.compile_bytecode(build_filter(container=["web"], state=["all"]), scope) == b""
 
 
@@ -618,7 +618,7 @@ def test_cgroup_bytecode_agrees_with_filter_matches(seed):
     ids = frozenset(rng.sample(range(1, 40), rng.randint(0, 6)))
     kw = {"dport": rng.sample(PORTS, 2)} if rng.random() < 0.5 else {}
     flt = build_filter(state=["all"], cgroup=["x"], **kw)
-    scope = model.Scope(cgroup_ids=ids)
+    scope = Scope(cgroup_ids=ids)
     bc = bytecode.compile_bytecode(flt, scope)
     assert kernel_audit(bc)
     for _ in range(200):
@@ -626,7 +626,7 @@ def test_cgroup_bytecode_agrees_with_filter_matches(seed):
         sock.cgroup = rng.randrange(0, 42)
         family, saddr, daddr = _kernel_view(sock)
         kernel = kernel_run(bc, family, saddr, daddr, sock.sport, sock.dport, cgroup=sock.cgroup)
-        assert kernel == flt.matches(sock, scope), (ids, kw, sock, sock.cgroup)
+        assert kernel == (flt.matches(sock) and scope.admits(sock)), (ids, kw, sock, sock.cgroup)
 
 
 def test_dump_rows_carry_the_cgroup_attribute():
@@ -641,8 +641,8 @@ def test_dump_rows_carry_the_cgroup_attribute():
     assert nld.cgroup_of(msg, 0, len(msg)) == 31337
     assert nld.cgroup_of(body, 0, len(body)) == 0
     flt = build_filter(state=["all"], uid=["1000"], cgroup=["x"])
-    hit = diag_engine.decode_rows([row + (31337,)], "tcp", NS, flt, frozenset(),
-                                  model.Scope(cgroup_ids=frozenset({31337})))
-    miss = diag_engine.decode_rows([row + (31336,)], "tcp", NS, flt, frozenset(),
-                                   model.Scope(cgroup_ids=frozenset({31337})))
+    hit = diag_engine.decode_rows([row + (31337,)], "tcp", NS, flt,
+                                  Scope(cgroup_ids=frozenset({31337})))
+    miss = diag_engine.decode_rows([row + (31336,)], "tcp", NS, flt,
+                                   Scope(cgroup_ids=frozenset({31337})))
     assert [(s.ino, s.cgroup, s.uid) for s in hit] == [(555, 31337, 1000)] and miss == []

@@ -1,7 +1,7 @@
 """Hostile command lines (no root needed for the parse-level part).
 
 Random argument vectors built from sockterm's options and hostile values run
-through sockterm.cli.main in-process, with sockterm.core.execute replaced by
+through sockterm.cli.main in-process, with sockterm.core's entry points replaced by
 a recorder, so nothing can touch the kernel whatever parses. Every run:
 no traceback and no 'internal error'; exit 2 comes with exactly one stderr
 line and no stdout; a kill that reaches the core has --yes and a filter that
@@ -63,11 +63,22 @@ def argvs(draw):
 
 
 class Recorder:
+    """Stands in for the core's entry points: records (command, filter), runs nothing."""
+
     def __init__(self):
         self.requests = []
 
-    def __call__(self, request, report):
-        self.requests.append(request)
+    def scan(self, flt, report, options=None):
+        self.requests.append(("list", flt))
+        return iter(())
+
+    def plan(self, flt, report, options=None):
+        from sockterm.core import Plan
+        self.requests.append(("plan", flt))
+        return Plan(flt=flt, engine="bpf", sockets=[], namespaces=[])
+
+    def kill(self, target, report, options=None, rate=None):
+        self.requests.append(("kill", getattr(target, "flt", target)))
         return iter(())
 
 
@@ -76,7 +87,8 @@ def run_inproc(argv):
     rec = Recorder()
     out, err = io.StringIO(), io.StringIO()
     env = {"SOCKTERM_SYSLOG_SOCKET": "/nonexistent/sockterm-fuzz.sock"}
-    with mock.patch.object(core, "execute", rec), mock.patch.dict(os.environ, env), \
+    with mock.patch.object(core, "scan", rec.scan), mock.patch.object(core, "plan", rec.plan), \
+            mock.patch.object(core, "kill", rec.kill), mock.patch.dict(os.environ, env), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         os.environ.pop("SOCKTERM_BACKEND", None)
         os.environ.pop("SOCKTERM_DEBUG", None)
@@ -105,9 +117,9 @@ def test_fuzzed_command_lines(argv):
         assert out == "", (argv, out)
         if len(USAGE_SAMPLES) < SUBPROCESS_SAMPLE and "\x00" not in "".join(argv):
             USAGE_SAMPLES.append((argv, lines[0]))
-    for req in requests:
-        if req.command == "kill":
-            assert req.flt.targeted, (argv, req.flt)
+    for command, flt in requests:
+        if command == "kill":
+            assert flt.targeted, (argv, flt)
             assert "--yes" in argv or "-y" in argv, argv
 
 

@@ -45,6 +45,7 @@ _API = {
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
     "btf__find_by_name_kind": (ctypes.c_int32, [c_void_p, c_char_p, ctypes.c_uint32]),
     "btf__type_by_id": (c_void_p, [c_void_p, ctypes.c_uint32]),
     "btf__name_by_offset": (c_char_p, [c_void_p, ctypes.c_uint32]),
