@@ -34,7 +34,7 @@ import tempfile
 import time
 
 from sockterm.host import cgroups as cg_mod
-from sockterm.host import containers, netns
+from sockterm.host import containers, netns, runtimes
 
 
 class Layout:
@@ -67,7 +67,7 @@ class Layout:
 
     def build(self) -> None:
         if self.kind == "docker":
-            base = os.path.join(self.root, containers.DOCKER_DIR)
+            base = os.path.join(self.root, runtimes.DOCKER_DIR)
             for i in range(self.count):
                 cid, name = secrets.token_hex(32), f"web-{i}"
                 os.makedirs(os.path.join(base, cid))
@@ -80,8 +80,8 @@ class Layout:
             for p in range(self.count // per_pod):
                 uid = f"{secrets.token_hex(4)}-0000-4000-8000-{secrets.token_hex(6)}"
                 ns, pod = f"team{p % 7}", f"svc{p}-7d9f"
-                pod_dir = os.path.join(self.root, containers.KUBELET_PODS, f"{ns}_{pod}_{uid}")
-                logs = os.path.join(self.root, containers.KUBELET_CONTAINERS)
+                pod_dir = os.path.join(self.root, runtimes.KUBELET_PODS, f"{ns}_{pod}_{uid}")
+                logs = os.path.join(self.root, runtimes.KUBELET_CONTAINERS)
                 os.makedirs(logs, exist_ok=True)
                 base = (f"{self.top}/kubepods.slice/kubepods-burstable.slice/"
                         f"kubepods-burstable-pod{uid.replace('-', '_')}.slice")

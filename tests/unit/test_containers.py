@@ -11,7 +11,7 @@ import pytest
 
 from sockterm import model, states
 from sockterm.filter import FilterError, build_filter
-from sockterm.host import cgroups, containers as C, netns
+from sockterm.host import cgroups, containers as C, netns, runtimes as R
 
 ID = {name: (ch * 64) for name, ch in (("a", "a"), ("b", "b"), ("c", "c"), ("d", "d"), ("e", "e"))}
 UID = "8dbc5577-d0e2-4706-8787-57d52c03ddf2"
@@ -68,7 +68,7 @@ def v2(path: str, v1: str = "/") -> str:
     (v2(f"/system.slice/docker-{ID['a']}.scope/docker/{ID['b']}"), "docker", ID["a"], None, None),
 ])
 def test_cgroup_paths_of_every_runtime(text, runtime, ident, pod, cgroup):
-    found = C.parse_cgroup(text)
+    found = R.parse_cgroup(text)
     assert (found.runtime, found.id, found.pod_uid) == (runtime, ident, pod)
     if cgroup is not None:
         assert found.cgroup == cgroup
@@ -81,7 +81,7 @@ def test_cgroup_paths_of_every_runtime(text, runtime, ident, pod, cgroup):
     v2("/kubepods.slice/kubepods-burstable.slice"),          # the QoS slice, not a pod
 ])
 def test_host_processes_are_in_no_container(text):
-    assert C.parse_cgroup(text) is None
+    assert R.parse_cgroup(text) is None
 
 
 @pytest.mark.parametrize("path", [
@@ -91,13 +91,13 @@ def test_host_processes_are_in_no_container(text):
 def test_runtime_helpers_run_beside_the_container_not_in_it(path):
     """conmon and lxc's monitor live in the host's namespaces: attributing them
     would pull the host's namespace into --container."""
-    assert C.parse_cgroup(v2(path)) is C.HELPER
+    assert R.parse_cgroup(v2(path)) is R.HELPER
 
 
 def test_pod_from_v2_container_from_v1():
     text = (f"8:pids:/kubepods/burstable/pod{UID}/{ID['c']}\n"
             f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice\n")
-    found = C.parse_cgroup(text)
+    found = R.parse_cgroup(text)
     assert (found.id, found.pod_uid, found.cgroup) == (ID["c"], UID, "")
     assert found.pod_cgroup == f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"
 
@@ -123,24 +123,24 @@ class FakeNode:
         return pid
 
     def docker(self, cid: str, name: str):
-        d = self.root / C.DOCKER_DIR / cid
+        d = self.root / R.DOCKER_DIR / cid
         d.mkdir(parents=True)
         # the real file's shape: a volume and a restart policy have a Name too
         (d / "config.v2.json").write_text(json.dumps({
             "ID": cid, "MountPoints": {"/data": {"Name": "vol1"}},
             "HostConfig": {"RestartPolicy": {"Name": "no"}}, "Name": "/" + name}))
 
-    def podman(self, entries, store=C.PODMAN_STORE):
+    def podman(self, entries, store=R.PODMAN_STORE):
         path = self.root / store
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([{"id": cid, "names": [name], "layer": "x"} for cid, name in entries]))
 
     def kubelet(self, namespace, pod, uid, containers_):
-        (self.root / C.KUBELET_PODS / f"{namespace}_{pod}_{uid}").mkdir(parents=True)
-        logs = self.root / C.KUBELET_CONTAINERS
+        (self.root / R.KUBELET_PODS / f"{namespace}_{pod}_{uid}").mkdir(parents=True)
+        logs = self.root / R.KUBELET_CONTAINERS
         logs.mkdir(parents=True, exist_ok=True)
         for cname, cid in containers_:
-            (self.root / C.KUBELET_PODS / f"{namespace}_{pod}_{uid}" / cname).mkdir()
+            (self.root / R.KUBELET_PODS / f"{namespace}_{pod}_{uid}" / cname).mkdir()
             (logs / f"{pod}_{namespace}_{cname}-{cid}.log").write_text("")
 
     def node(self) -> C.Node:
@@ -178,8 +178,8 @@ def test_names_from_each_runtime(fake):
 def test_rootless_podman_store(fake, monkeypatch):
     class Pw:
         pw_dir = "/home/alice"
-    monkeypatch.setattr(C.pwd, "getpwuid", lambda uid: Pw if uid == 1000 else (_ for _ in ()).throw(KeyError))
-    fake.podman([(ID["b"], "mine")], store="home/alice/" + C.PODMAN_USER_STORE)
+    monkeypatch.setattr(R.pwd, "getpwuid", lambda uid: Pw if uid == 1000 else (_ for _ in ()).throw(KeyError))
+    fake.podman([(ID["b"], "mine")], store="home/alice/" + R.PODMAN_USER_STORE)
     fake.podman([])
     fake.process(20, v2(f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID['b']}.scope"))
     assert fake.node().place_of(20).container.name == "mine"
@@ -219,7 +219,7 @@ def test_hostile_names_are_kept_exactly(fake):
     fake.podman([(ID["b"], evil)])
     fake.process(60, v2(f"/libpod_parent/libpod-{ID['b']}"))
     fake.process(61, v2(f"/docker/{ID['e']}"), hostname="\x1b[2Jbad\nline")
-    os.makedirs(fake.root / C.DOCKER_DIR, exist_ok=True)
+    os.makedirs(fake.root / R.DOCKER_DIR, exist_ok=True)
     node = fake.node()
     assert node.place_of(60).container.name == evil
     assert node.place_of(61).container.name == "\x1b[2Jbad"      # the first line only
