@@ -111,7 +111,6 @@ static __always_inline void read_common(struct st_rec *r, struct sock_common *sk
 	r->sport = skc->skc_num;
 	r->dport = bpf_ntohs(skc->skc_dport);
 	r->ifindex = skc->skc_bound_dev_if;
-	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (r->family == AF_INET) {
 		v4_mapped(r->src, skc->skc_rcv_saddr);
 		v4_mapped(r->dst, skc->skc_daddr);
@@ -152,9 +151,17 @@ static __always_inline void report_state_as_diag(struct st_rec *r, struct sock_c
 	}
 }
 
+/* SOCK_INODE(sock)->i_ino: what /proc/PID/fd shows as socket:[ino]. */
+static __always_inline __u64 socket_ino(struct socket *sock)
+{
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
+}
+
 static __always_inline __u64 sock_ino(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	return socket_ino(BPF_CORE_READ(sk, sk_socket));
 }
 
 /* Inode-based decisions: never our own sockets; with a process filter, only
@@ -285,7 +292,9 @@ int st_owners(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
+	/* socket is socket_alloc's first member: the same load as sock->sk,
+	 * relocated through the type socket_ino() needs anyway */
+	sk = ((struct socket_alloc *)sock)->socket.sk;
 	if (!sk)
 		return 0;
 	proto = sk->sk_protocol;
@@ -297,7 +306,7 @@ int st_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (!wanted(&r))
 		return 0;
-	o.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	o.ino = socket_ino(sock);
 	o.pid = task->tgid;
 	bpf_probe_read_kernel_str(o.comm, sizeof(o.comm), task->comm);
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));

@@ -39,7 +39,7 @@ def decode(buf, ns: model.Namespace) -> list[model.Sock]:
     return [Sock(ino, families.get(family, family), protos.get(proto, proto), state, src, sport,
                  dst, dport, cookie, uid, sock_ino, results[result], 0, name, bool(flags & mini),
                  ifindex)
-            for (cookie, sock_ino, src, dst, _netns, uid, flags, ifindex, sport, dport, family,
+            for (cookie, sock_ino, src, dst, uid, flags, ifindex, sport, dport, family,
                  proto, state, result) in record.REC.iter_unpack(buf)]
 
 
