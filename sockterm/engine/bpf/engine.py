@@ -12,7 +12,6 @@ import ctypes
 import errno
 import os
 import socket
-from importlib import resources
 
 from ... import model
 from ...host import netns
@@ -29,7 +28,10 @@ FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
 def object_path() -> str:
-    return str(resources.files("sockterm") / "data" / OBJECT_NAME)
+    # beside the package's modules (a plain directory: wheels are unpacked);
+    # importlib.resources would cost a fresh process ~10 ms of imports
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(package, "data", OBJECT_NAME)
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
