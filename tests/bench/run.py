@@ -33,9 +33,10 @@ from . import measure, workload
 from .workload import LOOPBACK, VIP, LoopbackWorkload, LoopSpec, Spec, Workload
 
 PY = sys.executable
-# the console script installed next to this interpreter: what an operator runs
-_SCRIPT = os.path.join(os.path.dirname(PY), "sockterm")
-SOCKTERM = [_SCRIPT] if os.path.exists(_SCRIPT) else [PY, "-m", "sockterm"]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# what an operator runs: a console script as pip writes it for this checkout's
+# entry point (written by install_launcher(); an installed one may be stale)
+SOCKTERM = [PY, "-m", "sockterm"]
 NS_LOOP = "$(ip netns list | cut -d' ' -f1)"
 SS_LIST_P = f"ss -tuanp; for ns in {NS_LOOP}; do ss -N \"$ns\" -tuanp; done"
 SS_LIST = f"ss -tuan; for ns in {NS_LOOP}; do ss -N \"$ns\" -tuan; done"
@@ -61,6 +62,26 @@ def log(msg: str) -> None:
 
 def sockterm(*args: str) -> list[str]:
     return [*SOCKTERM, *args]
+
+
+def install_launcher(tmp: str) -> None:
+    """This checkout, as an installed copy runs: byte-compiled (pip compiles
+    on install; a PYTHONDONTWRITEBYTECODE shell would otherwise recompile
+    every module on every run) and started by pip's console-script wrapper."""
+    import compileall
+    import tomllib
+    compileall.compile_dir(os.path.join(ROOT, "sockterm"), quiet=1)
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        module, func = tomllib.load(f)["project"]["scripts"]["sockterm"].split(":")
+    path = os.path.join(tmp, "sockterm")
+    with open(path, "w") as f:
+        f.write(f"#!{PY}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import {func}\n"
+                f"if __name__ == '__main__':\n"
+                f"    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                f"    sys.exit({func}())\n")
+    os.chmod(path, 0o755)
+    SOCKTERM[:] = [path]
+    os.environ["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
 
 
 # -- contenders ----------------------------------------------------------------
@@ -184,8 +205,7 @@ def measure_lists(w: Workload, repeats: int) -> dict:
 
 
 def _env() -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 # -- start-up ------------------------------------------------------------------
@@ -198,7 +218,7 @@ def measure_startup(repeats: int) -> dict:
              "sockterm kill --help": sockterm("kill", "--help"),
              "python3 -m sockterm --help": [PY, "-m", "sockterm", "--help"]}
     on_path = shutil.which("sockterm")
-    if on_path and os.path.realpath(on_path) != os.path.realpath(_SCRIPT):
+    if on_path:
         cases[f"{on_path} --help (what PATH finds)"] = [on_path, "--help"]
     out = {}
     for name, argv in cases.items():
@@ -536,6 +556,7 @@ def main(argv=None) -> None:
     cfg = QUICK if args.quick else FULL
     res: dict = {"loadavg_start": os.getloadavg()}
     tmp = tempfile.mkdtemp(prefix="sockterm-bench-")
+    install_launcher(tmp)
     from .floor import compile_object
     floor_obj = compile_object(tmp)
     t0 = time.perf_counter()
