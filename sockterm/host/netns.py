@@ -15,7 +15,6 @@ import threading
 from ..model import Namespace
 
 CLONE_NEWNET = 0x40000000
-NSFS_MAGIC = 0x6E736673
 NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
 
 _libc = ctypes.CDLL(None, use_errno=True)

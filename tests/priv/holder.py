@@ -10,6 +10,7 @@ import json
 import os
 import select
 import socket
+import struct
 import sys
 
 SO_COOKIE = 57
@@ -122,9 +123,14 @@ def op_infos(ids=None):
     return [info(sid) for sid in (ids or list(socks))]
 
 
-def op_close(ids):
+def op_close(ids, abort=False):
+    """Close; abort=True resets the connection (SO_LINGER 0), freeing the
+    socket at once instead of leaving it orphaned in FIN-WAIT."""
     for sid in ids:
-        socks.pop(sid).close()
+        s = socks.pop(sid)
+        if abort:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
     return True
 
 

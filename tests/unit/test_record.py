@@ -105,3 +105,28 @@ def test_config_compiles_prefixes_as_network_order_words():
     assert mask == b"\xff" * 13 + b"\0" * 3
     assert (rule.port_lo, rule.port_hi, cfg.n_dst, cfg.n_dport) == (80, 90, 1, 1)
     assert cfg.flags & record.CFG_KILL and cfg.flags & record.CFG_TCP and cfg.flags & record.CFG_UDP
+
+
+def test_mirrored_constants_match_header():
+    """Every #define of bpf/sockterm.h has its Python mirror, with the same value."""
+    import re
+
+    from sockterm import filter as F, states
+    text = open(os.path.join(ROOT, "bpf", "sockterm.h")).read()
+    defines = {name: int(value, 0) for name, value in
+               re.findall(r"^#define ST_(\w+)\s+(0x[0-9a-fA-F]+|\d+)", text, re.M)}
+    mirrors = {
+        "MAX_ADDRS": [record.MAX_ADDRS, F.MAX_ADDR_RULES],
+        "MAX_PORTS": [record.MAX_PORTS, F.MAX_PORT_RULES],
+        "TCP_TIME_WAIT": [states.TIME_WAIT],
+        "TCP_SYN_RECV": [states.SYN_RECV],
+        "TCP_NEW_SYN_RECV": [states.NEW_SYN_RECV],
+    }
+    for prefix in ("RES_", "F_", "CFG_", "INO_"):
+        for name in defines:
+            if name.startswith(prefix):
+                mirrors[name] = [getattr(record, name)]
+    assert len(defines) >= 15, defines
+    assert set(defines) == set(mirrors), set(defines) ^ set(mirrors)
+    for name, values in mirrors.items():
+        assert all(v == defines[name] for v in values), (name, defines[name], values)

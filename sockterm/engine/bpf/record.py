@@ -75,7 +75,6 @@ def _struct_format(cls) -> str:
 
 
 REC = struct.Struct(_struct_format(StRec))
-REC_FIELDS = tuple(name for name, _ in StRec._fields_ if name != "pad")
 OWNER = struct.Struct(_struct_format(StOwner))
 
 
