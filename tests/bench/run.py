@@ -537,6 +537,10 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--json", metavar="FILE", help="also write the raw numbers here")
     ap.add_argument("--no-curves", action="store_true", help="skip the scale curves")
+    ap.add_argument("--realtime", action="store_true",
+                    help="run every measured command (and its children) at real-time priority "
+                         "(chrt -f 10): on a shared machine, other load then does not decide "
+                         "the figures; every contender gets the same")
     ap.add_argument("--only", metavar="SECTION[,SECTION]",
                     help=f"run only these sections, of {', '.join(SECTIONS)}")
     ap.add_argument("--cleanup", action="store_true",
@@ -552,6 +556,8 @@ def main(argv=None) -> None:
         if sections - set(SECTIONS):
             ap.error(f"unknown section(s): {', '.join(sorted(sections - set(SECTIONS)))}")
     preflight()
+    if args.realtime:
+        measure.PREFIX[:] = ["chrt", "-f", "10"]
     signal.signal(signal.SIGTERM, _interrupt)
     cfg = QUICK if args.quick else FULL
     res: dict = {"loadavg_start": os.getloadavg()}
@@ -561,8 +567,9 @@ def main(argv=None) -> None:
     floor_obj = compile_object(tmp)
     t0 = time.perf_counter()
     print(f"# sockterm benchmark ({'quick' if args.quick else 'full'}), kernel {os.uname().release}, "
-          f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-          flush=True)
+          f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+          + (", real-time priority" if args.realtime else ""), flush=True)
+    res["realtime"] = args.realtime
     if "start" in sections:
         log("start-up")
         res["start"] = measure_startup(cfg["start_repeats"])
