@@ -487,13 +487,24 @@ def loopback_section(key: str, cfg: dict, tmp: str, res: dict) -> None:
     log(f"{key} workload {spec.label()}: {spec.sockets} sockets, building")
     with LoopbackWorkload(spec, log=log) as w:
         log(f"built in {w.build_seconds:.1f}s; {passes} alternating passes")
-        load = os.getloadavg()
+        load, sockets = os.getloadavg(), host_sockets()
         case = measure_alternating(w, loopback_contenders(w), passes)
         case["spec"] = spec
         case["loadavg"] = [load, os.getloadavg()]
+        # every namespace's walk crosses every socket on the host (shared hash tables)
+        case["host_sockets"] = [sockets, host_sockets()]
         log("profile")
         case["profile"] = profile_kill(w, tmp, f"{LOOPBACK}:80", tag=key)
     res[key] = case
+
+
+def host_sockets() -> int:
+    """Sockets in use on the whole host (the counter in sockstat is global)."""
+    try:
+        with open("/proc/net/sockstat") as f:
+            return int(f.readline().split()[2])
+    except (OSError, IndexError, ValueError):
+        return -1
 
 
 def report_alternating(title: str, case: dict) -> None:
@@ -512,7 +523,8 @@ def report_alternating(title: str, case: dict) -> None:
     before, after = case["loadavg"]
     table(f"{title}: {case['spec'].label()} = {case['spec'].sockets} sockets, "
           f"{case['spec'].doomed} killed a pass (A = bpf kill, B = ss loop; "
-          f"load average {before[0]:.2f} -> {after[0]:.2f})",
+          f"load average {before[0]:.2f} -> {after[0]:.2f}; sockets on the host "
+          f"{case['host_sockets'][0]} -> {case['host_sockets'][1]})",
           rows, ["pass", "order", f"A: {a} ms", f"B: {b} ms", "A/B"])
 
 
