@@ -127,7 +127,6 @@ static __always_inline void read_common(struct st_rec *r, struct sock_common *sk
 	r->sport = skc->skc_num;
 	r->dport = bpf_ntohs(skc->skc_dport);
 	r->ifindex = skc->skc_bound_dev_if;
-	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (r->family == AF_INET) {
 		v4_mapped(r->src, skc->skc_rcv_saddr);
 		v4_mapped(r->dst, skc->skc_daddr);
@@ -170,9 +169,17 @@ static __always_inline void report_state_as_diag(struct st_rec *r, struct sock_c
 	}
 }
 
+/* SOCK_INODE(sock)->i_ino: what /proc/PID/fd shows as socket:[ino]. */
+static __always_inline __u64 socket_ino(struct socket *sock)
+{
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
+}
+
 static __always_inline __u64 sock_ino(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	return socket_ino(BPF_CORE_READ(sk, sk_socket));
 }
 
 /* The cgroup v2 id of the process that created the socket, as the kernel's
@@ -213,20 +220,27 @@ static __always_inline bool inode_allowed(__u64 ino, __u8 *bits)
 	return true;
 }
 
-/* --cgroup and --container/--pod, for a full socket (cgroup 0: a mini
- * socket, which has none; inet_diag matches it to no cgroup either). */
-static __always_inline bool owner_allowed(__u32 netns, __u8 ino_bits, __u64 cgroup)
+/* The namespace a socket lives in: the iterator walks one namespace's
+ * sockets, but which one only user space knows. */
+static __always_inline __u32 sock_netns(struct sock_common *skc)
+{
+	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+}
+
+/* --cgroup and --container/--pod (cgroup 0: a mini socket, which has none;
+ * inet_diag matches it to no cgroup either). */
+static __always_inline bool scope_allowed(struct sock_common *skc, __u8 ino_bits, __u64 cgroup)
 {
 	__u8 *cg = 0;
+	__u32 netns;
 
-	if (!(cfg.flags & (ST_CFG_CGROUPS | ST_CFG_SCOPE)))
-		return true;
 	if (cgroup)
 		cg = bpf_map_lookup_elem(&st_cgroups, &cgroup);
 	if ((cfg.flags & ST_CFG_CGROUPS) && !(cg && (*cg & ST_CG_SELECT)))
 		return false;
 	if (!(cfg.flags & ST_CFG_SCOPE))
 		return true;
+	netns = sock_netns(skc);
 	if (bpf_map_lookup_elem(&st_netns, &netns))
 		return true;
 	return (ino_bits & ST_INO_SCOPE) || (cg && (*cg & ST_CG_SCOPE));
@@ -266,8 +280,7 @@ static __always_inline int emit(struct seq_file *seq, struct st_rec *r,
 	return 0;
 }
 
-SEC("iter/tcp")
-int st_tcp(struct bpf_iter__tcp *ctx)
+static __always_inline int tcp_one(struct bpf_iter__tcp *ctx, const bool scoped)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct st_rec r = {};
@@ -290,12 +303,12 @@ int st_tcp(struct bpf_iter__tcp *ctx)
 		r.ino = sock_ino((struct sock *)tp);
 		if (!inode_allowed(r.ino, &ino_bits))
 			return 0;
-		if (!owner_allowed(r.netns, ino_bits, sock_cgroup_id((struct sock *)tp)))
+		if (scoped && !scope_allowed(skc, ino_bits, sock_cgroup_id((struct sock *)tp)))
 			return 0;
 	} else {
 		if (cfg.flags & ST_CFG_INODES)
 			return 0;
-		if (!owner_allowed(r.netns, 0, 0))
+		if (scoped && !scope_allowed(skc, 0, 0))
 			return 0;
 		r.flags |= ST_F_MINI;
 	}
@@ -305,8 +318,7 @@ int st_tcp(struct bpf_iter__tcp *ctx)
 	return emit(ctx->meta->seq, &r, skc);
 }
 
-SEC("iter/udp")
-int st_udp(struct bpf_iter__udp *ctx)
+static __always_inline int udp_one(struct bpf_iter__udp *ctx, const bool scoped)
 {
 	struct udp_sock *udp = ctx->udp_sk;
 	struct sock *sk;
@@ -325,12 +337,41 @@ int st_udp(struct bpf_iter__udp *ctx)
 	r.ino = sock_ino(sk);
 	if (!inode_allowed(r.ino, &ino_bits))
 		return 0;
-	if (!owner_allowed(r.netns, ino_bits, sock_cgroup_id(sk)))
+	if (scoped && !scope_allowed(&sk->__sk_common, ino_bits, sock_cgroup_id(sk)))
 		return 0;
 	r.cookie = bpf_get_socket_cookie(sk);
 	if (!cookie_allowed(r.cookie))
 		return 0;
 	return emit(ctx->meta->seq, &r, &sk->__sk_common);
+}
+
+/* Two builds of each socket program: the plain one, and a scoped one that
+ * also reads the socket's namespace and cgroup, for --cgroup, --container
+ * and --pod. A run loads one of them, so the scoped build's CO-RE
+ * relocations (six more kernel types, a few ms each at load) are paid only
+ * by the runs that use them. */
+SEC("iter/tcp")
+int st_tcp(struct bpf_iter__tcp *ctx)
+{
+	return tcp_one(ctx, false);
+}
+
+SEC("iter/tcp")
+int st_tcp_scoped(struct bpf_iter__tcp *ctx)
+{
+	return tcp_one(ctx, true);
+}
+
+SEC("iter/udp")
+int st_udp(struct bpf_iter__udp *ctx)
+{
+	return udp_one(ctx, false);
+}
+
+SEC("iter/udp")
+int st_udp_scoped(struct bpf_iter__udp *ctx)
+{
+	return udp_one(ctx, true);
 }
 
 /* Which process holds which socket, host-wide, in one pass over all tasks.
@@ -355,7 +396,9 @@ int st_owners(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
+	/* socket is socket_alloc's first member: the same load as sock->sk,
+	 * relocated through the type socket_ino() needs anyway */
+	sk = ((struct socket_alloc *)sock)->socket.sk;
 	if (!sk)
 		return 0;
 	proto = sk->sk_protocol;
@@ -367,7 +410,7 @@ int st_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (!wanted(&r))
 		return 0;
-	o.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	o.ino = socket_ino(sock);
 	o.pid = task->tgid;
 	bpf_probe_read_kernel_str(o.comm, sizeof(o.comm), task->comm);
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));

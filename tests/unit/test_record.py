@@ -74,7 +74,7 @@ def test_records_have_no_implicit_padding():
 
 
 def test_decode_round_trip():
-    rec = record.StRec(cookie=0x1122334455667788, ino=4242, netns=4026531840, uid=1000,
+    rec = record.StRec(cookie=0x1122334455667788, ino=4242, uid=1000,
                        flags=record.F_MINI, sport=43210, dport=80, family=socket.AF_INET,
                        proto=socket.IPPROTO_TCP, state=1, result=record.RES_DESTROYED)
     mapped = model.v4_mapped(socket.inet_aton("10.0.0.5"))

@@ -26,9 +26,9 @@ CG_SELECT, CG_SCOPE = 0x1, 0x2
 class StRec(ctypes.Structure):
     _fields_ = [
         ("cookie", u64), ("ino", u64), ("src", u8 * 16), ("dst", u8 * 16),
-        ("netns", u32), ("uid", u32), ("flags", u32), ("ifindex", u32),
+        ("uid", u32), ("flags", u32), ("ifindex", u32),
         ("sport", u16), ("dport", u16), ("family", u16),
-        ("proto", u8), ("state", u8), ("result", u8), ("pad", u8 * 7),
+        ("proto", u8), ("state", u8), ("result", u8), ("pad", u8 * 11),
     ]
 
 
