@@ -29,7 +29,7 @@ from .. import model
 from ..engine import EngineError, Scope
 from ..exitcodes import ExitCode
 from ..filter import Filter
-from ..host import netns, probe, procs
+from ..host import cgroups, containers, netns, probe, procs
 from . import pool
 from ..cancel import Cancel
 
@@ -174,6 +174,8 @@ class _Run:
         self._fallback_lock = threading.Lock()
         # kill(plan): cookie -> the planned Sock (for processes, and `gone` reports)
         self.by_cookie = {s.cookie: s for s in planned.sockets} if planned else {}
+        self.node = containers.Node()          # containers and pods (cheap when none)
+        self.owned: dict = {}                  # Scope fields --cgroup/--container/--pod resolved to
 
     # -- set-up: everything refusable is refused here ----------------------------
     def find_namespaces(self) -> list[model.Namespace]:
@@ -187,18 +189,20 @@ class _Run:
         if own_only and not self.flt.netns:
             self.report.warnings.append(f"searched only this process's network namespace: "
                                         f"{OTHERS_NEED_ROOT}")
-        if not self.flt.netns:
-            return found
-        try:
-            chosen = netns.resolve(self.flt.netns, found)
-        except netns.NamespaceError as exc:
-            if own_only:      # it may well exist: this caller cannot see it
-                raise SocktermError(f"cannot search namespace {', '.join(self.flt.netns)}: "
-                                    f"{OTHERS_NEED_ROOT}") from None
-            raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
-        if own_only and any(ns not in found for ns in chosen):
-            raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
-        return chosen
+        self.node.attribute(found)      # pods and containers name their namespaces (--netns too)
+        if self.flt.netns:
+            try:
+                chosen = netns.resolve(self.flt.netns, found)
+            except netns.NamespaceError as exc:
+                if own_only:      # it may well exist: this caller cannot see it
+                    raise SocktermError(f"cannot search namespace {', '.join(self.flt.netns)}: "
+                                        f"{OTHERS_NEED_ROOT}") from None
+                raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+            if own_only and any(ns not in found for ns in chosen):
+                raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
+            found = chosen
+        found, self.owned = resolve_host_names(self.flt, found, self.node)
+        return found
 
     def prepare(self, namespaces: list[model.Namespace]) -> None:
         host = getattr(self, "host", None) or probe.probe()
@@ -210,7 +214,7 @@ class _Run:
             command = "kill" if self.kill else "list"
             raise SocktermError(f"sockterm {command} needs {', '.join(missing)} (run it as root)")
         scope = Scope(inodes=resolve_processes(self.flt), exclude_inodes=procs.own_inodes(),
-                      cookies=self.planned.cookies if self.planned else None)
+                      cookies=self.planned.cookies if self.planned else None, **self.owned)
         self.scope = scope
         self.attribute = self.options.processes and not self.planned
         from .. import engine as engines
@@ -285,7 +289,10 @@ class _Run:
                 sock.processes = held(sock.ino)
         elif self.planned:
             for sock in batch:
-                sock.processes = self.by_cookie[sock.cookie].processes
+                planned = self.by_cookie[sock.cookie]
+                sock.processes, sock.place = planned.processes, planned.place
+        if self.node.present and not self.planned:
+            self.node.label(nsr.ns, batch)
         nsr.matched += len(batch)
         if self.kill:
             for sock in batch:
@@ -445,6 +452,21 @@ def choose_engine(backend: str, kill: bool, host: probe.HostProbe, log) -> str:
         if why:
             raise SocktermError(f"--backend bpf cannot run here: {why}; use --backend diag")
     return backend
+
+
+def resolve_host_names(flt: Filter, namespaces: list, node) -> tuple[list, dict]:
+    """--cgroup/--container/--pod become kernel ids (the Scope fields they
+    fill), and the namespaces walked shrink to those that can hold what they
+    select (host/containers.py)."""
+    if not flt.on_host:
+        return namespaces, {}
+    try:
+        owned, inos = containers.scope_for(flt, namespaces, node)
+    except (containers.ContainerError, cgroups.CgroupError) as exc:
+        raise SocktermError(str(exc), ExitCode.USAGE) from None
+    if inos is not None:
+        namespaces = [ns for ns in namespaces if ns.ino in inos]
+    return namespaces, owned
 
 
 def resolve_processes(flt: Filter) -> frozenset | None:

@@ -129,6 +129,7 @@ class Discovery:
     def __init__(self):
         self.by_ino: dict[int, Namespace] = {}
         self.skipped: list[str] = []    # what could not be looked at, and why (for -v)
+        self.seen: set[str] = set()     # every path recorded
         self.dev = _nsfs_dev()
 
     def _add(self, path: str, name: str | None = None, pid: int | None = None) -> None:
@@ -143,7 +144,9 @@ class Discovery:
         ns = self.by_ino.get(st.st_ino)
         if ns is None:
             ns = self.by_ino[st.st_ino] = Namespace(ino=st.st_ino, name="", path=path)
-        elif path not in ns.paths():
+            self.seen.add(path)
+        elif path not in self.seen:   # (a scan of ns.paths() would be quadratic in pids)
+            self.seen.add(path)
             ns.alt_paths.append(path)
         if name and not ns.name:
             ns.name = name
@@ -197,7 +200,8 @@ def discover(own_only: bool = False) -> tuple[list[Namespace], list[str]]:
 
 
 def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
-    """The namespaces --netns names: an ip-netns or display name, an inode, or an nsfs path."""
+    """The namespaces --netns names: an ip-netns or display name (a pod's
+    NAMESPACE/NAME, a container's name), an inode, or an nsfs path."""
     chosen: dict[int, Namespace] = {}
     by_ino = {ns.ino: ns for ns in namespaces}
     for sel in selectors:
@@ -205,21 +209,25 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
         ino = None
         if key.startswith("net:[") and key.endswith("]"):
             key = key[5:-1]
+        named = ([ns for ns in namespaces if ns.name == key or key in ns.aliases]
+                 # the name as sockterm shows it (control characters escaped) names it too
+                 or [ns for ns in namespaces if shown(ns.name) == key])
         if key.isdigit():
             ino = int(key)
             if ino not in by_ino:
                 raise NamespaceError(0, f"no network namespace with inode {ino}")
+        elif named and not key.startswith("/"):     # a pod's NAMESPACE/NAME is no path
+            if len(named) > 1:      # container names are theirs to choose: never guess
+                inos = ", ".join(str(ns.ino) for ns in named[:4])
+                raise NamespaceError(0, f"{len(named)} network namespaces are named {key!r} "
+                                        f"(inodes {inos}): give the inode")
+            ino = named[0].ino
         elif "/" in key:
             ino = check_nsfs(key)
             if ino not in by_ino:
                 by_ino[ino] = Namespace(ino=ino, name=key, path=key)
         else:
-            # the name as sockterm shows it (control characters escaped) names it too
-            hits = ([ns for ns in namespaces if ns.name == key]
-                    or [ns for ns in namespaces if shown(ns.name) == key])
-            if not hits:
-                raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
-            ino = hits[0].ino
+            raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
         chosen[ino] = by_ino[ino]
     return list(chosen.values())
 

@@ -74,7 +74,7 @@ def test_records_have_no_implicit_padding():
 
 
 def test_decode_round_trip():
-    rec = record.StRec(cookie=0x1122334455667788, ino=4242, netns=4026531840, uid=1000,
+    rec = record.StRec(cookie=0x1122334455667788, ino=4242, uid=1000,
                        flags=record.F_MINI, sport=43210, dport=80, family=socket.AF_INET,
                        proto=socket.IPPROTO_TCP, state=1, result=record.RES_DESTROYED)
     mapped = model.v4_mapped(socket.inet_aton("10.0.0.5"))
@@ -118,11 +118,12 @@ def test_mirrored_constants_match_header():
     mirrors = {
         "MAX_ADDRS": [record.MAX_ADDRS, F.MAX_ADDR_RULES],
         "MAX_PORTS": [record.MAX_PORTS, F.MAX_PORT_RULES],
+        "MAX_UIDS": [record.MAX_UIDS, F.MAX_UIDS],
         "TCP_TIME_WAIT": [states.TIME_WAIT],
         "TCP_SYN_RECV": [states.SYN_RECV],
         "TCP_NEW_SYN_RECV": [states.NEW_SYN_RECV],
     }
-    for prefix in ("RES_", "F_", "CFG_", "INO_"):
+    for prefix in ("RES_", "F_", "CFG_", "INO_", "CG_"):
         for name in defines:
             if name.startswith(prefix):
                 mirrors[name] = [getattr(record, name)]
