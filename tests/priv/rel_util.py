@@ -640,8 +640,9 @@ def bpf_orphans() -> dict:
             "pins": sorted(pins)}
 
 
-def wait_no_orphans(timeout: float = 5.0) -> dict:
-    """The kernel frees programs asynchronously (RCU): poll until none is orphaned."""
+def wait_no_orphans(timeout: float = 20.0) -> dict:
+    """The kernel frees programs asynchronously (RCU, and RCU tasks trace for
+    iterators: seconds on a loaded machine): poll until none is orphaned."""
     deadline = time.monotonic() + timeout
     while True:
         now = bpf_orphans()
