@@ -7,6 +7,7 @@ entered by worker threads (core/pool.py); the main thread never moves.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import queue
 import stat
@@ -250,7 +251,9 @@ def run_in(ns: Namespace, fn, home: int):
         os.close(fd)   # the path was reused for another namespace
         fd = None
     if fd is None:
-        raise NamespaceError(getattr(last, "errno", 0) or 0,
+        # every way in failed, or leads elsewhere now (an `ip netns del` caught
+        # between unmount and unlink, a pid reused): the namespace is gone for us
+        raise NamespaceError(getattr(last, "errno", 0) or errno.ENOENT,
                              f"namespace {ns.name} is gone ({getattr(last, 'strerror', 'no path left')})")
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:

