@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import confine
 from conftest import Topology
 
 # Neither conftest's 10.0.0.5 / fd00::5 nor tests/bench's 10.200.0.5: those
@@ -602,7 +603,9 @@ ERRNO_NAMES = {errno.ECONNABORTED: "ECONNABORTED", errno.ECONNRESET: "ECONNRESET
 
 def cli(*args, input=None, env=None, timeout=600, prefix=()):
     """The CLI in a subprocess, as conftest.sockterm, optionally behind a prefix
-    (setpriv, unshare, ...): returns (code, stdout, stderr)."""
+    (setpriv, unshare, ...): returns (code, stdout, stderr). A kill must name
+    this session's namespaces with --netns, or run confined (confine.prefix)."""
+    confine.check_kill(args, prefix)
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("SOCKTERM_BACKEND", None)
     proc = subprocess.run([*prefix, sys.executable, "-m", "sockterm", *args], capture_output=True,
@@ -619,3 +622,18 @@ def loopback_pairs(topo, role: str, port: int, count: int = 2):
     conns = h.call("connect", dst="127.0.0.1", port=port, count=count)
     h.call("accept", id=lst["id"], count=count)
     return ns, h, [c["id"] for c in conns], lst["id"]
+
+
+def run_core(command: str, flt, engine: str, processes: bool = False):
+    """sockterm's pipeline in-process (no interpreter start): (sockets, report).
+    The one place the privileged tier calls the core's API; a kill must be
+    limited to this session's namespaces (flt.netns), as confine.check_kill asks
+    of a command line."""
+    from sockterm import core
+    if command == "kill":
+        assert flt.netns and set(flt.netns) <= confine.CREATED, \
+            f"refusing an in-process kill outside this session's namespaces: {flt.netns}"
+    report = core.Report()
+    socks = list(core.execute(core.Request(command, flt, backend=engine, processes=processes),
+                              report))
+    return socks, report

@@ -7,7 +7,8 @@ import random
 
 from conftest import VIP4, VIP6
 
-from sockterm import core, states
+from rel_util import run_core
+from sockterm import states
 from sockterm.filter import build_filter
 
 SEED = int(os.environ.get("SOCKTERM_SEED", "20261126"))
@@ -78,10 +79,9 @@ def random_filter(rng, namespaces):
 def view(engine, command, kw):
     defaults = states.ALL if command == "list" else states.DEFAULT_KILL
     flt = build_filter(**kw, default_states=defaults)
-    report = core.Report()
-    req = core.Request(command=command, flt=flt, backend=engine, processes=False)
+    socks, _ = run_core(command, flt, engine)
     return sorted((s.netns, s.cookie, s.proto, s.family, s.state_name(), s.src_text(), s.sport,
-                   s.dst_text(), s.dport, s.ino) for s in core.execute(req, report))
+                   s.dst_text(), s.dport, s.ino) for s in socks)
 
 
 def test_engines_agree_on_random_filters(topo):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import termios
 
+import confine
 from conftest import VIP4, sockterm
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -24,6 +25,7 @@ def run_pty(*args, answer=None, cols=80, env=None, stdout_pty=True, timeout=120)
 
     Returns (exit code, what the terminal showed, stdout when it was a pipe).
     """
+    confine.check_kill(args)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
     full_env = dict(os.environ, TERM="xterm", **(env or {}))

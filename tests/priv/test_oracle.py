@@ -26,7 +26,7 @@ import time
 import pytest
 
 from rel_util import (DEFAULT_MATCH_STATES, ALL_STATES, FilterGen, build_population, cli,
-                      long_mode, ns_inode, oracle, peers_of, ss_view, RelTopology)
+                      long_mode, ns_inode, oracle, peers_of, run_core, ss_view, RelTopology)
 
 SEED = int(os.environ.get("SOCKTERM_SEED", "1234"))
 SCALE = 10 if long_mode() else 1
@@ -38,12 +38,10 @@ FIGURES = {"filters": 0, "cli_filters": 0, "kills": 0, "killed": 0, "peers_reset
 
 
 def run_inproc(command: str, spec, engine: str):
-    from sockterm import core, filter as F, states
+    from sockterm import filter as F, states
     defaults = states.ALL if command == "list" else states.DEFAULT_KILL
     flt = F.build_filter(**spec.kwargs(), default_states=defaults)
-    report = core.Report()
-    socks = list(core.execute(core.Request(command, flt, backend=engine, processes=False), report))
-    return socks, report
+    return run_core(command, flt, engine)
 
 
 def run_cli(command: str, spec, engine: str):

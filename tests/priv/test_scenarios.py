@@ -164,15 +164,15 @@ def test_kill_pinned_to_confirmed_cookies(topo, engine):
     that appears afterwards is not part of what the operator agreed to."""
     import dataclasses
 
-    from sockterm import core, states
+    from rel_util import run_core
+    from sockterm import states
     from sockterm.filter import build_filter
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=3)
     server.call("accept", id=lst["id"], count=3)
     flt = build_filter(dst=[f"{vip}:8000"], netns=topo.namespaces, default_states=states.DEFAULT_KILL)
     flt = dataclasses.replace(flt, cookies=frozenset({conns[1]["cookie"]}))
-    report = core.Report()
-    killed = list(core.execute(core.Request(command="kill", flt=flt, backend=engine), report))
+    killed, _ = run_core("kill", flt, engine, processes=True)
     assert [s.cookie for s in killed] == [conns[1]["cookie"]]
     assert client.status([c["id"] for c in conns]) == {conns[0]["id"]: 0, conns[1]["id"]: ABORTED,
                                                         conns[2]["id"]: 0}
