@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import sys
 
 HERE = os.path.abspath(__file__)
@@ -138,14 +139,14 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _nsfs_mounts() -> list[str]:
+def _nsfs_mounts() -> list[bytes]:
+    """Mount points of nsfs mounts (bytes: names are anyone's to choose)."""
     points = []
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype == "nsfs":
-                points.append(fields[4].encode().decode("unicode_escape"))
+            if fields[fields.index(b"-") + 1] == b"nsfs":
+                points.append(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4]))
     return points
 
 
@@ -153,7 +154,7 @@ def _inside(names: list[str], command: list[str]) -> None:
     # hold the wanted namespaces open before their mounts go
     fds = {name: os.open(f"/run/netns/{name}", os.O_RDONLY) for name in names}
     for point in reversed(_nsfs_mounts()):
-        _check(_libc.umount2(point.encode(), MNT_DETACH), f"umount {point}")
+        _check(_libc.umount2(point, MNT_DETACH), f"umount {point!r}")
     os.makedirs("/run/netns", exist_ok=True)
     _check(_libc.mount(b"tmpfs", b"/run/netns", b"tmpfs", 0, b"mode=0755"), "mount /run/netns")
     for name, fd in fds.items():
@@ -162,7 +163,7 @@ def _inside(names: list[str], command: list[str]) -> None:
         _check(_libc.mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, MS_BIND, None),
                f"bind {name}")
         os.close(fd)
-    left = set(_nsfs_mounts()) - {f"/run/netns/{n}" for n in names}
+    left = set(_nsfs_mounts()) - {f"/run/netns/{n}".encode() for n in names}
     assert not left, f"nsfs mounts left in the confinement: {sorted(left)}"
     os.execvp(command[0], command)
 

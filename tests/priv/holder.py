@@ -122,6 +122,13 @@ def op_infos(ids=None):
     return [info(sid) for sid in (ids or list(socks))]
 
 
+def op_shutdown(ids, how="wr"):
+    """Send a FIN, keep the descriptor: the socket's state stays observable."""
+    for sid in ids:
+        socks[sid].shutdown({"wr": socket.SHUT_WR, "rdwr": socket.SHUT_RDWR}[how])
+    return True
+
+
 def op_close(ids):
     for sid in ids:
         socks.pop(sid).close()

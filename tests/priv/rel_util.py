@@ -338,9 +338,8 @@ class FilterGen:
         else:
             s.dst = [addr_spec(_int_to_text(a.dst), None, None, rng)]
             s.dport = [(a.dport, a.dport)]
-        if rng.random() < 0.3:
-            s.states = [rng.choice(["all", "time-wait", "listening", "unconnected", "close-wait",
-                                    "established", "fin-wait-2", "connected"])]
+        if rng.random() < 0.4:
+            s.states = [rng.choice(list(STATE_NAMES) + list(STATE_GROUPS))]
         if rng.random() < 0.2:
             s.protos = [a.proto]
         return s
@@ -378,7 +377,9 @@ class FilterGen:
         return addr_spec(text, prefix, ports, rng)
 
     def spec(self, *, kill: bool = False) -> Spec:
-        if kill and self.view and self.rng.random() < 0.7:
+        # anchored on a real socket, or free-form (which mostly selects nothing,
+        # and checks that nothing is what sockterm finds)
+        if self.view and self.rng.random() < (0.7 if kill else 0.45):
             return self.anchored()
         rng = self.rng
         s = Spec()
@@ -442,6 +443,25 @@ class Population:
             self.owned.pop(c, None)
 
 
+def holders_agree_with(pop: Population, view: dict) -> list[str]:
+    """The ss parser checked against the applications: every socket a holder
+    owns is in `view`, with the ends the holder's own socket reports."""
+    problems = []
+    for h in pop.holders:
+        for info in h.call("infos"):
+            s = view.get(info["cookie"])
+            if s is None:
+                problems.append(f"ss does not list {info}")
+                continue
+            fam = s.family
+            local = (_addr(info["local"][0], fam), info["local"][1])
+            if (s.src, s.sport) != local or (info["peer"][0] and
+                                             (s.dst, s.dport) != (_addr(info["peer"][0], fam),
+                                                                  info["peer"][1])):
+                problems.append(f"ss has {s} for {info}")
+    return problems
+
+
 class RelTopology(Topology):
     """conftest.Topology on addresses of its own (the bench and the other
     suites kill host-wide on theirs); namespaces named strel-TAG-ROLE."""
@@ -451,14 +471,73 @@ class RelTopology(Topology):
     CLIENT4, CLIENT6 = "10.214", "fd2c"
 
 
+# -- short-lived TCP states, held still ------------------------------------------------
+# nft in a client namespace drops the FINs sent from FIN_PORT (so a socket that
+# closed first stays in FIN-WAIT-1, CLOSING or LAST-ACK, retransmitting) and the
+# SYN-ACKs that come from SYN_PORT (so the client stays in SYN-SENT and the
+# backend keeps a SYN-RECV request socket). Retries are raised so that neither
+# gives up while a test runs.
+FIN_PORT, SYN_PORT = 7300, 8443
+NFT_RULES = f"""table inet sockterm_test {{
+  chain out {{ type filter hook output priority 0; tcp sport {FIN_PORT} tcp flags & fin == fin drop; }}
+  chain in {{ type filter hook input priority 0;
+             tcp sport {SYN_PORT} tcp flags & (syn | ack) == (syn | ack) drop; }}
+}}
+"""
+RARE_STATES = {2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 9: "LAST-ACK", 11: "CLOSING"}
+
+
+def hold_still(ns: str):
+    sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=NFT_RULES)
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_syn_retries=10")
+
+
+def short_lived(h, rng: random.Random, syn_targets=(), count: int = 1):
+    """Sockets of the holder `h` (in a namespace prepared by hold_still) in each
+    short-lived state: over loopback, v4 and v6, `count` pairs each of
+    FIN-WAIT-1 (its FIN dropped; peer ESTABLISHED), CLOSING (simultaneous close,
+    its FIN dropped; peer FIN-WAIT-2) and LAST-ACK (peer closed first; peer
+    FIN-WAIT-2); and SYN-SENT connections to each (addr, SYN_PORT) of
+    syn_targets, whose listener keeps a SYN-RECV request socket."""
+    for addr in ("127.0.0.1", "::1"):
+        lst = h.call("listen", addr=addr, port=FIN_PORT)["id"]
+        for order in ("fin-wait-1", "closing", "last-ack"):
+            for _ in range(rng.randrange(1, count + 1)):
+                client = h.call("connect", dst=addr, port=FIN_PORT)[0]["id"]
+                server = h.call("accept", id=lst)[0]["id"]
+                first, second = (client, server) if order == "last-ack" else (server, client)
+                h.call("shutdown", ids=[first])
+                if order != "fin-wait-1":
+                    time.sleep(0.02)           # the first FIN is out (or dropped) first
+                    h.call("shutdown", ids=[second])
+    for addr, port in syn_targets:
+        h.call("connect", dst=addr, port=port, count=rng.randrange(1, count + 1), nonblock_ok=True)
+
+
+def wait_for_states(names, states=RARE_STATES, timeout: float = 5.0) -> dict:
+    """Poll ss until every state in `states` shows in the namespaces; the view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = ss_view(names)
+        seen = {s.state for s in view.values()}
+        if set(states) <= seen or time.monotonic() > deadline:
+            missing = [states[s] for s in states if s not in seen]
+            assert not missing, f"ss never showed {missing}"
+            return view
+
+
 def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1) -> Population:
     """Backend + `clients` client namespaces with a random mix of TCP (connected,
-    listening, v4, v6, v4-mapped, loopback, veth, time-wait, close-wait/fin-wait-2)
-    and UDP (connected, unconnected) sockets."""
+    listening, v4, v6, v4-mapped, loopback, veth, time-wait, close-wait/fin-wait-2,
+    and held still by nft: syn-sent, syn-recv, fin-wait-1, closing, last-ack)
+    and UDP (connected, unconnected) sockets. Every state ss names is there."""
     pop = Population(topo)
     be = topo.with_backend()
+    sh("ip", "netns", "exec", be, "sysctl", "-qw", "net.ipv4.tcp_synack_retries=10")
     server = topo.holder(be)
     pop.holders.append(server)
+    for addr in (VIP4, VIP6):
+        server.call("listen", addr=addr, port=SYN_PORT)
     lst = {
         (VIP4, 80): server.call("listen", addr=VIP4, port=80)["id"],
         (VIP4, 443): server.call("listen", addr=VIP4, port=443)["id"],
@@ -502,14 +581,23 @@ def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1)
             acc = server.call("accept", id=lst[(VIP4, 443)], count=1)
             h.call("close", ids=[conns[0]["id"]])
             server.call("close", ids=[acc[0]["id"]])     # client end -> TIME-WAIT
+        hold_still(ns)
+        short_lived(h, rng, syn_targets=[(VIP4, SYN_PORT), (VIP6, SYN_PORT)], count=scale)
+    wait_for_states(topo.namespaces)
     time.sleep(0.2)
     pop.pids = [h.pid for h in pop.holders]
     pop.refresh_owned()
     return pop
 
 
+# tcp_abort() resets the peer only from these states (tcp_need_reset), and only
+# from a full socket: a timewait or request socket just goes
+RESETS_PEER = {1, 4, 5, 8}
+
+
 def peers_of(view: dict, cookies) -> set[int]:
-    """Cookies of the other ends (in `view`) of the TCP connections among `cookies`."""
+    """Cookies of the other ends (in `view`) of the TCP connections among `cookies`
+    that killing them resets."""
     by_ends = {}
     for s in view.values():
         if s.proto == "tcp" and s.dport:
@@ -517,8 +605,9 @@ def peers_of(view: dict, cookies) -> set[int]:
     out = set()
     for c in cookies:
         s = view[c]
-        if s.proto != "tcp" or not s.dport or (s.ino == 0 and s.state in (5, 6)):
-            continue       # a timewait sock dies without a reset
+        if s.proto != "tcp" or not s.dport or s.state not in RESETS_PEER or \
+                (s.ino == 0 and s.state == 5):
+            continue
         for other in by_ends.get((s.dst, s.dport, s.src, s.sport), []):
             if other.cookie != c and other.state != 6 and (
                     other.netns == s.netns or not _loopback(s.src)):
@@ -637,3 +726,34 @@ def run_core(command: str, flt, engine: str, processes: bool = False):
     socks = list(core.execute(core.Request(command, flt, backend=engine, processes=processes),
                               report))
     return socks, report
+
+
+class inside:
+    """`with inside(ns):` this thread's new sockets are made in network namespace
+    `ns` (setns), and it returns to its own namespace after; the sockets stay there."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        import ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self._enter(f"/run/netns/{self.name}")
+        return self
+
+    def _enter(self, path: str):
+        fd = os.open(path, os.O_RDONLY) if isinstance(path, str) else path
+        try:
+            if self._libc.setns(fd, 0x40000000) != 0:        # CLONE_NEWNET
+                import ctypes
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+        finally:
+            if isinstance(path, str):
+                os.close(fd)
+
+    def __exit__(self, *exc):
+        try:
+            self._enter(self._home)
+        finally:
+            os.close(self._home)
