@@ -126,12 +126,13 @@ def ns_inode(name: str) -> int:
 
 
 def ss_view(names) -> dict[int, SsSock]:
-    """cookie -> SsSock for every TCP/UDP socket `ss` sees in the ip-netns `names`."""
+    """cookie -> SsSock for every TCP/UDP socket `ss` sees in the ip-netns `names`
+    (without -p: which process holds what is read from procfs, when asked)."""
     found = {}
     for name in names:
         ino = ns_inode(name)
         for fam in (4, 6):
-            text = sh("ip", "netns", "exec", name, "ss", "-tuanHep", f"-{fam}").stdout
+            text = sh("ip", "netns", "exec", name, "ss", "-tuanHe", f"-{fam}").stdout
             for s in parse_ss(text, fam, ino):
                 found[s.cookie] = s
     return found
@@ -307,10 +308,11 @@ def _int_to_text(value: int) -> str:
 class FilterGen:
     """Random filters biased toward what a population has, so they select something."""
 
-    def __init__(self, rng: random.Random, view: dict, ns_names: list, pids: list):
+    def __init__(self, rng: random.Random, view: dict, ns_names: list, pids: list, comms=()):
         self.rng = rng
         self.ns_names = ns_names
         self.pids = pids
+        self.comms = list(comms)
         addrs = set()
         ports = set()
         for s in view.values():
@@ -342,6 +344,37 @@ class FilterGen:
             s.states = [rng.choice(list(STATE_NAMES) + list(STATE_GROUPS))]
         if rng.random() < 0.2:
             s.protos = [a.proto]
+        return s
+
+    def rare(self) -> Spec:
+        """A kill aimed at sockets in one short-lived state (syn-sent, syn-recv,
+        fin-wait-1, closing, last-ack), by that state's name or a group."""
+        rng = self.rng
+        state = rng.choice(sorted(RARE_STATES))
+        name = RARE_STATES[state].lower()
+        groups = [g for g, members in STATE_GROUPS.items() if state in members and g != "all"]
+        s = Spec(netns=rng.sample(self.ns_names, rng.randrange(1, len(self.ns_names) + 1)),
+                 states=[name] if rng.random() < 0.6 else [rng.choice(groups)])
+        socks = [v for v in self.view if v.state == state]
+        if socks and rng.random() < 0.7:
+            a = rng.choice(socks)
+            s.sport = [(a.sport, a.sport)] if rng.random() < 0.5 else []
+            s.dport = [(a.dport, a.dport)] if not s.sport else []
+        return s
+
+    def held(self) -> Spec:
+        """A kill of what one holder process holds: by --pid or by --comm."""
+        rng = self.rng
+        i = rng.randrange(len(self.pids))
+        s = Spec(netns=rng.sample(self.ns_names, rng.randrange(1, len(self.ns_names) + 1)))
+        if self.comms and rng.random() < 0.5:
+            s.comms = [self.comms[i]]
+        else:
+            s.pids = [self.pids[i]]
+        if rng.random() < 0.5:
+            s.dport = [self.port_range()]
+        if rng.random() < 0.3:
+            s.states = [rng.choice(list(STATE_NAMES) + list(STATE_GROUPS))]
         return s
 
     def port_range(self):
@@ -401,6 +434,8 @@ class FilterGen:
             s.states = rng.sample(names, rng.choice([1, 1, 1, 2]))
         if rng.random() < 0.1 and self.pids:
             s.pids = rng.sample(self.pids, 1)
+        if rng.random() < 0.08 and self.comms:
+            s.comms = rng.sample(self.comms, rng.choice([1, 2]))
         # every kill is confined to the test's namespaces; a match too, mostly
         if kill or rng.random() < 0.8:
             k = len(self.ns_names) if rng.random() < 0.5 else rng.randrange(1, len(self.ns_names) + 1)
@@ -415,6 +450,7 @@ class Population:
     topo: object
     holders: list = field(default_factory=list)
     pids: list = field(default_factory=list)
+    comms: list = field(default_factory=list)      # each holder's own process name
     # cookie -> (holder, socket id) for every socket a holder owns
     owned: dict = field(default_factory=dict)
 
@@ -526,6 +562,17 @@ def wait_for_states(names, states=RARE_STATES, timeout: float = 5.0) -> dict:
             return view
 
 
+def fresh_time_wait(pop: Population, port: int = 7001, count: int = 2):
+    """New time-wait sockets in the first client namespace (they last 60 s)."""
+    h = pop.holders[1]
+    lst = h.call("listen", addr="127.0.0.1", port=port)["id"]
+    conns = h.call("connect", dst="127.0.0.1", port=port, count=count)
+    accepted = h.call("accept", id=lst, count=count)
+    h.call("close", ids=[c["id"] for c in conns])          # the first to close waits
+    h.call("close", ids=[a["id"] for a in accepted] + [lst])
+    pop.refresh_owned()
+
+
 def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1) -> Population:
     """Backend + `clients` client namespaces with a random mix of TCP (connected,
     listening, v4, v6, v4-mapped, loopback, veth, time-wait, close-wait/fin-wait-2,
@@ -586,6 +633,7 @@ def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1)
     wait_for_states(topo.namespaces)
     time.sleep(0.2)
     pop.pids = [h.pid for h in pop.holders]
+    pop.comms = [h.call("rename", comm=f"st{topo.tag}h{i}") for i, h in enumerate(pop.holders)]
     pop.refresh_owned()
     return pop
 

@@ -32,7 +32,7 @@ import time
 import pytest
 
 from rel_util import (DEFAULT_MATCH_STATES, ALL_STATES, STATE_GROUPS, STATE_NAMES, FilterGen,
-                      Spec, build_population, cli, holders_agree_with,
+                      Spec, build_population, cli, fresh_time_wait, holders_agree_with,
                       long_mode, ns_inode, oracle, peers_of, run_core, ss_view, RelTopology)
 
 SEED = int(os.environ.get("SOCKTERM_SEED", "1234"))
@@ -75,10 +75,10 @@ def describe(spec, want, got, view):
 
 @pytest.mark.parametrize("engine", ["bpf", "diag"])
 def test_every_state_and_group_agrees_with_ss(population, engine):
-    """Each --state NAME alone (list: nothing else narrows it), against ss. First
-    in this module: time-wait leftovers of the population expire after 60 s."""
+    """Each --state NAME alone (list: nothing else narrows it), against ss."""
     topo = population.topo
     inodes = {name: ns_inode(name) for name in topo.namespaces}
+    fresh_time_wait(population)     # the population's own expire 60 s after it was built
     before = ss_view(topo.namespaces)
     assert {s.state for s in before.values()} == ALL_STATES    # every state is there
     results = {}
@@ -108,7 +108,7 @@ def test_match_agrees_with_ss(population, engine):
     assert not holders_agree_with(population, ss_view(topo.namespaces))
     for start in range(0, MATCH_FILTERS, BATCH):
         before = ss_view(topo.namespaces)
-        gen = FilterGen(rng, before, topo.namespaces, population.pids)
+        gen = FilterGen(rng, before, topo.namespaces, population.pids, population.comms)
         results = []
         for i in range(start, min(start + BATCH, MATCH_FILTERS)):
             spec = gen.spec()
@@ -166,11 +166,12 @@ def _kill_rounds(pop, topo, rng, engine):
         baseline = pop.status(list(pop.owned))
         disturbed = {c: e for c, e in baseline.items() if e not in (0, -1)}
         assert not disturbed, f"round {rnd}: sockets hurt before the kill: {disturbed}"
-        gen = FilterGen(rng, before, topo.namespaces, pop.pids)
-        spec = gen.spec(kill=True)
+        gen = FilterGen(rng, before, topo.namespaces, pop.pids, pop.comms)
+        # every kind of kill comes up in every run: random, short-lived states, by process
+        spec = (gen.spec(kill=True), gen.rare(), gen.held())[rnd % 3]
         assert spec.netns       # confined to the test's namespaces
         want = oracle(spec, before, DEFAULT_MATCH_STATES, inodes)
-        if rnd % 3 == 0:
+        if rnd % 2 == 0:
             code, doc, err = run_cli("kill", spec, engine)
             assert code == (0 if want else 1), f"{' '.join(spec.args())}: exit {code}: {err}"
             socks = [(s["cookie"], s["result"], s["netns"]) for s in doc["sockets"]]
