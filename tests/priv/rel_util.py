@@ -125,14 +125,15 @@ def ns_inode(name: str) -> int:
     return os.stat(f"/run/netns/{name}").st_ino
 
 
-def ss_view(names) -> dict[int, SsSock]:
+def ss_view(names, expr=()) -> dict[int, SsSock]:
     """cookie -> SsSock for every TCP/UDP socket `ss` sees in the ip-netns `names`
-    (without -p: which process holds what is read from procfs, when asked)."""
+    (without -p: which process holds what is read from procfs, when asked);
+    `expr`: ss(8) state and filter words that narrow it."""
     found = {}
     for name in names:
         ino = ns_inode(name)
         for fam in (4, 6):
-            text = sh("ip", "netns", "exec", name, "ss", "-tuanHe", f"-{fam}").stdout
+            text = sh("ip", "netns", "exec", name, "ss", "-tuanHe", f"-{fam}", *expr).stdout
             for s in parse_ss(text, fam, ino):
                 found[s.cookie] = s
     return found
