@@ -299,9 +299,9 @@ def test_table_colours_on_a_terminal_only_the_header_and_results(monkeypatch):
     header, line = out.getvalue().splitlines()
     assert header.startswith(render.BOLD + "NETNS" + render.RESET)
     assert "\x1b" not in line                      # match: no RESULT column to colour
+    assert not render.use_color(object())          # no isatty at all
     monkeypatch.setenv("TERM", "dumb")
     assert not render.use_color(Tty())
-    assert not render.use_color(object())          # no isatty at all
 
 
 def test_lines_carry_no_trailing_blanks():
@@ -337,6 +337,10 @@ def test_fit_widths_exactly():
     # 30 short: PROCESS gives 16 (to 7), NETNS 9 (to 12), LOCAL 1 (to 14), NETNS 4 more
     assert wide == [21, 5, 11, 15, 12, 23, 21]
     assert render.fit_widths(NAMES, rows, 90) == [8, 5, 11, 14, 12, 7, 21]
+    # 26 short: the last one comes from LOCAL (next in line), not from the widest
+    assert render.fit_widths(NAMES, rows, 94) == [12, 5, 11, 14, 12, 7, 21]
+    # match has no RESULT column: past it, STATE still gives
+    assert render.fit_widths(render.COLUMNS, [r[:6] for r in rows], 64) == [8, 5, 8, 14, 12, 7]
     # as narrow as the minimums go, then the widest columns fold
     mins = [8, 5, 5, 14, 12, 7, 7]       # PEER is narrower than its minimum already
     assert render.fit_widths(NAMES, rows, sum(mins) + 12) == mins
