@@ -363,12 +363,12 @@ class FilterGen:
             s.dport = [(a.dport, a.dport)] if not s.sport else []
         return s
 
-    def held(self) -> Spec:
-        """A kill of what one holder process holds: by --pid or by --comm."""
+    def held(self, by_comm: bool) -> Spec:
+        """A kill of what one holder process holds: by --comm or by --pid."""
         rng = self.rng
         i = rng.randrange(len(self.pids))
         s = Spec(netns=rng.sample(self.ns_names, rng.randrange(1, len(self.ns_names) + 1)))
-        if self.comms and rng.random() < 0.5:
+        if by_comm:
             s.comms = [self.comms[i]]
         else:
             s.pids = [self.pids[i]]
@@ -563,14 +563,27 @@ def wait_for_states(names, states=RARE_STATES, timeout: float = 5.0) -> dict:
             return view
 
 
-def fresh_time_wait(pop: Population, port: int = 7001, count: int = 2):
-    """New time-wait sockets in the first client namespace (they last 60 s)."""
-    h = pop.holders[1]
+def time_wait(h, port: int = 7001, count: int = 2):
+    """`count` new time-wait sockets (they last 60 s) over the holder's loopback."""
     lst = h.call("listen", addr="127.0.0.1", port=port)["id"]
     conns = h.call("connect", dst="127.0.0.1", port=port, count=count)
     accepted = h.call("accept", id=lst, count=count)
     h.call("close", ids=[c["id"] for c in conns])          # the first to close waits
     h.call("close", ids=[a["id"] for a in accepted] + [lst])
+
+
+def close_wait(h, port: int = 7002, count: int = 2):
+    """`count` connections whose accepted end closed: the client in CLOSE-WAIT,
+    the accepted end an orphaned FIN-WAIT-2 (a timewait socket)."""
+    lst = h.call("listen", addr="127.0.0.1", port=port)["id"]
+    h.call("connect", dst="127.0.0.1", port=port, count=count)
+    accepted = h.call("accept", id=lst, count=count)
+    h.call("close", ids=[a["id"] for a in accepted])
+
+
+def fresh_time_wait(pop: Population):
+    """New time-wait sockets in the first client namespace."""
+    time_wait(pop.holders[1])
     pop.refresh_owned()
 
 

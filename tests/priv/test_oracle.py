@@ -168,7 +168,9 @@ def _kill_rounds(pop, topo, rng, engine):
         assert not disturbed, f"round {rnd}: sockets hurt before the kill: {disturbed}"
         gen = FilterGen(rng, before, topo.namespaces, pop.pids, pop.comms)
         # every kind of kill comes up in every run: random, short-lived states, by process
-        spec = (gen.spec(kill=True), gen.rare(), gen.held())[rnd % 3]
+        kind = rnd % 3
+        spec = (gen.spec(kill=True) if kind == 0 else gen.rare() if kind == 1
+                else gen.held(by_comm=rnd % 2 == 0))
         assert spec.netns       # confined to the test's namespaces
         want = oracle(spec, before, DEFAULT_MATCH_STATES, inodes)
         if rnd % 2 == 0:
