@@ -342,6 +342,7 @@ def report_profile(doc: dict, imports: list) -> None:
 def report_targets(res: dict, cfg: dict) -> list:
     kills, floor, start = res["kills"], res["floor"], res["start"]
     bpf = kills["sockterm kill (bpf)"]
+    diag = kills.get("sockterm kill (diag)")
     ss = kills["ss -K -N loop"]
     ver = start["sockterm --version"].wall
     py = start["python3 -c pass"].wall
@@ -357,6 +358,12 @@ def report_targets(res: dict, cfg: dict) -> list:
         ("2b. kill e2e <= 1.5 x (floor + python3 start)", bpf.ok and bpf.wall <= 1.5 * (floor["walk"] + py),
          f"{bpf.wall * 1000:.0f} ms vs {1.5 * (floor['walk'] + py) * 1000:.0f} ms"),
     ]
+    if diag is not None:
+        # the fallback engine (kernels without the kfunc): exact, and not far behind
+        # the loop it replaces (it sends the same SOCK_DESTROY requests)
+        checks.append(("1c. diag kill exact and <= 2 x ss -K loop", diag.ok and diag.wall <= 2 * ss.wall,
+                       f"diag {diag.wall * 1000:.0f} ms vs 2 x ss {2 * ss.wall * 1000:.0f} ms"
+                       + ("" if diag.ok else f" (diag run failed: {diag.note})")))
     curve = res.get("socket_curve") or []
     if curve:
         big = curve[-1]
