@@ -263,3 +263,30 @@ def test_vanished_pid_is_refused_cleanly():
     assert "Traceback" not in err
     if code == 1:
         assert json.loads(out)["sockets"] == []
+
+
+@pytest.mark.xfail(strict=True, reason="found here: a netlink error in the middle of a diag kill "
+                   "drops the namespace's report, so sockets it destroyed are reported as "
+                   "neither matched nor killed (exit 3, 'killed 0 of 0')")
+def test_netlink_error_mid_kill_reports_what_died():
+    """diag's kill, one netlink read failing (EIO, strace's fault injection) after
+    about half the destroys: one line naming the namespace, exit 3, and a report
+    that names every socket that died as killed and no live one."""
+    with RelTopology() as topo:
+        ns = topo.ns("eio")
+        h = topo.holder(ns)
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.core.somaxconn=1024")
+        h.call("listen", addr="127.0.0.1", port=7610, backlog=1024)
+        named = {c["cookie"] for c in h.call("connect", dst="127.0.0.1", port=7610, count=300)}
+        before = ss_view([ns])
+        fail = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=recvfrom",
+                "-e", "inject=recvfrom:error=EIO:when=150", "--"]
+        code, out, err = cli("--backend", "diag", "kill", "--yes", "--netns", ns, "--dport", "7610",
+                             "--no-processes", "-o", "json", prefix=fail)
+        assert "Traceback" not in err and code == 3, err
+        assert any(ns in line for line in err.splitlines()), err
+        died = named - set(ss_view([ns]))
+        assert 0 < len(died) < len(named)           # the fault struck mid-kill
+        reported = {s["cookie"] for s in json.loads(out)["sockets"] if s["result"] == "killed"}
+        assert reported == died
+        assert not set(before) - set(ss_view([ns])) - named      # and nothing else died
