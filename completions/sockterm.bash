@@ -27,4 +27,3 @@ _sockterm_completion_setup() {
 }
 
 _sockterm_completion_setup;
-

@@ -17,10 +17,10 @@ class Check:
 
 def _bpf_load(kill: bool) -> str:
     """'' when the object loads and its iterators attach, else why not."""
-    from .engine import EngineError
+    from .engine import EngineError, Scope
     from .engine.bpf.engine import BpfEngine
     from .filter import build_filter
-    engine = BpfEngine(flt=build_filter(), kill=kill)
+    engine = BpfEngine(flt=build_filter(), scope=Scope(), kill=kill)
     try:
         engine.open()
     except EngineError as exc:

@@ -73,15 +73,3 @@ def parse_state(name: str) -> frozenset:
         raise ValueError(
             f"unknown state {name!r}; expected one of: {', '.join(state_names())}")
     return found
-
-
-def display(state: int, proto: str) -> str:
-    """The state column as ss shows it (UDP: ESTAB / UNCONN)."""
-    if state == CLOSE:
-        return "UNCONN"
-    return {
-        ESTABLISHED: "ESTAB", SYN_SENT: "SYN-SENT", SYN_RECV: "SYN-RECV",
-        FIN_WAIT1: "FIN-WAIT-1", FIN_WAIT2: "FIN-WAIT-2", TIME_WAIT: "TIME-WAIT",
-        CLOSE_WAIT: "CLOSE-WAIT", LAST_ACK: "LAST-ACK", LISTEN: "LISTEN",
-        CLOSING: "CLOSING", NEW_SYN_RECV: "SYN-RECV",
-    }.get(state, f"STATE-{state}")

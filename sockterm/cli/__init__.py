@@ -69,6 +69,8 @@ def main(argv=None) -> None:
     # a short-lived process holding many small acyclic objects (one per socket):
     # the cyclic collector would rescan them all again and again for nothing
     gc.disable()
+    from ..signals import install
+    install()     # first: a signal from here on is a flag the run honours, never lost
     debug = bool(os.environ.get("SOCKTERM_DEBUG")) or "--debug" in (argv or sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="sockterm", standalone_mode=False)
@@ -79,7 +81,7 @@ def main(argv=None) -> None:
         code = ExitCode.OK
     except click.exceptions.Abort:
         click.echo("sockterm: aborted", err=True)
-        code = ExitCode.FAILURE
+        code = ExitCode.NO_MATCH
     except click.ClickException as exc:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
 
 from ..exitcodes import ExitCode
 from .options import filter_args, filter_options, output_options
-from .run import abort, build_filter, make_request, renderer_for, run_into, show, stderr_log, stream
+from .run import abort, build_filter, core_options, renderer_for, show, stderr_log, stream
 
 SAMPLE = 10
 
@@ -20,39 +19,104 @@ SAMPLE = 10
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
 @click.option("--max", "max_kills", type=click.IntRange(min=0), metavar="N",
               help="Refuse, killing nothing, when more than N sockets match.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N",
+              help="Destroy at most N sockets a second: the matching set is fixed first, "
+                   "then destroyed in paced batches.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be killed (same as match).")
 @click.pass_context
-def kill_cmd(ctx, *, yes: bool, max_kills: int | None, dry_run: bool, **kwargs):
+def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_run: bool, **kwargs):
     """Destroy the matching sockets in every namespace.
 
     The local application gets ECONNABORTED, a TCP peer gets a reset.
     Without --state only connected sockets are killed: listeners and
     unconnected UDP sockets only with --state listening / unconnected / all.
-    A filter naming an address, port, process or namespace is required.
+    A filter naming an address, port, process, namespace, container, pod,
+    cgroup or user is required.
     On a terminal kill shows what matches and asks; elsewhere it needs --yes.
     Every kill is recorded in syslog (authpriv).
     """
-    from .. import states
+    from .. import core, states
     flt = build_filter(filter_args(kwargs), states.DEFAULT_KILL)
     processes = not kwargs["no_processes"]
     if dry_run:
         return show(ctx, "match", flt, kwargs)
     if not flt.targeted:
         abort("kill needs a filter naming what to kill: --dst, --src, --dport, --sport, "
-              "--netns, --pid or --comm", ExitCode.USAGE)
+              "--netns, --pid, --comm, --container, --pod, --cgroup or --uid", ExitCode.USAGE)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     if not yes and not interactive:
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
-    if max_kills is not None or not yes:
+    opts = core_options(ctx, processes=processes)
+    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
+    meta = {"command": "kill", "filter": flt.describe()}
+    log = stderr_log(ctx.obj["verbose"])
+
+    def audit(report, error):
+        _audit(flt, report, error, log)
+
+    target = flt
+    if max_kills is not None or not yes or rate:
         # kill exactly what was counted and shown: a socket that appears in
         # between is not part of what the operator agreed to
-        confirmed = _check_first(ctx, flt, max_kills, confirm=not yes, processes=processes)
-        flt = dataclasses.replace(flt, cookies=confirmed)
-    request = make_request(ctx, "kill", flt, processes=processes)
-    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
-    log = stderr_log(ctx.obj["verbose"])
-    return stream(request, renderer, {"command": "kill", "filter": flt.describe()},
-                  on_done=lambda report, error: _audit(flt, report, error, log))
+        target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes)
+    return stream(lambda report: core.kill(target, report, opts, rate=rate), renderer, meta,
+                  kill=True, on_done=audit)
+
+
+def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
+    """The match pass before a kill: the --max guard and the confirmation.
+    Returns the plan to kill, or exits with a report saying why not."""
+    from .. import core
+    report = core.Report()
+    try:
+        the_plan = core.plan(flt, report, opts, limit=max_kills)
+    except core.Refused as exc:
+        audit(report, str(exc))
+        _refuse(renderer, report, meta, f"{exc}: nothing killed", exc.code)
+    except core.SocktermError as exc:
+        audit(report, str(exc))
+        abort(str(exc), exc.code)
+    if opts.cancel.is_set():
+        return the_plan          # the kill pass sees the signal and kills nothing
+    matched = len(the_plan.sockets)
+    if not confirm:
+        return the_plan          # --yes: even when nothing matched, the kill pass reports as usual
+    if not matched:
+        report.refused = "nothing matches"
+        _refuse(renderer, report, meta, "nothing matches; nothing killed", ExitCode.NO_MATCH)
+    answer = _ask(the_plan, report)
+    if answer is not True:
+        report.refused = "declined at the prompt"
+        code = ExitCode.NO_MATCH if answer is False else 128 + answer
+        _refuse(renderer, report, meta, "nothing killed", code)
+    return the_plan
+
+
+def _ask(the_plan, report):
+    """True to go ahead, False for no (Ctrl-C and end of input included), or
+    the number of a terminating signal that arrived at the prompt."""
+    from ..signals import Interrupted, at_prompt
+    import signal
+    _show_sample(the_plan.sockets, report)
+    try:
+        with at_prompt():
+            return click.confirm("Kill them?", default=False, err=True)
+    except click.exceptions.Abort:
+        click.echo("", err=True)
+        return False
+    except Interrupted as exc:
+        click.echo("", err=True)
+        return False if exc.signum == signal.SIGINT else exc.signum
+
+
+def _refuse(renderer, report, meta, message: str, code: int):
+    """A kill that will not run still answers in the chosen format."""
+    renderer.refusal(report, meta)
+    sys.stdout.flush()
+    if code == ExitCode.FAILURE:
+        abort(message, code)
+    click.echo(f"sockterm: {message}", err=True)
+    sys.exit(int(code))
 
 
 def _audit(flt, report, error: str, log) -> None:
@@ -68,38 +132,22 @@ def _audit(flt, report, error: str, log) -> None:
         log(f"audit record written to {audit.socket_path()}")
 
 
-def _check_first(ctx, flt, max_kills, *, confirm: bool, processes: bool) -> frozenset:
-    """A match pass before killing: the --max guard and the confirmation prompt.
-    Returns the cookies of the sockets that passed them."""
-    from ..core import Report, SocktermError
-    report, socks = Report(), []
-    request = make_request(ctx, "match", flt, processes=confirm and processes)
-    try:
-        run_into(request, report, socks.append, fmt="table")
-    except SocktermError as exc:
-        abort(str(exc), exc.code)
-    if max_kills is not None and len(socks) > max_kills:
-        abort(f"{len(socks)} sockets match, more than --max {max_kills}: nothing killed",
-              ExitCode.FAILURE)
-    confirmed = frozenset(s.cookie for s in socks)
-    if not confirm:
-        return confirmed    # --yes: even when nothing matched, the kill pass reports as usual
-    if not socks:
-        click.echo("sockterm: nothing matches; nothing killed", err=True)
-        sys.exit(int(ExitCode.NO_MATCH))
-    _show_sample(socks, report)
-    if not click.confirm("Kill them?", default=False, err=True):
-        click.echo("sockterm: nothing killed", err=True)
-        sys.exit(int(ExitCode.NO_MATCH))
-    return confirmed
-
-
 def _show_sample(socks, report) -> None:
+    """What is about to die: counts per namespace and rows drawn from every
+    namespace, not just the first one walked."""
     from .render import COLUMNS, fit_widths, folded_lines, row, terminal_width
-    nss = len({s.netns for s in socks})
+    by_ns: dict = {}
+    for sock in socks:
+        by_ns.setdefault(sock.netns, []).append(sock)
+    nss = len(by_ns)
     click.echo(f"About to kill {len(socks)} socket{'s' if len(socks) != 1 else ''} in "
                f"{nss} namespace{'s' if nss != 1 else ''} (engine {report.engine}):", err=True)
-    rows = [row(s, kill=False) for s in socks[:SAMPLE]]
+    sample, queues = [], [list(v) for v in by_ns.values()]
+    while len(sample) < SAMPLE and any(queues):
+        for q in queues:
+            if q and len(sample) < SAMPLE:
+                sample.append(q.pop(0))
+    rows = [row(s, kill=False) for s in sample]
     widths = fit_widths(COLUMNS, rows, terminal_width(sys.stderr) - 2)
     for cells in rows:
         for line in folded_lines(cells, widths, None):

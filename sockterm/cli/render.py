@@ -11,6 +11,7 @@ import os
 import sys
 
 from .. import model
+from ..signals import held
 
 COLUMNS = ("NETNS", "PROTO", "STATE", "LOCAL", "PEER", "PROCESS")
 
@@ -36,6 +37,18 @@ def result_text(sock: model.Sock) -> str:
     return sock.result
 
 
+def container_dict(container) -> dict | None:
+    if container is None:
+        return None
+    return {"runtime": container.runtime, "id": container.id, "name": container.name}
+
+
+def pod_dict(pod) -> dict | None:
+    if pod is None:
+        return None
+    return {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
+
+
 def socket_dict(sock: model.Sock, kill: bool) -> dict:
     doc = {
         "netns": sock.netns,
@@ -52,6 +65,8 @@ def socket_dict(sock: model.Sock, kill: bool) -> dict:
         "uid": sock.uid,
         "processes": None if sock.processes is None else
         [{"pid": pid, "comm": comm} for pid, comm in sock.processes],
+        "container": container_dict(sock.container),
+        "pod": pod_dict(sock.pod),
     }
     if kill:
         doc["result"] = sock.result
@@ -102,6 +117,19 @@ def _processes_json(processes) -> str:
     return text
 
 
+_NO_PLACE = '"container":null,"pod":null'
+_places: dict = {}
+
+
+def _place_json(place) -> str:
+    """The container and pod keys of a socket; one text per Place (sockets share them)."""
+    text = _places.get(place)
+    if text is None:
+        text = _places[place] = (f'"container":{_dumps(container_dict(place.container))},'
+                                 f'"pod":{_dumps(pod_dict(place.pod))}')
+    return text
+
+
 def socket_json(sock: model.Sock, kill: bool) -> str:
     """json.dumps(socket_dict(sock, kill)) with compact separators, faster."""
     text = (f'{{"netns":{sock.netns},"netns_name":{_name_json(sock.netns_name)},'
@@ -109,7 +137,8 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
             f'"src":"{_addr_json(sock.src, sock.family)}","sport":{sock.sport},'
             f'"dst":"{_addr_json(sock.dst, sock.family)}","dport":{sock.dport},'
             f'"cookie":{sock.cookie},"inode":{sock.ino},"uid":{sock.uid},'
-            f'"processes":{_processes_json(sock.processes)}')
+            f'"processes":{_processes_json(sock.processes)},'
+            f'{_NO_PLACE if sock.place is None else _place_json(sock.place)}')
     if kill:
         error = f'"{_ERRNAMES[sock.error]}"' if sock.error in _ERRNAMES else "null"
         text += f',"result":"{sock.result}","error":{error}'
@@ -117,9 +146,12 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
 
 
 def ns_dict(nsr: model.NamespaceReport) -> dict:
+    place = nsr.ns.place
     return {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
             "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
-            "error": nsr.error or None}
+            "error": nsr.error or None,
+            "container": container_dict(place.container if place else None),
+            "pod": pod_dict(place.pod if place else None)}
 
 
 # Process and namespace names are anyone's to choose: no tab may split a tsv
@@ -145,6 +177,12 @@ class Renderer:
         self.header = header
         self.out = out or sys.stdout
 
+    def write(self, text: str) -> None:
+        """Out in full: signals wait until the text has left (see signals.held)."""
+        with held():
+            self.out.write(text)
+            self.out.flush()
+
     def columns(self):
         return COLUMNS + (("RESULT",) if self.kill else ())
 
@@ -154,22 +192,39 @@ class Renderer:
     def finish(self, report, meta: dict) -> None:
         pass
 
+    def refusal(self, report, meta: dict) -> None:
+        """A kill that refused to start (--max, the prompt): nothing was
+        killed; the stderr line says why (formats for people print nothing)."""
+
 
 class TsvRenderer(Renderer):
     fmt = "tsv"
+    BATCH = 256      # lines a write
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lines: list[str] = []
 
     # the header goes out with the first line, so a run that fails prints nothing
     def _start(self):
         if self.header:
-            self.out.write("\t".join(self.columns()) + "\n")
+            self.lines.append("\t".join(self.columns()))
             self.header = False
 
     def socket(self, sock):
         self._start()
-        self.out.write("\t".join(map(str, row(sock, self.kill))) + "\n")
+        self.lines.append("\t".join(map(str, row(sock, self.kill))))
+        if len(self.lines) >= self.BATCH:
+            self._flush()
+
+    def _flush(self):
+        if self.lines:
+            self.write("\n".join(self.lines) + "\n")
+            self.lines.clear()
 
     def finish(self, report, meta):
         self._start()
+        self._flush()
 
 
 class JsonlRenderer(Renderer):
@@ -187,11 +242,16 @@ class JsonlRenderer(Renderer):
 
     def _flush(self):
         if self.lines:
-            self.out.write("\n".join(self.lines) + "\n")
+            self.write("\n".join(self.lines) + "\n")
             self.lines.clear()
 
     def finish(self, report, meta):
         self._flush()
+
+    def refusal(self, report, meta):
+        # one object, not a socket line: consumers tell them apart by its "summary"
+        doc = dict(meta, engine=report.engine, summary=summary_dict(report, self.kill))
+        self.write(json.dumps(doc) + "\n")
 
 
 class JsonRenderer(Renderer):
@@ -216,7 +276,11 @@ class JsonRenderer(Renderer):
         marker = '"sockets": []'
         assert text.count(marker) == 1
         sockets = "[\n    " + ",\n    ".join(self.sockets) + "\n  ]" if self.sockets else "[]"
-        self.out.write(text.replace(marker, '"sockets": ' + sockets) + "\n")
+        self.write(text.replace(marker, '"sockets": ' + sockets) + "\n")
+
+    def refusal(self, report, meta):
+        self.sockets.clear()
+        self.finish(report, meta)
 
 
 class TableRenderer(Renderer):
@@ -243,7 +307,8 @@ class TableRenderer(Renderer):
         color = use_color(self.out) if self.color is None else self.color
         names = self.columns()
         widths = fit_widths(names, self.rows, width)
-        write = self.out.write
+        out: list[str] = []
+        write = out.append
         if self.header:
             for line in folded_lines(names, widths, BOLD if color else None):
                 write(line + "\n")
@@ -254,6 +319,7 @@ class TableRenderer(Renderer):
                 style = {result_at: GREEN if cells[result_at] == model.KILLED else RED}
             for line in folded_lines(cells, widths, style):
                 write(line + "\n")
+        self.write("".join(out))
 
 
 BOLD, GREEN, RED, RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[0m"
@@ -331,9 +397,9 @@ RENDERERS = {"tsv": TsvRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer, "
 
 def summary_dict(report, kill: bool) -> dict:
     doc = {"matched": report.matched, "namespaces": len(report.namespaces),
-           "namespace_errors": len(report.ns_errors)}
+           "namespace_errors": len(report.ns_errors), "interrupted": report.interrupted}
     if kill:
-        doc.update(killed=report.killed, failed=report.failed)
+        doc.update(killed=report.killed, failed=report.failed, refused=report.refused or None)
     return doc
 
 
@@ -357,9 +423,10 @@ def summary_lines(report, kill: bool) -> list[str]:
     lines = []
     if len(touched) > 1:
         touched.sort(key=lambda r: (-r.matched, r.ns.name))
-        width = max(len(r.ns.name) for r in touched[:MAX_NS_LINES])
-        for r in touched[:MAX_NS_LINES]:
-            lines.append(f"  {r.ns.name:<{width}}  {_counts(r.matched, r.killed, r.failed, kill)}")
+        names = [r.ns.name.translate(_CONTROL) for r in touched[:MAX_NS_LINES]]
+        width = max(len(n) for n in names)
+        for r, name in zip(touched, names):
+            lines.append(f"  {name:<{width}}  {_counts(r.matched, r.killed, r.failed, kill)}")
         if len(touched) > MAX_NS_LINES:
             lines.append(f"  ... and {len(touched) - MAX_NS_LINES} more namespaces")
     if touched:
@@ -368,5 +435,13 @@ def summary_lines(report, kill: bool) -> list[str]:
         where = f"in {_plural(len(report.namespaces), 'namespace')} searched"
     lines.append(f"{_counts(report.matched, report.killed, report.failed, kill, ' ' + where)} "
                  f"(engine {report.engine})")
+    if report.interrupted:
+        import signal
+        try:
+            name = signal.Signals(report.signum).name
+        except ValueError:
+            name = "a signal"
+        lines.append(f"interrupted by {name}: " + ("no further socket was destroyed; every one "
+                     "destroyed is reported above" if kill else "the listing is incomplete"))
     return lines
 

@@ -1,7 +1,9 @@
-"""What list, match and kill share: build the request, stream, render, exit."""
+"""What list, match and kill share: options for the core, streaming into a
+renderer, and the exit code."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import NoReturn
@@ -31,43 +33,51 @@ def build_filter(filter_kwargs: dict, default_states):
         abort(str(exc), ExitCode.USAGE)
 
 
-def make_request(ctx, command: str, flt, *, processes: bool):
-    from ..core import Request
-    return Request(command=command, flt=flt, backend=ctx.obj["backend"], processes=processes,
-                   log=stderr_log(ctx.obj["verbose"]))
+def core_options(ctx, *, processes: bool):
+    from ..core import Options
+    from ..signals import CANCEL
+    return Options(backend=ctx.obj["backend"], processes=processes,
+                   log=stderr_log(ctx.obj["verbose"]), cancel=CANCEL)
 
 
-def stream(request, renderer, meta: dict, *, on_done=None) -> int:
-    """Run the request through the renderer; return the exit code.
+def stream(start, renderer, meta: dict, *, kill: bool, on_done=None) -> int:
+    """Feed the sockets start(report) streams to the renderer, finish the
+    output, return the exit code.
 
-    on_done(report, error_text) runs once the run stopped, however it stopped
-    (the kill audit record: sockets may be gone even when the run failed).
+    on_done(report, error_text) runs once the run stopped, however it stopped,
+    before the output is finished (the kill audit record: sockets may be gone
+    even when the run failed). A reader that goes away (`| head`, a closed
+    stdout) ends a list early; a kill still completes, its output dropped.
+    Either way the exit code is the run's own, whatever the format.
     """
     from ..core import Report, SocktermError
-    from .render import summary_lines
+    from .progress import Progress, wanted
+    from ..signals import CANCEL
     report = Report()
-    reader_gone = []
-
-    def take(sock):
-        if reader_gone:
-            return
-        try:
-            renderer.socket(sock)
-        except BrokenPipeError:
-            if not request.kill:
-                raise             # list | head: stopping early is what the reader wants
-            reader_gone.append(True)   # a kill half done because of `| head`: finish it
-            _silence_stdout()
-
+    reader_gone = False
     try:
-        run_into(request, report, take, fmt=renderer.fmt)
+        with Progress(report, kill=kill, enabled=wanted(renderer.fmt)):
+            sockets = start(report)
+            for sock in sockets:
+                if reader_gone:
+                    continue          # only a kill gets here: let it finish
+                try:
+                    renderer.socket(sock)
+                except OSError as exc:
+                    if exc.errno != errno.EPIPE:
+                        raise
+                    reader_gone = True
+                    _silence_stdout()
+                    if not kill:
+                        sockets.close()
+                        break
     except SocktermError as exc:
         if on_done:
             on_done(report, str(exc))
         abort(str(exc), exc.code)
     except BaseException as exc:
         if on_done:
-            on_done(report, f"interrupted ({type(exc).__name__})")
+            on_done(report, f"internal error ({type(exc).__name__})")
         raise
     if on_done:
         on_done(report, "")
@@ -75,15 +85,20 @@ def stream(request, renderer, meta: dict, *, on_done=None) -> int:
         try:
             renderer.finish(report, meta)
             sys.stdout.flush()
-        except BrokenPipeError:
-            if not request.kill:
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
                 raise
             _silence_stdout()
+    _epilogue(report, kill)
+    return report.exit_code(kill, CANCEL.signum)
+
+
+def _epilogue(report, kill: bool) -> None:
+    from .render import summary_lines
     for warning in report.warnings:
         click.echo(f"sockterm: warning: {warning}", err=True)
-    for line in summary_lines(report, request.kill):
+    for line in summary_lines(report, kill):
         click.echo(line, err=True)
-    return report.exit_code(request.kill)
 
 
 def _silence_stdout() -> None:
@@ -93,21 +108,13 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-def run_into(request, report, take, *, fmt: str) -> None:
-    """Feed every socket the request selects to take(sock), with a progress line
-    on stderr when the run takes more than a moment."""
-    from ..core import execute
-    from .progress import Progress, wanted
-    with Progress(report, kill=request.kill, enabled=wanted(fmt)):
-        for sock in execute(request, report):
-            take(sock)
-
-
 def show(ctx, command: str, flt, options: dict) -> int:
     """list / match (and kill --dry-run): stream the selected sockets, kill nothing."""
-    request = make_request(ctx, command, flt, processes=not options["no_processes"])
+    from .. import core
+    opts = core_options(ctx, processes=not options["no_processes"])
     renderer = renderer_for(options["output"], options["no_header"], kill=False)
-    return stream(request, renderer, {"command": command, "filter": flt.describe()})
+    return stream(lambda report: core.scan(flt, report, opts), renderer,
+                  {"command": command, "filter": flt.describe()}, kill=False)
 
 
 def renderer_for(output, no_header: bool, kill: bool):

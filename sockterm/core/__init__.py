@@ -1,5 +1,10 @@
-"""The pipeline: filter -> namespaces -> engine -> report."""
+"""The pipeline: filter -> namespaces -> engine -> report (see pipeline.py).
 
-from .pipeline import Report, Request, SocktermError, execute
+The CLI parses, asks and renders; everything it runs goes through here.
+"""
 
-__all__ = ["Report", "Request", "SocktermError", "execute"]
+from ..cancel import Cancel
+from .pipeline import Options, Plan, Refused, Report, SocktermError, kill, plan, scan
+
+__all__ = ["Cancel", "Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan",
+           "scan"]

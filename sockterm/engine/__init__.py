@@ -1,12 +1,28 @@
-"""Engines find (and in kill mode destroy) the sockets of one namespace.
+"""Engines: what only a kernel interface knows.
 
-Both engines take the same compiled Filter and yield model.Sock objects, so
-list, match and kill behave identically whichever one runs:
+An engine is opened once per run with the Filter (what the user wrote) and
+the run's Scope (what the run derived from it), then asked, per namespace:
+
+  enter()                 inside the namespace (a pool worker that entered it):
+                          set up whatever reads it — iterators, a netlink
+                          socket — or return None when it has nothing to read
+  read(handle, ns)        from any thread: the matching sockets, in batches;
+                          in kill mode an engine may destroy as it reads (the
+                          bpf kfunc runs inside the iterator), setting results
+  destroy(handle, socks)  destroy what is still unattempted (result MATCHED) and
+                          settle what reading destroyed; leave what this engine
+                          cannot take as DEFERRED (the core hands those on)
+  release(handle)
+
+plus owners() (who holds the sockets, host-wide) and close(). Threads,
+ordering, accounting and cancellation are the core's (sockterm.core).
   bpf  - socket iterators + the bpf_sock_destroy kfunc (kernel >= 6.5)
   diag - NETLINK_SOCK_DIAG dumps + SOCK_DESTROY, as `ss -K` does
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ..exitcodes import ExitCode
 
@@ -21,14 +37,57 @@ class EngineError(RuntimeError):
         self.code = code
 
 
-def create(name: str, *, flt, kill: bool, exclude_inodes=frozenset(), log=None):
-    """The engine called `name` ('bpf' or 'diag'), opened and ready to scan."""
-    if name == "bpf":
-        from .bpf.engine import BpfEngine as cls
-    elif name == "diag":
-        from .diag.engine import DiagEngine as cls
-    else:
-        raise EngineError(f"unknown engine {name!r}", ExitCode.USAGE)
-    engine = cls(flt=flt, kill=kill, exclude_inodes=exclude_inodes, log=log or (lambda msg: None))
-    engine.open()
+@dataclass(frozen=True)
+class Scope:
+    """What a run derived from the filter, kept apart from it: the socket
+    inodes --pid/--comm resolved to, the cookies a kill is pinned to (what
+    was confirmed or counted), sockterm's own sockets, and what --cgroup,
+    --container and --pod resolved to on the host (host/containers.py)."""
+
+    inodes: frozenset | None = None       # None: no process option
+    cookies: frozenset | None = None      # None: not pinned
+    exclude_inodes: frozenset = frozenset()
+    cgroup_ids: frozenset | None = None   # --cgroup: the socket's cgroup is one of these
+    # --container/--pod (owned_netns None: not given): a namespace wholly
+    # theirs, or a socket their processes hold, or one created in their cgroups
+    owned_netns: frozenset | None = None
+    owned_inodes: frozenset = frozenset()
+    owned_cgroups: frozenset = frozenset()
+
+    @property
+    def reads_cgroup(self) -> bool:
+        """Must an engine know each socket's cgroup to decide?"""
+        return self.cgroup_ids is not None or bool(self.owned_cgroups)
+
+    def admits(self, sock) -> bool:
+        if sock.ino and sock.ino in self.exclude_inodes:
+            return False
+        if self.inodes is not None and sock.ino not in self.inodes:
+            return False
+        if self.cookies is not None and sock.cookie not in self.cookies:
+            return False
+        if self.cgroup_ids is not None and sock.cgroup not in self.cgroup_ids:
+            return False
+        return self.owned_netns is None or (
+            sock.netns in self.owned_netns or (sock.ino and sock.ino in self.owned_inodes)
+            or (sock.cgroup and sock.cgroup in self.owned_cgroups))
+
+
+def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool = True, log=None):
+    """The engine called `name` ('bpf' or 'diag'), opened and ready to read."""
+    try:
+        if name == "bpf":
+            from .bpf.engine import BpfEngine as cls
+        elif name == "diag":
+            from .diag.engine import DiagEngine as cls
+        else:
+            raise EngineError(f"unknown engine {name!r}", ExitCode.USAGE)
+    except ImportError as exc:
+        raise EngineError(f"the {name} engine cannot be imported ({exc}): reinstall sockterm") from None
+    engine = cls(flt=flt, scope=scope, kill=kill, owners=owners, log=log or (lambda msg: None))
+    try:
+        engine.open()
+    except BaseException:
+        engine.close()
+        raise
     return engine

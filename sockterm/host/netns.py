@@ -1,7 +1,7 @@
 """Network namespaces: finding every one on the host, and entering them.
 
 setns(CLONE_NEWNET) changes only the calling thread, so namespaces are
-entered by one dedicated worker thread; the main thread never moves.
+entered by worker threads (core/pool.py); the main thread never moves.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import threading
 from ..model import Namespace
 
 CLONE_NEWNET = 0x40000000
-NSFS_MAGIC = 0x6E736673
 NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -69,7 +68,7 @@ def _unescape(field: str) -> str:
 def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """Mount points of network namespace bind mounts (ip netns, container runtimes)."""
     try:
-        with open(mountinfo) as f:
+        with open(mountinfo, errors="surrogateescape") as f:   # paths are bytes
             lines = f.read().splitlines()
     except OSError:
         return []
@@ -99,6 +98,7 @@ class Discovery:
     def __init__(self):
         self.by_ino: dict[int, Namespace] = {}
         self.skipped: list[str] = []    # what could not be looked at, and why (for -v)
+        self.seen: set[str] = set()     # every path recorded
         self.dev = _nsfs_dev()
 
     def _add(self, path: str, name: str | None = None, pid: int | None = None) -> None:
@@ -113,7 +113,9 @@ class Discovery:
         ns = self.by_ino.get(st.st_ino)
         if ns is None:
             ns = self.by_ino[st.st_ino] = Namespace(ino=st.st_ino, name="", path=path)
-        elif path not in ns.paths():
+            self.seen.add(path)
+        elif path not in self.seen:   # (a scan of ns.paths() would be quadratic in pids)
+            self.seen.add(path)
             ns.alt_paths.append(path)
         if name and not ns.name:
             ns.name = name
@@ -157,7 +159,8 @@ def discover() -> tuple[list[Namespace], list[str]]:
 
 
 def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
-    """The namespaces --netns names: an ip-netns or display name, an inode, or an nsfs path."""
+    """The namespaces --netns names: an ip-netns or display name (a pod's
+    NAMESPACE/NAME, a container's name), an inode, or an nsfs path."""
     chosen: dict[int, Namespace] = {}
     by_ino = {ns.ino: ns for ns in namespaces}
     for sel in selectors:
@@ -165,34 +168,66 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
         ino = None
         if key.startswith("net:[") and key.endswith("]"):
             key = key[5:-1]
+        named = [ns for ns in namespaces if ns.name == key or key in ns.aliases]
         if key.isdigit():
             ino = int(key)
             if ino not in by_ino:
                 raise NamespaceError(0, f"no network namespace with inode {ino}")
+        elif named and not key.startswith("/"):     # a pod's NAMESPACE/NAME is no path
+            if len(named) > 1:      # container names are theirs to choose: never guess
+                inos = ", ".join(str(ns.ino) for ns in named[:4])
+                raise NamespaceError(0, f"{len(named)} network namespaces are named {key!r} "
+                                        f"(inodes {inos}): give the inode")
+            ino = named[0].ino
         elif "/" in key:
             ino = check_nsfs(key)
             if ino not in by_ino:
                 by_ino[ino] = Namespace(ino=ino, name=key, path=key)
         else:
-            hits = [ns for ns in namespaces if ns.name == key]
-            if not hits:
-                raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
-            ino = hits[0].ino
+            raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
         chosen[ino] = by_ino[ino]
     return list(chosen.values())
 
 
-class Worker:
-    """Dedicated threads that run callables inside network namespaces, each
-    returning to its own namespace after every call. `threads` > 1 lets
-    several callers enter namespaces at once."""
+def run_in(ns: Namespace, fn, home: int):
+    """fn() run inside ns by the calling thread, which must not be the main
+    thread; the thread is back in its namespace `home` (an fd) afterwards."""
+    fd = None
+    last = None
+    for path in ns.paths():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            last = exc
+            continue
+        if os.fstat(fd).st_ino == ns.ino:
+            break
+        os.close(fd)   # the path was reused for another namespace
+        fd = None
+    if fd is None:
+        raise NamespaceError(getattr(last, "errno", 0) or 0,
+                             f"namespace {ns.name} is gone ({getattr(last, 'strerror', 'no path left')})")
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NamespaceError(err, f"cannot enter namespace {ns.name}: {os.strerror(err)}")
+        try:
+            return fn()
+        finally:
+            if _libc.setns(home, CLONE_NEWNET) != 0:   # never leave a thread elsewhere
+                raise SystemExit("sockterm: cannot return to the original network namespace")
+    finally:
+        os.close(fd)
 
-    def __init__(self, threads: int = 1):
+
+class Worker:
+    """A dedicated thread that runs callables inside namespaces (for callers
+    that are on the main thread and must stay where they are)."""
+
+    def __init__(self):
         self._requests: queue.Queue = queue.Queue()
-        self._threads = [threading.Thread(target=self._loop, name=f"sockterm-netns-{i}", daemon=True)
-                         for i in range(max(1, threads))]
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._loop, name="sockterm-netns", daemon=True)
+        self._thread.start()
 
     def _loop(self):
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -203,39 +238,11 @@ class Worker:
                     return
                 ns, fn, reply = item
                 try:
-                    reply.put((True, self._run_in(ns, fn, home)))
+                    reply.put((True, run_in(ns, fn, home)))
                 except BaseException as exc:     # handed to the caller, raised there
                     reply.put((False, exc))
         finally:
             os.close(home)
-
-    def _run_in(self, ns: Namespace, fn, home: int):
-        fd = None
-        last = None
-        for path in ns.paths():
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                last = exc
-                continue
-            if os.fstat(fd).st_ino == ns.ino:
-                break
-            os.close(fd)   # the path was reused for another namespace
-            fd = None
-        if fd is None:
-            raise NamespaceError(getattr(last, "errno", 0) or 0,
-                                 f"namespace {ns.name} is gone ({getattr(last, 'strerror', 'no path left')})")
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise NamespaceError(err, f"cannot enter namespace {ns.name}: {os.strerror(err)}")
-            try:
-                return fn()
-            finally:
-                if _libc.setns(home, CLONE_NEWNET) != 0:   # never leave the worker elsewhere
-                    raise SystemExit("sockterm: cannot return to the original network namespace")
-        finally:
-            os.close(fd)
 
     def call(self, ns: Namespace, fn):
         """fn() run inside ns; its result, or its exception raised here."""
@@ -247,10 +254,8 @@ class Worker:
         raise value
 
     def close(self):
-        for _ in self._threads:
-            self._requests.put(None)
-        for thread in self._threads:
-            thread.join()
+        self._requests.put(None)
+        self._thread.join()
 
     def __enter__(self):
         return self

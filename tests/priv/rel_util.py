@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import json
 import os
+import pwd
 import random
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from conftest import Topology
 VIP4 = "10.213.0.5"
 VIP6 = "fd2b::5"
 MAPPED_VIP = f"::ffff:{VIP4}"
-BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_owners"}
+BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_tcp_scoped", "st_udp_scoped", "st_owners"}
 
 # ss(8)'s state column -> the kernel's TCP_* number (request sockets show as SYN-RECV)
 SS_STATES = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
@@ -88,6 +89,8 @@ class SsSock:
     cookie: int
     ino: int
     pids: frozenset = frozenset()      # (pid, comm)
+    uid: int = 0                       # ss prints uid: only when it is not 0
+    cgroup: str = ""                   # cgroup v2 path; "" for a socket with none (time-wait)
 
     def ends(self):
         return (self.proto, self.src, self.sport, self.dst, self.dport)
@@ -102,12 +105,16 @@ def parse_ss(text: str, family: int, netns: int) -> list[SsSock]:
         proto, state, local, peer = words[0], words[1], words[4], words[5]
         src, sport = _endpoint(local, family)
         dst, dport = _endpoint(peer, family)
-        cookie, ino, pids = None, 0, set()
+        cookie, ino, pids, uid, cgroup = None, 0, set(), 0, ""
         for word in words[6:]:
             if word.startswith("sk:"):
                 cookie = int(word[3:], 16)
             elif word.startswith("ino:"):
                 ino = int(word[4:])
+            elif word.startswith("uid:"):
+                uid = int(word[4:])
+            elif word.startswith("cgroup:") and not cgroup:
+                cgroup = word[7:]
             elif word.startswith("users:"):
                 for part in word[len("users:(("):].split("),("):
                     items = part.rstrip(")").split(",")
@@ -117,7 +124,7 @@ def parse_ss(text: str, family: int, netns: int) -> list[SsSock]:
         if cookie is None or proto not in ("tcp", "udp"):
             continue
         out.append(SsSock(netns, proto, family, SS_STATES[state], src, sport, dst, dport,
-                          cookie, ino, frozenset(pids)))
+                          cookie, ino, frozenset(pids), uid, cgroup))
     return out
 
 
@@ -133,7 +140,9 @@ def ss_view(names, expr=()) -> dict[int, SsSock]:
     for name in names:
         ino = ns_inode(name)
         for fam in (4, 6):
-            text = sh("ip", "netns", "exec", name, "ss", "-tuanHe", f"-{fam}", *expr).stdout
+            # nsenter, not ip netns exec: that remounts /sys, and ss finds cgroup paths there
+            text = sh("nsenter", f"--net=/run/netns/{name}", "ss", "-tuanHe", "--cgroup",
+                      f"-{fam}", *expr).stdout
             for s in parse_ss(text, fam, ino):
                 found[s.cookie] = s
     return found
@@ -167,6 +176,8 @@ class Spec:
     netns: list = field(default_factory=list)     # ip netns names
     pids: list = field(default_factory=list)
     comms: list = field(default_factory=list)
+    uids: list = field(default_factory=list)      # numbers or user names
+    cgroups: list = field(default_factory=list)   # cgroup v2 paths, /-rooted
 
     def args(self) -> list[str]:
         out = []
@@ -190,6 +201,10 @@ class Spec:
             out += ["--pid", str(p)]
         for c in self.comms:
             out += ["--comm", c]
+        for u in self.uids:
+            out += ["--uid", str(u)]
+        for c in self.cgroups:
+            out += ["--cgroup", c]
         return out
 
     def kwargs(self) -> dict:
@@ -199,7 +214,8 @@ class Spec:
                     sport=[str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.sport],
                     proto=list(self.protos), ipv4=4 in self.families, ipv6=6 in self.families,
                     state=list(self.states), netns=list(self.netns),
-                    pid=[str(p) for p in self.pids], comm=list(self.comms))
+                    pid=[str(p) for p in self.pids], comm=list(self.comms),
+                    uid=[str(u) for u in self.uids], cgroup=list(self.cgroups))
 
     def state_set(self, default) -> set:
         if not self.states:
@@ -211,7 +227,7 @@ class Spec:
 
     def targeted(self) -> bool:
         return bool(self.dst or self.src or self.dport or self.sport or self.netns
-                    or self.pids or self.comms)
+                    or self.pids or self.comms or self.uids or self.cgroups)
 
 
 def held_inodes(pids, comms) -> set[int]:
@@ -249,6 +265,7 @@ def oracle(spec: Spec, view: dict, default_states, ns_inodes: dict) -> set[int]:
     fams = set(spec.families) or {4, 6}
     netns = {ns_inodes[n] for n in spec.netns} if spec.netns else None
     inodes = held_inodes(spec.pids, spec.comms) if (spec.pids or spec.comms) else None
+    uids = {int(u) if str(u).isdigit() else pwd.getpwnam(u).pw_uid for u in spec.uids}
     out = set()
     for s in view.values():
         if s.proto not in protos or s.family not in fams or s.state not in states:
@@ -265,8 +282,20 @@ def oracle(spec: Spec, view: dict, default_states, ns_inodes: dict) -> set[int]:
             continue
         if inodes is not None and (not s.ino or s.ino not in inodes):
             continue
+        if uids and s.uid not in uids:
+            continue
+        if spec.cgroups and not any(_under(s.cgroup, c) for c in spec.cgroups):
+            continue
         out.add(s.cookie)
     return out
+
+
+def _under(path: str, top: str) -> bool:
+    """README: --cgroup PATH is PATH or below it. A socket with no cgroup is in none."""
+    if not path:
+        return False
+    top = "/" + top.strip("/")
+    return top == "/" or path == top or path.startswith(top + "/")
 
 
 def addr_spec(text_addr: str, prefix: int | None, ports: tuple | None, rng) -> AddrSpec:
@@ -309,11 +338,14 @@ def _int_to_text(value: int) -> str:
 class FilterGen:
     """Random filters biased toward what a population has, so they select something."""
 
-    def __init__(self, rng: random.Random, view: dict, ns_names: list, pids: list, comms=()):
+    def __init__(self, rng: random.Random, view: dict, ns_names: list, pids: list,
+                 uids=(), cgroups=(), comms=()):
         self.rng = rng
         self.ns_names = ns_names
         self.pids = pids
-        self.comms = list(comms)
+        self.comms = list(comms)        # --comm names worth trying
+        self.uids = list(uids)          # --uid values worth trying (none: never)
+        self.cgroups = list(cgroups)    # --cgroup paths worth trying
         addrs = set()
         ports = set()
         for s in view.values():
@@ -437,6 +469,10 @@ class FilterGen:
             s.pids = rng.sample(self.pids, 1)
         if rng.random() < 0.08 and self.comms:
             s.comms = rng.sample(self.comms, rng.choice([1, 2]))
+        if self.uids and rng.random() < 0.2:
+            s.uids = rng.sample(self.uids, rng.choice([1, 1, 2]))
+        if self.cgroups and rng.random() < 0.25:
+            s.cgroups = rng.sample(self.cgroups, rng.choice([1, 1, 2]))
         # every kill is confined to the test's namespaces; a match too, mostly
         if kill or rng.random() < 0.8:
             k = len(self.ns_names) if rng.random() < 0.5 else rng.randrange(1, len(self.ns_names) + 1)
@@ -587,11 +623,14 @@ def fresh_time_wait(pop: Population):
     pop.refresh_owned()
 
 
-def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1) -> Population:
+def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1,
+                     owners=None) -> Population:
     """Backend + `clients` client namespaces with a random mix of TCP (connected,
     listening, v4, v6, v4-mapped, loopback, veth, time-wait, close-wait/fin-wait-2,
     and held still by nft: syn-sent, syn-recv, fin-wait-1, closing, last-ack)
-    and UDP (connected, unconnected) sockets. Every state ss names is there."""
+    and UDP (connected, unconnected) sockets: every state ss names is there.
+    owners(i, holder), if given, is called before client i's holder makes a
+    socket (another uid, a cgroup)."""
     pop = Population(topo)
     be = topo.with_backend()
     sh("ip", "netns", "exec", be, "sysctl", "-qw", "net.ipv4.tcp_synack_retries=10")
@@ -615,6 +654,8 @@ def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1)
         ns = topo.client(i)
         h = topo.holder(ns)
         pop.holders.append(h)
+        if owners is not None:
+            owners(i, h)
         for dst, port, key in targets:
             n = rng.randrange(0, 3 * scale + 1)
             if n:
@@ -775,18 +816,21 @@ def loopback_pairs(topo, role: str, port: int, count: int = 2):
     return ns, h, [c["id"] for c in conns], lst["id"]
 
 
-def run_core(command: str, flt, engine: str, processes: bool = False):
+def run_core(command: str, flt, engine: str, processes: bool = False, target=None):
     """sockterm's pipeline in-process (no interpreter start): (sockets, report).
     The one place the privileged tier calls the core's API; a kill must be
     limited to this session's namespaces (flt.netns), as confine.check_kill asks
-    of a command line."""
+    of a command line. target: what kill destroys (a core.Plan), else flt."""
     from sockterm import core
     if command == "kill":
         assert flt.netns and set(flt.netns) <= confine.CREATED, \
             f"refusing an in-process kill outside this session's namespaces: {flt.netns}"
     report = core.Report()
-    socks = list(core.execute(core.Request(command, flt, backend=engine, processes=processes),
-                              report))
+    options = core.Options(backend=engine, processes=processes)
+    if command == "kill":
+        socks = list(core.kill(flt if target is None else target, report, options))
+    else:
+        socks = list(core.scan(flt, report, options))
     return socks, report
 
 

@@ -5,7 +5,6 @@ and what `ss` sees."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import socket
@@ -23,7 +22,8 @@ pytest.importorskip("pyroute2")
 from sockterm import model  # noqa: E402
 from sockterm.host import netns  # noqa: E402
 from sockterm import states as st  # noqa: E402
-from sockterm.engine.diag import bytecode, destroy, engine as diag_engine  # noqa: E402
+from sockterm.engine import Scope  # noqa: E402
+from sockterm.engine.diag import engine as diag_engine  # noqa: E402
 from sockterm.filter import build_filter  # noqa: E402
 
 SO_COOKIE = 57
@@ -111,15 +111,45 @@ def so_error(s) -> int:
     return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
 
+def walk(engine, net):
+    """What the core does with an engine in one namespace: enter, read, destroy."""
+    handle = net.worker.call(net.ns, engine.enter)
+    if handle is None:
+        return []
+    found = []
+    try:
+        for batch in engine.read(handle, net.ns):
+            if engine.kill:
+                engine.destroy(handle, batch)
+            found += batch
+    finally:
+        engine.release(handle)
+    return found
+
+
 def run(net, kill, **filter_args):
-    flt = dataclasses.replace(build_filter(**filter_args), inodes=None)
     logs = []
-    engine = diag_engine.DiagEngine(flt=flt, kill=kill, log=logs.append)
+    engine = diag_engine.DiagEngine(flt=build_filter(**filter_args), scope=Scope(), kill=kill,
+                                    log=logs.append)
     engine.open()
     try:
-        return [s for batch in engine.scan(net.ns, net.worker) for s in batch]
+        return walk(engine, net)
     finally:
         engine.close()
+
+
+def destroy_again(net, socks):
+    """SOCK_DESTROY these exact sockets now (as the core hands the bpf engine's
+    TIME_WAIT and request sockets to diag)."""
+    engine = diag_engine.DiagEngine(flt=build_filter(state=["all"]), scope=Scope(), kill=True)
+    engine.open()
+    handle = net.worker.call(net.ns, engine.enter)
+    try:
+        for sock in socks:
+            sock.result = model.MATCHED
+        engine.destroy(handle, socks)
+    finally:
+        engine.release(handle)
 
 
 def by_cookie(socks):
@@ -296,7 +326,7 @@ def test_kill_time_wait(net):
 
     # one through the engine, one the way the BPF engine hands them over
     first, second = found
-    net.worker.call(net.ns, lambda: destroy.destroy_here([first]))
+    destroy_again(net, [first])
     assert first.result == model.KILLED
     assert f"{second.sport}" in net.ss("-tan state time-wait")
     killed = run(net, True, dst=[f"127.0.0.1:{port}"], state=["time-wait"])
@@ -327,16 +357,17 @@ def test_gone_and_excluded(net):
     c2, _ = net.connect(lst)
     flt = build_filter(dst=[f"127.0.0.1:{port}"])
     engine = diag_engine.DiagEngine(flt=flt, kill=True,
-                             exclude_inodes=frozenset({os.fstat(c2.fileno()).st_ino}))
+                                    scope=Scope(exclude_inodes=frozenset({os.fstat(c2.fileno()).st_ino})))
     engine.open()
-    killed = [s for batch in engine.scan(net.ns, net.worker) for s in batch]
+    killed = walk(engine, net)
     assert [s.cookie for s in killed] == [cookie_of(c1)]
     assert alive(c2)
     # destroying it again: the kernel no longer has it
-    net.worker.call(net.ns, lambda: destroy.destroy_here(killed))
+    destroy_again(net, killed)
     assert killed[0].result == model.GONE
 
 
 def test_empty_namespace_costs_no_diag_socket(net):
     assert run(net, False, state=["all"]) == []
-    assert net.worker.call(net.ns, diag_engine.DiagEngine(flt=build_filter(state=["all"]), kill=False)._open_here)[0] is None
+    engine = diag_engine.DiagEngine(flt=build_filter(state=["all"]), scope=Scope(), kill=False)
+    assert net.worker.call(net.ns, engine.enter) is None

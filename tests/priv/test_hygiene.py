@@ -4,7 +4,7 @@
   loaded after a run, none is pinned under /sys/fs/bpf, and the test process
   itself holds none after in-process runs (checked after every test here);
 - no descriptor or thread growth across 1,000 in-process runs of
-  sockterm.core.execute (list, match and kill, both engines);
+  the core's scan and kill (list, match and kill, both engines);
 - the bpf kill path exits cleanly (regression: a 16-byte heap overflow in
   BpfEngine.stats() made every `sockterm kill` on bpf die with SIGSEGV);
 - the session check that no namespace is left behind lives in conftest.py.
@@ -115,14 +115,12 @@ def test_failed_runs_leave_nothing_either(small):
         flt = F.build_filter(netns=["/proc/self/ns/mnt" if i % 2 else "no-such-ns"],
                              default_states=states.ALL)
         with pytest.raises(core.SocktermError):
-            list(core.execute(core.Request("list", flt, backend=("bpf", "diag")[i % 2]),
-                              core.Report()))
+            list(core.scan(flt, core.Report(), core.Options(backend=("bpf", "diag")[i % 2])))
     assert fd_count() <= fds
     # a stream abandoned half-way (a reader that stops early) must still release
     flt = F.build_filter(netns=[ns], default_states=states.ALL)
     for i in range(20):
-        it = iter(core.execute(core.Request("list", flt, backend=("bpf", "diag")[i % 2]),
-                               core.Report()))
+        it = iter(core.scan(flt, core.Report(), core.Options(backend=("bpf", "diag")[i % 2])))
         next(it)
         it.close()
     assert fd_count() <= fds

@@ -18,8 +18,14 @@ from test_operator_terminal import setup, statuses
 def test_max_refuses_and_kills_nothing(topo):
     doomed, spared, flt = setup(topo)
     code, out, err = sockterm("kill", "--yes", "--max", "3", "-o", "json", *flt)
-    assert code == 3 and out == ""
+    assert code == 3
     assert err.strip() == "sockterm: error: 4 sockets match, more than --max 3: nothing killed"
+    doc = json.loads(out)          # the refusal is a document too
+    assert doc["sockets"] == [] and doc["summary"]["matched"] == 4
+    assert doc["summary"]["killed"] == 0 and "--max 3" in doc["summary"]["refused"]
+    code, out, err = sockterm("kill", "--yes", "--max", "3", "-o", "jsonl", *flt)
+    [line] = out.splitlines()
+    assert code == 3 and json.loads(line)["summary"]["refused"] == doc["summary"]["refused"]
     assert statuses(doomed) == {0}
     code, doc, err = sockterm_json("kill", "--yes", "--max", "4", *flt)
     assert code == 0 and doc["summary"]["killed"] == 4, err

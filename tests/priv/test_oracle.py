@@ -6,7 +6,7 @@ fin-wait-1, closing, last-ack; UDP connected and unconnected; IPv4, IPv6,
 v4-mapped; loopback and veth) in several namespaces: every state ss names.
 The ss parser is first checked against the applications' own sockets. For
 hundreds of random filters, `match` must name exactly the sockets that the
-README's rules, evaluated here over `ss -tuanHep` (tests/priv/rel_util.py:
+README's rules, evaluated here over `ss -tuanHe` (tests/priv/rel_util.py:
 oracle), name, and nothing ss never listed; most filters must select
 something. Every state name and group is checked alone, on both engines.
 Random kills must kill exactly those, and reset the TCP peers the kernel
@@ -16,7 +16,7 @@ request socket).
 Seeded and reproducible: SOCKTERM_SEED=N picks the seed (default 1234);
 SOCKTERM_LONG=1 runs ten times as many filters and kill rounds.
 
-Most filters go through sockterm.core.execute in-process (one BPF load per
+Most filters go through the core's entry points in-process (one BPF load per
 filter, no interpreter start); a sample goes through the CLI as a subprocess,
 so the command line's spelling of the same filter is checked too.
 """
@@ -31,6 +31,7 @@ import time
 
 import pytest
 
+from node_util import Cgroups
 from rel_util import (DEFAULT_MATCH_STATES, ALL_STATES, STATE_GROUPS, STATE_NAMES, FilterGen,
                       Spec, build_population, cli, fresh_time_wait, holders_agree_with,
                       long_mode, ns_inode, oracle, peers_of, run_core, ss_view, RelTopology)
@@ -60,10 +61,40 @@ def run_cli(command: str, spec, engine: str):
     return code, doc, err
 
 
+class Owners:
+    """Clients whose sockets belong to another uid and to cgroups of their own,
+    so --uid and --cgroup have something to tell apart: client 0 in cgroup
+    /strel-TAG/a, client 1 in /strel-TAG/b owned by nobody, client 2 as the backend."""
+
+    UIDS = [0, 65534, "nobody", "root"]
+
+    def __init__(self, topo):
+        self.top = f"strel-{topo.tag}"
+        self.cg = Cgroups()
+        self.cgroups = [f"/{self.top}", f"/{self.top}/a", f"/{self.top}/b", "/"]
+
+    def __call__(self, i, holder):
+        if i == 0:
+            self.cg.move(holder.pid, f"{self.top}/a")
+        elif i == 1:
+            self.cg.move(holder.pid, f"{self.top}/b")
+            holder.call("owner", uid=65534)
+
+    def gen(self, rng, view, ns_names, pids, comms=()):
+        return FilterGen(rng, view, ns_names, pids, uids=self.UIDS, cgroups=self.cgroups,
+                         comms=comms)
+
+
 @pytest.fixture(scope="module")
 def population():
     with RelTopology() as topo:
-        yield build_population(topo, random.Random(SEED), clients=3, scale=2)
+        owners = Owners(topo)
+        try:
+            pop = build_population(topo, random.Random(SEED), clients=3, scale=2, owners=owners)
+            pop.owners = owners
+            yield pop
+        finally:
+            owners.cg.cleanup()
 
 
 def describe(spec, want, got, view):
@@ -105,10 +136,12 @@ def test_match_agrees_with_ss(population, engine):
     rng = random.Random(f"{SEED}-{engine}")
     mismatches, unknown = [], []
     cli_runs = nonempty = 0
+    owner_filters = [0, 0]          # --uid/--cgroup filters that selected nothing, something
     assert not holders_agree_with(population, ss_view(topo.namespaces))
     for start in range(0, MATCH_FILTERS, BATCH):
         before = ss_view(topo.namespaces)
-        gen = FilterGen(rng, before, topo.namespaces, population.pids, population.comms)
+        gen = population.owners.gen(rng, before, topo.namespaces, population.pids,
+                                    population.comms)
         results = []
         for i in range(start, min(start + BATCH, MATCH_FILTERS)):
             spec = gen.spec()
@@ -139,12 +172,17 @@ def test_match_agrees_with_ss(population, engine):
             nonempty += bool(want)
             if want != got:
                 mismatches.append(f"{command} " + describe(spec, want, got, stable))
+            if spec.uids or spec.cgroups:
+                owner_filters[bool(want)] += 1
     FIGURES["filters"] += MATCH_FILTERS
     FIGURES["cli_filters"] += cli_runs
     print(f"\noracle[{engine}]: {MATCH_FILTERS} filters ({cli_runs} via CLI, {nonempty} "
           f"selecting something), {len(mismatches)} disagreements")
     assert not unknown, "sockets ss never listed:\n" + "\n".join(unknown[:8])
     assert nonempty >= MATCH_FILTERS // 3, f"only {nonempty} filters selected anything"
+    print(f"--uid/--cgroup in {sum(owner_filters)} filters, {owner_filters[1]} of them "
+          f"selecting something")
+    assert owner_filters[1] >= 3, "too few --uid/--cgroup filters selected anything"
     assert not mismatches, f"{len(mismatches)} of {MATCH_FILTERS} filters disagree with ss:\n" + \
         "\n".join(mismatches[:8])
 
@@ -153,11 +191,15 @@ def test_match_agrees_with_ss(population, engine):
 def test_random_kills_kill_exactly_the_oracle(engine):
     rng = random.Random(f"{SEED}-kill-{engine}")
     with RelTopology() as topo:
-        pop = build_population(topo, rng, clients=3, scale=3)
-        _kill_rounds(pop, topo, rng, engine)
+        owners = Owners(topo)
+        try:
+            pop = build_population(topo, rng, clients=3, scale=3, owners=owners)
+            _kill_rounds(pop, topo, rng, engine, owners)
+        finally:
+            owners.cg.cleanup()
 
 
-def _kill_rounds(pop, topo, rng, engine):
+def _kill_rounds(pop, topo, rng, engine, owners):
     inodes = {name: ns_inode(name) for name in topo.namespaces}
     ours = set(inodes.values())
     killed_total = 0

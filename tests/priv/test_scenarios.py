@@ -162,17 +162,18 @@ def test_time_wait_only_when_asked(topo, engine, state):
 def test_kill_pinned_to_confirmed_cookies(topo, engine):
     """What a prompt or --max counted is all a kill may touch: a matching socket
     that appears afterwards is not part of what the operator agreed to."""
-    import dataclasses
-
     from rel_util import run_core
-    from sockterm import states
+    from sockterm import core, states
     from sockterm.filter import build_filter
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=3)
     server.call("accept", id=lst["id"], count=3)
     flt = build_filter(dst=[f"{vip}:8000"], netns=topo.namespaces, default_states=states.DEFAULT_KILL)
-    flt = dataclasses.replace(flt, cookies=frozenset({conns[1]["cookie"]}))
-    killed, _ = run_core("kill", flt, engine, processes=True)
+    options = core.Options(backend=engine)
+    plan = core.plan(flt, core.Report(), options)
+    assert {s.cookie for s in plan.sockets} == {c["cookie"] for c in conns}
+    plan.sockets = [s for s in plan.sockets if s.cookie == conns[1]["cookie"]]
+    killed, _ = run_core("kill", flt, engine, processes=True, target=plan)
     assert [s.cookie for s in killed] == [conns[1]["cookie"]]
     assert client.status([c["id"] for c in conns]) == {conns[0]["id"]: 0, conns[1]["id"]: ABORTED,
                                                         conns[2]["id"]: 0}

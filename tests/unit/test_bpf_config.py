@@ -1,7 +1,7 @@
 """compile_config: the Filter as the BPF program reads it (struct st_config).
 
-The program's decision (wanted() and the protocol check in bpf/sockterm.bpf.c)
-is mirrored here over the compiled struct, word for word as the kernel's
+The program's decision (wanted(), the uid and the protocol checks in
+bpf/sockterm.bpf.c) is mirrored here over the compiled struct, word for word as the kernel's
 little-endian loads see the record's bytes, and must agree with
 Filter.matches for random filters and sockets; the flags are checked one by one.
 """
@@ -16,6 +16,7 @@ import struct
 import pytest
 
 from sockterm import model, states
+from sockterm.engine import Scope
 from sockterm.engine.bpf import config as bpf_config, record
 from sockterm.filter import build_filter
 
@@ -40,9 +41,11 @@ def _port_rules(rules, n, port) -> bool:
 
 
 def bpf_wants(cfg, sock) -> bool:
-    """bpf/sockterm.bpf.c: the protocol check, then wanted()."""
+    """bpf/sockterm.bpf.c: the protocol check, wanted(), the uid check."""
     proto_flag = record.CFG_TCP if sock.proto == "tcp" else record.CFG_UDP
     if not cfg.flags & proto_flag:
+        return False
+    if cfg.n_uids and sock.uid not in list(cfg.uids[:cfg.n_uids]):
         return False
     if not cfg.states & (1 << sock.state):
         return False
@@ -57,6 +60,7 @@ def bpf_wants(cfg, sock) -> bool:
 ADDRS = ["10.0.0.5", "10.0.0.6", "10.1.2.3", "127.0.0.1", "192.168.255.254", "fd00::5",
          "fd00::1:5", "fd01::2", "::1", "2001:db8::ff", "::ffff:10.0.0.5", "fe80::1"]
 PORTS = [0, 1, 22, 53, 79, 80, 81, 443, 1024, 8080, 40000, 65534, 65535]
+UIDS = [0, 1, 1000, 65534, 2**32 - 2]
 
 
 def random_sock(rng):
@@ -68,7 +72,7 @@ def random_sock(rng):
     return model.Sock(netns=1, family=4 if v4 else 6, proto=rng.choice(["tcp", "udp"]),
                       state=rng.choice(sorted(states.ALL)), src=addr16(rng.choice(pool)),
                       sport=rng.choice(PORTS), dst=addr16(rng.choice(pool)),
-                      dport=rng.choice(PORTS), cookie=1)
+                      dport=rng.choice(PORTS), cookie=1, uid=rng.choice(UIDS))
 
 
 def random_rule(rng):
@@ -102,6 +106,8 @@ def random_filter(rng):
         kw[rng.choice(["ipv4", "ipv6"])] = True
     if rng.random() < 0.6:
         kw["state"] = rng.sample(states.state_names(), rng.randint(1, 3))
+    if rng.random() < 0.3:
+        kw["uid"] = [str(u) for u in rng.sample(UIDS, rng.randint(1, 3))]
     return build_filter(**kw, default_states=rng.choice([states.ALL, states.DEFAULT_KILL]))
 
 
@@ -111,7 +117,7 @@ def test_program_decides_as_the_filter(seed):
     agreed = matched = 0
     for _ in range(150):
         flt = random_filter(rng)
-        cfg = bpf_config.compile_config(flt, kill=rng.random() < 0.5)
+        cfg = bpf_config.compile_config(flt, Scope(), kill=rng.random() < 0.5)
         for _ in range(40):
             sock = random_sock(rng)
             want = flt.matches(sock)
@@ -124,7 +130,7 @@ def test_program_decides_as_the_filter(seed):
 def test_counts_and_rules_laid_out_in_order():
     flt = build_filter(dst=["10.0.0.5:80", "[fd00::]/64:1-2"], src=["::1", "10.0.0.0/8", "1.2.3.4"],
                        dport=["443,1000-2000"], sport=["1", "2", "3", "4"])
-    cfg = bpf_config.compile_config(flt, kill=False)
+    cfg = bpf_config.compile_config(flt, Scope(), kill=False)
     assert (cfg.n_dst, cfg.n_src, cfg.n_dport, cfg.n_sport) == (2, 3, 2, 4)
     assert [(r.port_lo, r.port_hi) for r in cfg.dst[:2]] == [(80, 80), (1, 2)]
     assert [(r.lo, r.hi) for r in cfg.dport[:2]] == [(443, 443), (1000, 2000)]
@@ -141,7 +147,7 @@ def test_counts_and_rules_laid_out_in_order():
 def test_sixteen_rules_of_each_kind_fit():
     flt = build_filter(dst=[f"10.0.0.{i}" for i in range(16)], src=[f"::{i + 1}" for i in range(16)],
                        dport=[str(i) for i in range(16)], sport=[str(1000 + i) for i in range(16)])
-    cfg = bpf_config.compile_config(flt, kill=False)
+    cfg = bpf_config.compile_config(flt, Scope(), kill=False)
     assert (cfg.n_dst, cfg.n_src, cfg.n_dport, cfg.n_sport) == (16, 16, 16, 16)
     assert struct.pack("<4I", *cfg.dst[15].addr) == model.v4_mapped(bytes([10, 0, 0, 15]))
     assert (cfg.sport[15].lo, cfg.sport[15].hi) == (1015, 1015)
@@ -150,29 +156,39 @@ def test_sixteen_rules_of_each_kind_fit():
 @pytest.mark.parametrize("kw,families", [({}, 3), ({"ipv4": True}, 1), ({"ipv6": True}, 2),
                                          ({"ipv4": True, "ipv6": True}, 3)])
 def test_families(kw, families):
-    assert bpf_config.compile_config(build_filter(**kw), kill=False).families == families
+    assert bpf_config.compile_config(build_filter(**kw), Scope(), kill=False).families == families
 
 
 def test_states_are_one_bit_each():
     for name in states.state_names():
         flt = build_filter(state=[name])
-        assert bpf_config.compile_config(flt, kill=False).states == \
+        assert bpf_config.compile_config(flt, Scope(), kill=False).states == \
             sum(1 << s for s in states.parse_state(name))
-    assert bpf_config.compile_config(build_filter(state=["established"]), kill=False).states == 0b10
+    assert bpf_config.compile_config(build_filter(state=["established"]), Scope(), kill=False).states == 0b10
 
 
 @pytest.mark.parametrize("kill", [False, True])
 @pytest.mark.parametrize("proto", [(), ("tcp",), ("udp",), ("tcp", "udp")])
 @pytest.mark.parametrize("inodes", [None, frozenset(), frozenset({7})])
-@pytest.mark.parametrize("cookies", [None, frozenset(), frozenset({9})])
-def test_flags(kill, proto, inodes, cookies):
-    flt = dataclasses.replace(build_filter(proto=list(proto)), inodes=inodes, cookies=cookies)
-    flags = bpf_config.compile_config(flt, kill=kill).flags
+@pytest.mark.parametrize("cookies", [None, frozenset({9})])
+@pytest.mark.parametrize("cgroups", [None, frozenset(), frozenset({3})])
+@pytest.mark.parametrize("owned", [None, frozenset({5})])
+def test_flags(kill, proto, inodes, cookies, cgroups, owned):
+    scope = Scope(inodes=inodes, cookies=cookies, cgroup_ids=cgroups, owned_netns=owned)
+    flags = bpf_config.compile_config(build_filter(proto=list(proto)), scope, kill=kill).flags
     assert flags == ((record.CFG_KILL if kill else 0)
                      | (record.CFG_INODES if inodes is not None else 0)
                      | (record.CFG_TCP if "tcp" in proto or not proto else 0)
                      | (record.CFG_UDP if "udp" in proto or not proto else 0)
-                     | (record.CFG_COOKIES if cookies is not None else 0))
+                     | (record.CFG_COOKIES if cookies is not None else 0)
+                     | (record.CFG_CGROUPS if cgroups is not None else 0)
+                     | (record.CFG_SCOPE if owned is not None else 0))
+
+
+def test_uids_in_order():
+    cfg = bpf_config.compile_config(build_filter(uid=["0", "65534", "1000"]), Scope(), kill=False)
+    assert (cfg.n_uids, list(cfg.uids[:3])) == (3, [0, 65534, 1000])
+    assert bpf_config.compile_config(build_filter(), Scope(), kill=False).n_uids == 0
 
 
 def test_flag_values_mirror_the_header():
@@ -180,6 +196,6 @@ def test_flag_values_mirror_the_header():
     import re
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     header = open(os.path.join(root, "bpf", "sockterm.h")).read()
-    for name in ("KILL", "INODES", "TCP", "UDP", "COOKIES"):
+    for name in ("KILL", "INODES", "TCP", "UDP", "COOKIES", "CGROUPS", "SCOPE"):
         value = int(re.search(rf"#define ST_CFG_{name}\s+(0x[0-9a-f]+)", header)[1], 16)
         assert getattr(record, f"CFG_{name}") == value, name

@@ -107,6 +107,7 @@ def test_json_keys_are_documented():
     class Rep:
         matched = killed = failed = 0
         namespaces = ns_errors = ()
+        interrupted, refused = False, ""
     keys |= set(render.summary_dict(Rep, kill=True)) | {"command", "engine", "filter", "namespaces",
                                                         "summary", "sockets"}
     text = "\n".join(sections()["OUTPUT"])
@@ -159,8 +160,8 @@ def test_examples_run_with_the_real_cli():
             continue
         assert code in (0, 1) and "error" not in err, (example, code, err)
         reached += bool(requests)
-        for req in requests:
-            assert req.flt.targeted or req.command != "kill", example
+        for command, flt in requests:
+            assert flt.targeted or command != "kill", example
     assert reached >= len(examples) - 3
 
 

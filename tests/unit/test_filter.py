@@ -9,13 +9,13 @@ from sockterm.filter import FilterError, build_filter, parse_addr_rule, parse_po
 
 
 def sock(dst="10.0.0.5", dport=80, src="10.1.0.2", sport=40000, proto="tcp", family=None,
-         state=states.ESTABLISHED, ino=1):
+         state=states.ESTABLISHED, ino=1, cookie=1):
     def addr16(text):
         ip = ipaddress.ip_address(text)
         return model.v4_mapped(ip.packed) if ip.version == 4 else ip.packed
     fam = family or (6 if ":" in dst else 4)
     return model.Sock(netns=1, family=fam, proto=proto, state=state, src=addr16(src), sport=sport,
-                      dst=addr16(dst), dport=dport, cookie=1, ino=ino)
+                      dst=addr16(dst), dport=dport, cookie=cookie, ino=ino)
 
 
 @pytest.mark.parametrize("text,net,lo,hi", [
@@ -121,10 +121,15 @@ def test_targeted():
         assert build_filter(**kw).targeted
 
 
-def test_inode_restriction():
-    import dataclasses
-    flt = dataclasses.replace(build_filter(pid=["1"]), inodes=frozenset({7}))
-    assert flt.matches(sock(ino=7)) and not flt.matches(sock(ino=8))
+def test_process_and_cookie_restrictions_belong_to_the_run_scope():
+    from sockterm.engine import Scope
+    flt = build_filter(pid=["1"])
+    assert flt.matches(sock(ino=7)) and flt.matches(sock(ino=8))    # the filter: what was written
+    scope = Scope(inodes=frozenset({7}), exclude_inodes=frozenset({9}))
+    assert scope.admits(sock(ino=7)) and not scope.admits(sock(ino=8))
+    assert not Scope(exclude_inodes=frozenset({9})).admits(sock(ino=9))
+    pinned = Scope(cookies=frozenset({5}))
+    assert pinned.admits(sock(cookie=5)) and not pinned.admits(sock(cookie=6))
 
 
 def test_family_flags():
@@ -194,15 +199,6 @@ def test_ipv4_flag():
     flt = build_filter(ipv4=True)
     assert flt.families == {4}
     assert flt.matches(sock()) and not flt.matches(sock(dst="fd00::5", src="fd00::1"))
-
-
-def test_cookie_restriction():
-    import dataclasses
-    flt = dataclasses.replace(build_filter(dport=["80"]), cookies=frozenset({1}))
-    assert flt.matches(sock())
-    other = sock()
-    other.cookie = 2
-    assert not flt.matches(other)
 
 
 def test_describe_says_every_option_in_command_line_words():

@@ -2,7 +2,7 @@
 
 Random argument vectors built from sockterm's options, valid values and
 hostile ones, run through sockterm.cli.main in-process, with
-sockterm.core.execute replaced by a recorder and both engines and the
+sockterm.core's entry points (scan, plan, kill) replaced by a recorder and both engines and the
 namespace worker booby-trapped, so nothing can touch the kernel whatever
 parses. Every run: no traceback and no 'internal error'; exit 2 comes with
 exactly one stderr line and no stdout; a kill that reaches the core has --yes
@@ -98,11 +98,22 @@ def argvs(draw):
 
 
 class Recorder:
+    """Stands in for the core's entry points: records (command, filter), runs nothing."""
+
     def __init__(self):
         self.requests = []
 
-    def __call__(self, request, report):
-        self.requests.append(request)
+    def scan(self, flt, report, options=None):
+        self.requests.append(("list", flt))
+        return iter(())
+
+    def plan(self, flt, report, options=None, *, limit=None):
+        from sockterm.core import Plan
+        self.requests.append(("plan", flt))
+        return Plan(flt=flt, engine="bpf", sockets=[], namespaces=[])
+
+    def kill(self, target, report, options=None, rate=None):
+        self.requests.append(("kill", getattr(target, "flt", target)))
         return iter(())
 
 
@@ -115,8 +126,8 @@ def _tripwire(*args, **kw):
 
 
 def tripwires():
-    """Engines and the namespace worker, booby-trapped: should the CLI stop going
-    through core.execute, a fuzzed kill still cannot reach a socket."""
+    """Engines and namespace entry, booby-trapped: should the CLI stop going
+    through the core's entry points, a fuzzed kill still cannot reach a socket."""
     from sockterm import engine
     from sockterm.engine.bpf.engine import BpfEngine
     from sockterm.engine.diag.engine import DiagEngine
@@ -124,6 +135,7 @@ def tripwires():
     return [mock.patch.object(engine, "create", _tripwire),
             mock.patch.object(BpfEngine, "__init__", _tripwire),
             mock.patch.object(DiagEngine, "__init__", _tripwire),
+            mock.patch.object(netns, "run_in", _tripwire),
             mock.patch.object(netns.Worker, "__init__", _tripwire)]
 
 
@@ -140,7 +152,8 @@ def run_inproc(argv):
 
 def _run_inproc(argv, rec, out, err, env):
     from sockterm import cli, core
-    with mock.patch.object(core, "execute", rec), mock.patch.dict(os.environ, env), \
+    with mock.patch.object(core, "scan", rec.scan), mock.patch.object(core, "plan", rec.plan), \
+            mock.patch.object(core, "kill", rec.kill), mock.patch.dict(os.environ, env), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         os.environ.pop("SOCKTERM_BACKEND", None)
         os.environ.pop("SOCKTERM_DEBUG", None)
@@ -174,9 +187,9 @@ def test_fuzzed_command_lines(argv):
         assert out == "", (argv, out)
         if len(USAGE_SAMPLES) < SUBPROCESS_SAMPLE and "\x00" not in "".join(argv):
             USAGE_SAMPLES.append((argv, lines[0]))
-    for req in requests:
-        if req.command == "kill":
-            assert req.flt.targeted, (argv, req.flt)
+    for command, flt in requests:
+        if command == "kill":
+            assert flt.targeted, (argv, flt)
             assert "--yes" in argv or "-y" in argv, argv
 
 

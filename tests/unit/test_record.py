@@ -12,6 +12,7 @@ import pytest
 
 from sockterm import model
 from sockterm.engine.bpf import config as bpf_config, record
+from sockterm.engine import Scope
 from sockterm.engine.bpf import engine as bpf_engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,7 +74,7 @@ def test_records_have_no_implicit_padding():
 
 
 def test_decode_round_trip():
-    rec = record.StRec(cookie=0x1122334455667788, ino=4242, netns=4026531840, uid=1000,
+    rec = record.StRec(cookie=0x1122334455667788, ino=4242, uid=1000,
                        flags=record.F_MINI, sport=43210, dport=80, family=socket.AF_INET,
                        proto=socket.IPPROTO_TCP, state=1, result=record.RES_DESTROYED)
     mapped = model.v4_mapped(socket.inet_aton("10.0.0.5"))
@@ -96,7 +97,7 @@ def test_decode_round_trip():
 def test_config_compiles_prefixes_as_network_order_words():
     from sockterm.filter import build_filter
     flt = build_filter(dst=["10.0.0.0/8:80-90"], dport=["443"])
-    cfg = bpf_config.compile_config(flt, kill=True)
+    cfg = bpf_config.compile_config(flt, Scope(), kill=True)
     rule = cfg.dst[0]
     addr = b"".join(w.to_bytes(4, "little") for w in rule.addr)
     mask = b"".join(w.to_bytes(4, "little") for w in rule.mask)
@@ -104,3 +105,29 @@ def test_config_compiles_prefixes_as_network_order_words():
     assert mask == b"\xff" * 13 + b"\0" * 3
     assert (rule.port_lo, rule.port_hi, cfg.n_dst, cfg.n_dport) == (80, 90, 1, 1)
     assert cfg.flags & record.CFG_KILL and cfg.flags & record.CFG_TCP and cfg.flags & record.CFG_UDP
+
+
+def test_mirrored_constants_match_header():
+    """Every #define of bpf/sockterm.h has its Python mirror, with the same value."""
+    import re
+
+    from sockterm import filter as F, states
+    text = open(os.path.join(ROOT, "bpf", "sockterm.h")).read()
+    defines = {name: int(value, 0) for name, value in
+               re.findall(r"^#define ST_(\w+)\s+(0x[0-9a-fA-F]+|\d+)", text, re.M)}
+    mirrors = {
+        "MAX_ADDRS": [record.MAX_ADDRS, F.MAX_ADDR_RULES],
+        "MAX_PORTS": [record.MAX_PORTS, F.MAX_PORT_RULES],
+        "MAX_UIDS": [record.MAX_UIDS, F.MAX_UIDS],
+        "TCP_TIME_WAIT": [states.TIME_WAIT],
+        "TCP_SYN_RECV": [states.SYN_RECV],
+        "TCP_NEW_SYN_RECV": [states.NEW_SYN_RECV],
+    }
+    for prefix in ("RES_", "F_", "CFG_", "INO_", "CG_"):
+        for name in defines:
+            if name.startswith(prefix):
+                mirrors[name] = [getattr(record, name)]
+    assert len(defines) >= 15, defines
+    assert set(defines) == set(mirrors), set(defines) ^ set(mirrors)
+    for name, values in mirrors.items():
+        assert all(v == defines[name] for v in values), (name, defines[name], values)

@@ -259,14 +259,16 @@ def test_ns_dict_and_summary_dict():
     nsr = model.NamespaceReport(ns=model.Namespace(7, "web", ""), engine="diag")
     nsr.matched, nsr.killed, nsr.failed = 3, 2, 1
     assert render.ns_dict(nsr) == {"netns": 7, "netns_name": "web", "engine": "diag", "matched": 3,
-                                   "killed": 2, "failed": 1, "error": None}
+                                   "killed": 2, "failed": 1, "error": None, "container": None,
+                                   "pod": None}
     nsr.error = "gone"
     assert render.ns_dict(nsr)["error"] == "gone"
     socks = [sock(0, result=model.KILLED), sock(1, result=model.FAILED, error=5)]
     assert render.summary_dict(report_of(socks, kill=True), kill=True) == {
-        "matched": 2, "namespaces": 2, "namespace_errors": 0, "killed": 1, "failed": 1}
+        "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False, "killed": 1,
+        "failed": 1, "refused": None}
     assert render.summary_dict(report_of(socks), kill=False) == {
-        "matched": 2, "namespaces": 2, "namespace_errors": 0}
+        "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False}
 
 
 def test_json_document_layout(cold_caches):
@@ -275,7 +277,8 @@ def test_json_document_layout(cold_caches):
     doc = json.loads(text)
     assert doc["engine"] == "bpf"
     assert doc["namespaces"] == [{"netns": s.netns, "netns_name": "st-c0", "engine": "bpf",
-                                  "matched": 1, "killed": 0, "failed": 0, "error": None}]
+                                  "matched": 1, "killed": 0, "failed": 0, "error": None,
+                                  "container": None, "pod": None}]
     # pretty, two spaces, one socket object a line
     assert text.startswith('{\n  "command": "match",\n  "filter": "--dst x",\n  "engine": "bpf",\n'
                            '  "sockets": [\n    {"netns":')
@@ -394,3 +397,51 @@ def test_summary_lines_bounded(count, more):
     lines = render.summary_lines(report_of(socks), kill=False)
     assert lines[0] == "  n00  1 socket" and len(lines) == min(count, 20) + 1 + (more is not None)
     assert (lines[-2] == more) if more else (lines[-2] == "  n19  1 socket")
+def _placed(evil_pod=False):
+    from sockterm.host.containers import Container, Place, Pod
+    pod = Pod("8dbc5577-d0e2-4706-8787-57d52c03ddf2", "shop",
+              "cart\x1b]0;pwned\x07" if evil_pod else "cart", "/kubepods/pod8dbc")
+    app = Container("containerd", "c" * 64, "app\u202e\t", pod, "/kubepods/pod8dbc/c")
+    return Place(app, pod), Place(None, pod)
+
+
+def test_container_and_pod_keys_are_exact_in_json():
+    with_container, pod_only = _placed(evil_pod=True)
+    for place in (with_container, pod_only, None):
+        s = sock(name=place.label if place else "st-c0")
+        s.place = place
+        for kill in (False, True):
+            doc = json.loads(render.socket_json(s, kill))
+            assert doc == render.socket_dict(s, kill)
+            if place is None:
+                assert doc["container"] is None and doc["pod"] is None
+            else:
+                assert doc["pod"] == {"namespace": "shop", "name": "cart\x1b]0;pwned\x07",
+                                      "uid": "8dbc5577-d0e2-4706-8787-57d52c03ddf2"}
+                assert doc["netns_name"] == "shop/cart\x1b]0;pwned\x07"
+    s = sock()
+    s.place = with_container
+    assert json.loads(render.socket_json(s, False))["container"] == {
+        "runtime": "containerd", "id": "c" * 64, "name": "app\u202e\t"}
+
+
+def test_namespace_objects_carry_container_and_pod():
+    with_container, _ = _placed()
+    ns = model.Namespace(ino=7, name="shop/cart", path="", place=with_container)
+    doc = render.ns_dict(model.NamespaceReport(ns=ns, engine="bpf"))
+    assert doc["container"]["name"] == "app\u202e\t" and doc["pod"]["name"] == "cart"
+    assert render.ns_dict(model.NamespaceReport(ns=model.Namespace(1, "x", ""), engine="bpf"))["pod"] is None
+
+
+def test_hostile_pod_names_never_reach_the_terminal_raw():
+    _, pod_only = _placed(evil_pod=True)
+    socks = [sock(0, name=pod_only.label), sock(1, name="other")]
+    for fmt in ("tsv", "table"):
+        out = io.StringIO()
+        r = render.RENDERERS[fmt](kill=False, header=True, out=out)
+        for s in socks:
+            r.socket(s)
+        r.finish(report_of(socks), {})
+        assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    for line in render.summary_lines(report_of(socks), kill=False):
+        assert "\x1b" not in line and "\x07" not in line

@@ -54,11 +54,3 @@ def test_unknown_state_names_the_choices():
     assert str(exc.value) == ("unknown state 'bogus'; expected one of: "
                               + ", ".join(states.state_names()))
 
-
-def test_display_is_ss_state_column():
-    # ss(8)'s own spelling; UNCONN for a closed (unconnected) socket, whatever its protocol
-    shown = {1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2",
-             6: "TIME-WAIT", 7: "UNCONN", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN",
-             11: "CLOSING", 12: "SYN-RECV", 13: "STATE-13"}
-    for proto in ("tcp", "udp"):
-        assert {s: states.display(s, proto) for s in shown} == shown

@@ -12,7 +12,6 @@ import ctypes
 import errno
 import os
 import socket
-from importlib import resources
 
 from ... import model
 from ...host import netns
@@ -23,12 +22,18 @@ from .. import EngineError
 OBJECT_NAME = "sockterm.bpf.o"
 READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer per read
 PROGRAMS = {"tcp": "st_tcp", "udp": "st_udp"}
+# the builds that also read a socket's namespace and cgroup (--cgroup, --container, --pod)
+SCOPED_PROGRAMS = {"tcp": "st_tcp_scoped", "udp": "st_udp_scoped"}
+OWNERS_PROGRAM = "st_owners"
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
 def object_path() -> str:
-    return str(resources.files("sockterm") / "data" / OBJECT_NAME)
+    # beside the package's modules (a plain directory: wheels are unpacked);
+    # importlib.resources would cost a fresh process ~10 ms of imports
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(package, "data", OBJECT_NAME)
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
@@ -38,7 +43,7 @@ def decode(buf, ns: model.Namespace) -> list[model.Sock]:
     return [Sock(ino, families.get(family, family), protos.get(proto, proto), state, src, sport,
                  dst, dport, cookie, uid, sock_ino, results[result], 0, name, bool(flags & mini),
                  ifindex)
-            for (cookie, sock_ino, src, dst, _netns, uid, flags, ifindex, sport, dport, family,
+            for (cookie, sock_ino, src, dst, uid, flags, ifindex, sport, dport, family,
                  proto, state, result) in record.REC.iter_unpack(buf)]
 
 
@@ -49,10 +54,11 @@ _RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLE
 class BpfEngine:
     name = "bpf"
 
-    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None):
+    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None):
         self.flt = flt
+        self.scope = scope
         self.kill = kill
-        self.exclude_inodes = exclude_inodes
+        self.attributes = owners            # owners() will be asked: load its program
         self.log = log
         self.lib = None
         self.obj = None
@@ -60,9 +66,11 @@ class BpfEngine:
         self.link_fds: dict[str, int] = {}
         self.owner_link = None
         self._errors_fd = -1
+        self._cookies_fd = -1
         self._stats_map = -1
         self.warnings: list[str] = []
         self._bss_buf = None
+        self._entries: dict = {}
 
     # -- setup ---------------------------------------------------------------
     def open(self) -> None:
@@ -89,17 +97,18 @@ class BpfEngine:
         lib.notices.clear()
         if err:
             raise self._load_error(-err)
-        for proto, prog_name in PROGRAMS.items():
+        for proto, prog_name in self._programs().items():
             if proto in self.flt.protos:
                 self.links[proto] = self._attach(prog_name)
                 self.link_fds[proto] = lib.bpf_link__fd(self.links[proto])
         self._errors_fd = lib.bpf_map__fd(self._map("st_kill_errors"))
+        self._cookies_fd = lib.bpf_map__fd(self._map("st_cookies"))
         bss = self._map(".bss")
         self._stats_map = lib.bpf_map__fd(bss)
         # .bss holds more than the stats: a lookup writes the whole value
         self._bss_buf = ctypes.create_string_buffer(max(lib.bpf_map__value_size(bss),
                                                         ctypes.sizeof(record.StStats)))
-        self._fill_inodes()
+        self._fill_maps()
 
     def _map(self, name: str):
         found = self.lib.bpf_object__find_map_by_name(self.obj, name.encode())
@@ -108,31 +117,82 @@ class BpfEngine:
         return found
 
     def _configure(self) -> None:
-        lib = self.lib
-        cfg = compile_config(self.flt, self.kill)
+        lib, scope = self.lib, self.scope
+        cfg = compile_config(self.flt, scope, self.kill)
         err = lib.bpf_map__set_initial_value(self._map(".rodata.cfg"), ctypes.byref(cfg),
                                              ctypes.sizeof(cfg))
         if err:
             raise EngineError(f"cannot set the BPF filter: {self._why(-err)}")
-        entries = len(self.exclude_inodes) + len(self.flt.inodes or ())
-        lib.bpf_map__set_max_entries(self._map("st_inodes"), max(1, entries))
-        lib.bpf_map__set_max_entries(self._map("st_cookies"), max(1, len(self.flt.cookies or ())))
-        for proto, prog_name in PROGRAMS.items():
+        self._entries = self._map_entries()
+        for name, entries in self._entries.items():
+            lib.bpf_map__set_max_entries(self._map(name), max(1, len(entries)))
+        # only what the run uses is loaded and verified
+        wanted = {prog for proto, prog in self._programs().items() if proto in self.flt.protos}
+        if self.attributes:
+            wanted.add(OWNERS_PROGRAM)
+        for prog_name in (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), OWNERS_PROGRAM):
             prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
-            lib.bpf_program__set_autoload(prog, proto in self.flt.protos)
+            lib.bpf_program__set_autoload(prog, prog_name in wanted)
 
-    def _fill_inodes(self) -> None:
-        """The inode map (process filter, own sockets) and the cookie map (confirmed sockets)."""
-        entries = [("st_inodes", self.flt.inodes or (), record.INO_SELECT),
-                   ("st_inodes", self.exclude_inodes, record.INO_EXCLUDE),
-                   ("st_cookies", self.flt.cookies or (), 1)]
-        key, val = ctypes.c_uint64(), ctypes.c_uint8()
-        for map_name, keys, mark in entries:
+    def _programs(self) -> dict[str, str]:
+        """proto -> the socket program this run loads: the scoped build only
+        when --cgroup, --container or --pod need a socket's namespace and cgroup."""
+        scope = self.scope
+        scoped = scope.cgroup_ids is not None or scope.owned_netns is not None
+        return SCOPED_PROGRAMS if scoped else PROGRAMS
+
+    def _map_entries(self) -> dict[str, dict[int, int]]:
+        """map name -> {key: value bits}: the inode map (process filter, own
+        sockets, --container/--pod holders), the cookie map (confirmed
+        sockets), the cgroup map and the namespace map (--cgroup, --container/--pod)."""
+        scope = self.scope
+        maps: dict[str, dict[int, int]] = {"st_inodes": {}, "st_cookies": {}, "st_cgroups": {},
+                                           "st_netns": {}}
+        marks = [("st_inodes", scope.inodes or (), record.INO_SELECT),
+                 ("st_inodes", scope.exclude_inodes, record.INO_EXCLUDE),
+                 ("st_inodes", scope.owned_inodes, record.INO_SCOPE),
+                 ("st_cookies", scope.cookies or (), 1),
+                 ("st_cgroups", scope.cgroup_ids or (), record.CG_SELECT),
+                 ("st_cgroups", scope.owned_cgroups, record.CG_SCOPE),
+                 ("st_netns", scope.owned_netns or (), 1)]
+        for name, keys, mark in marks:
+            entries = maps[name]
+            for key in keys:
+                entries[key] = entries.get(key, 0) | mark
+        return maps
+
+    def _fill_maps(self) -> None:
+        """Fill the maps _map_entries() sized."""
+        val = ctypes.c_uint8()
+        for map_name, entries in self._entries.items():
+            key = ctypes.c_uint32() if map_name == "st_netns" else ctypes.c_uint64()
             fd = self.lib.bpf_map__fd(self._map(map_name))
-            for value in keys:
+            for value, mark in entries.items():
                 key.value, val.value = value, mark
                 if self.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0):
                     raise EngineError(f"cannot fill {map_name}: {self._why(ctypes.get_errno())}")
+
+    def _update(self, fd: int, keys, mark: int) -> None:
+        key, val = ctypes.c_uint64(), ctypes.c_uint8(mark)
+        for value in keys:
+            key.value = value
+            if self.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0):
+                raise EngineError(f"cannot fill a BPF map: {self._why(ctypes.get_errno())}")
+
+    def pin(self, cookies) -> None:
+        """Restrict the next reads to these cookies (a subset of the run's
+        Scope.cookies: the map was sized for those)."""
+        key, nxt = ctypes.c_uint64(), ctypes.c_uint64()
+        stale = []
+        prev = None
+        while self.lib.bpf_map_get_next_key(self._cookies_fd, prev, ctypes.byref(nxt)) == 0:
+            stale.append(nxt.value)
+            key.value = nxt.value
+            prev = ctypes.byref(key)
+        for value in stale:
+            key.value = value
+            self.lib.bpf_map_delete_elem(self._cookies_fd, ctypes.byref(key))
+        self._update(self._cookies_fd, cookies, 1)
 
     def _attach(self, prog_name: str):
         prog = self.lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
@@ -153,32 +213,8 @@ class BpfEngine:
                            f"{reason or 'see -v for the libbpf log'}")
 
     # -- per namespace ---------------------------------------------------------
-    def scan(self, ns: model.Namespace, worker: netns.Worker, ready=None):
-        """Yield lists of the matching sockets of ns; in kill mode they are
-        already destroyed. Safe to run for several namespaces at once.
-        `ready` (an Event), if given, is waited for between creating the
-        iterators and the first read."""
-        fds = worker.call(ns, self._create_iters)
-        socks: list[model.Sock] = []
-        try:
-            if ready is not None:
-                ready.wait()
-            for fd in fds:
-                for chunk in _read_all(fd):
-                    batch = decode(chunk, ns)
-                    if self.kill:
-                        socks.extend(batch)
-                    else:
-                        yield batch
-        finally:
-            for fd in fds:
-                os.close(fd)
-        if self.kill and socks:
-            self._settle(ns, socks, worker)
-            yield socks
-
-    def _create_iters(self) -> list[int]:
-        """In the worker, inside the namespace: one iterator per protocol with sockets."""
+    def enter(self):
+        """Inside the namespace: one iterator per protocol with sockets (None: none)."""
         busy = netns.busy_protocols()
         fds = []
         for proto, link_fd in self.link_fds.items():
@@ -190,35 +226,36 @@ class BpfEngine:
                     os.close(opened)
                 raise OSError(-fd, f"cannot create the {proto} iterator: {self._why(-fd)}")
             fds.append(fd)
-        return fds
+        return fds or None
 
-    def _settle(self, ns, socks: list[model.Sock], worker) -> None:
-        """Turn 'destroy was called' into the truth, and destroy what the kfunc cannot."""
+    def read(self, fds, ns: model.Namespace):
+        """Batches of matching sockets, one per read(); in kill mode the kfunc
+        destroyed each (after its record was written) before the read
+        returned, so a caller that stops asking stops the destroys."""
+        for fd in fds:
+            for chunk in _read_all(fd):
+                yield decode(chunk, ns)
+
+    def destroy(self, fds, socks: list[model.Sock], stop=None) -> None:
+        """Reading destroyed them: turn 'destroy was called' into the truth.
+        TIME_WAIT and request sockets stay DEFERRED (no kfunc for them)."""
         stats = self.stats()
         if stats.errors_lost and not self.warnings:
             self.warnings.append(f"{stats.errors_lost} failed destroys did not fit in the error "
                                  "map: some sockets reported killed may have survived")
-        if stats.destroy_failed:
-            errors = self._kill_errors()
-            for sock in socks:
-                if sock.result == model.KILLED and sock.cookie in errors:
-                    model.set_error(sock, errors[sock.cookie])
-        deferred = [s for s in socks if s.result == model.DEFERRED]
-        if deferred:
-            from ..diag.destroy import destroy_here
-            worker.call(ns, lambda: destroy_here(deferred))
+        if not stats.destroy_failed:
+            return
+        key, val = ctypes.c_uint64(), ctypes.c_int32()
+        lookup, fd = self.lib.bpf_map_lookup_elem, self._errors_fd
+        for sock in socks:
+            if sock.result == model.KILLED:
+                key.value = sock.cookie
+                if lookup(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
+                    model.set_error(sock, -val.value)
 
-    def _kill_errors(self) -> dict[int, int]:
-        """cookie -> errno of every destroy the kfunc refused so far in this run."""
-        found = {}
-        key, nxt, val = ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_int32()
-        prev = None
-        while self.lib.bpf_map_get_next_key(self._errors_fd, prev, ctypes.byref(nxt)) == 0:
-            key.value = nxt.value
-            if self.lib.bpf_map_lookup_elem(self._errors_fd, ctypes.byref(key), ctypes.byref(val)) == 0:
-                found[key.value] = -val.value
-            prev = ctypes.byref(key)
-        return found
+    def release(self, fds) -> None:
+        for fd in fds:
+            os.close(fd)
 
     def stats(self) -> record.StStats:
         """The programs' counters (struct st_stats starts the .bss section)."""
@@ -232,7 +269,7 @@ class BpfEngine:
         """Who holds the sockets the filter selects, every process on the host,
         in one kernel pass."""
         if self.owner_link is None:
-            self.owner_link = self._attach("st_owners")
+            self.owner_link = self._attach(OWNERS_PROGRAM)
         fd = self.lib.bpf_iter_create(self.lib.bpf_link__fd(self.owner_link))
         if fd < 0:
             raise EngineError(f"cannot walk processes: {self._why(-fd)}")

@@ -13,19 +13,22 @@ u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_u
 
 MAX_ADDRS = 16
 MAX_PORTS = 16
+MAX_UIDS = 16
 
 RES_MATCHED, RES_DESTROYED, RES_DEFERRED = 0, 1, 2
 F_MINI = 0x1
 CFG_KILL, CFG_INODES, CFG_TCP, CFG_UDP, CFG_COOKIES = 0x1, 0x2, 0x4, 0x8, 0x10
-INO_SELECT, INO_EXCLUDE = 1, 2
+CFG_CGROUPS, CFG_SCOPE = 0x20, 0x40
+INO_SELECT, INO_EXCLUDE, INO_SCOPE = 0x1, 0x2, 0x4
+CG_SELECT, CG_SCOPE = 0x1, 0x2
 
 
 class StRec(ctypes.Structure):
     _fields_ = [
         ("cookie", u64), ("ino", u64), ("src", u8 * 16), ("dst", u8 * 16),
-        ("netns", u32), ("uid", u32), ("flags", u32), ("ifindex", u32),
+        ("uid", u32), ("flags", u32), ("ifindex", u32),
         ("sport", u16), ("dport", u16), ("family", u16),
-        ("proto", u8), ("state", u8), ("result", u8), ("pad", u8 * 7),
+        ("proto", u8), ("state", u8), ("result", u8), ("pad", u8 * 11),
     ]
 
 
@@ -42,7 +45,8 @@ class StConfig(ctypes.Structure):
         ("dst", StAddrRule * MAX_ADDRS), ("src", StAddrRule * MAX_ADDRS),
         ("dport", StPortRange * MAX_PORTS), ("sport", StPortRange * MAX_PORTS),
         ("n_dst", u32), ("n_src", u32), ("n_dport", u32), ("n_sport", u32),
-        ("states", u32), ("families", u32), ("flags", u32), ("pad", u32),
+        ("states", u32), ("families", u32), ("flags", u32), ("n_uids", u32),
+        ("uids", u32 * MAX_UIDS),
     ]
 
 
@@ -75,7 +79,6 @@ def _struct_format(cls) -> str:
 
 
 REC = struct.Struct(_struct_format(StRec))
-REC_FIELDS = tuple(name for name, _ in StRec._fields_ if name != "pad")
 OWNER = struct.Struct(_struct_format(StOwner))
 
 

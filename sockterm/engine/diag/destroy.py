@@ -45,19 +45,27 @@ def _peerless(sock) -> bool:
         sock.dst == _ZERO16 or sock.dst == _V4_PREFIX + b"\0\0\0\0")
 
 
-def destroy_with(dsock, socks, log=lambda msg: None, rng=None) -> None:
+CHUNK = 256      # destroys per netlink send; a stop request is honoured between sends
+
+
+def destroy_with(dsock, socks, log=lambda msg: None, rng=None, stop=None) -> None:
     """SOCK_DESTROY each sock over dsock (a DiagSocket in the sockets' namespace)
     and set its result; server sockets are taken group by group (see
-    _destroy_servers). `socks` must be in dump order."""
+    _destroy_servers). `socks` must be in dump order. Once stop() says so, no
+    further request is sent: the socks not reached keep result MATCHED."""
     if not socks:
         return
+    stop = stop or (lambda: False)
     others = [s for s in socks if not _peerless(s)]
-    if others:
-        errs = dsock.request_acks([_request(s) for s in others])
-        for sock, err in zip(others, errs):
+    for start in range(0, len(others), CHUNK):
+        if stop():
+            return
+        chunk = others[start:start + CHUNK]
+        errs = dsock.request_acks([_request(s) for s in chunk])
+        for sock, err in zip(chunk, errs):
             model.set_error(sock, err)
     servers = [s for s in socks if _peerless(s)]
-    if servers:
+    if servers and not stop():
         _destroy_servers(dsock, servers, log, rng or random.Random())
 
 
@@ -161,16 +169,3 @@ def _retry_members(dsock, pending, log, rng) -> None:
         still = nxt
     if attempts:
         log(f"diag: reuseport retries: {attempts} round(s) for {len(pending)} socket(s)")
-
-
-def destroy_here(socks: list) -> None:
-    """SOCK_DESTROY each Sock from inside the calling thread's namespace (the
-    worker calls this) and set its result. Used by the BPF engine for the
-    sockets its kfunc cannot take (TIME_WAIT, request sockets)."""
-    if not socks:
-        return
-    dsock = n.DiagSocket()
-    try:
-        destroy_with(dsock, socks)
-    finally:
-        dsock.close()

@@ -10,6 +10,7 @@ before anything is destroyed.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
 
@@ -17,24 +18,29 @@ from ... import model
 from ... import states as st
 from ...exitcodes import ExitCode
 from ...host import netns, procs
-from .. import EngineError
+from .. import EngineError, Scope
 from . import netlink as n
 from .bytecode import compile_bytecode, state_mask
 from .destroy import AF, PROTO_NUMS, destroy_with
 
 _V4_PREFIX = b"\0" * 10 + b"\xff\xff"
 
-def decode_rows(rows, proto, ns, flt, exclude):
-    """MSG tuples from a dump of `proto` -> the Socks the filter matches."""
+def decode_rows(rows, proto, ns, flt, scope):
+    """MSG tuples from a dump of `proto` -> the Socks the filter matches.
+    When the scope reads cgroups, each row ends with the socket's cgroup id."""
     Sock = model.Sock
-    matches = flt.matches
+    matches, admits = flt.matches, scope.admits
     out = []
     fam_num = {socket.AF_INET: 4, socket.AF_INET6: 6}
     ntohs = socket.ntohs
     v4 = _V4_PREFIX
     ns_ino, ns_name = ns.ino, ns.name
-    for (length, _t, _f, _s, _p, family, state, timer, _r, sport, dport, src, dst, ifi,
-         c0, c1, _e, _rq, _wq, uid, ino) in rows:
+    cgroups = scope.reads_cgroup
+    for row in rows:
+        if cgroups:
+            cgroup, row = row[21], row[:21]
+        (length, _t, _f, _s, _p, family, state, timer, _r, sport, dport, src, dst, ifi,
+         c0, c1, _e, _rq, _wq, uid, ino) = row
         fam = fam_num.get(family)
         if fam == 4:
             src, dst = v4 + src[:4], v4 + dst[:4]
@@ -46,19 +52,29 @@ def decode_rows(rows, proto, ns, flt, exclude):
                     mini=(timer == 3 or state == st.TIME_WAIT
                           or (state == st.SYN_RECV and length <= 96)),
                     ifindex=ifi)
-        if not matches(sock) or (ino and ino in exclude):
+        if cgroups:
+            sock.cgroup = cgroup
+        if not matches(sock) or not admits(sock):
             continue
         out.append(sock)
     return out
 
 
+class _Handle:
+    """One namespace's diag socket, what it has to dump, and what it dumped."""
+
+    def __init__(self, dsock, targets):
+        self.dsock, self.targets = dsock, targets
+        self.seen: set[int] = set()
+
+
 class DiagEngine:
     name = "diag"
 
-    def __init__(self, *, flt, kill: bool, exclude_inodes=frozenset(), log=lambda msg: None):
+    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None):
         self.flt = flt
+        self.scope = scope
         self.kill = kill
-        self.exclude_inodes = frozenset(exclude_inodes)
         self.log = log
         self.bytecode = b""
         self.states = 0
@@ -66,7 +82,7 @@ class DiagEngine:
         self.warnings: list[str] = []
 
     def open(self) -> None:
-        self.bytecode = compile_bytecode(self.flt)
+        self.bytecode = compile_bytecode(self.flt, self.scope)
         self.states = state_mask(self.flt.states)
         self.targets = [(AF[fam], proto) for proto in ("tcp", "udp") if proto in self.flt.protos
                         for fam in (4, 6) if fam in self.flt.families]
@@ -109,50 +125,49 @@ class DiagEngine:
         if err in (errno.EPERM, errno.EACCES):
             raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
 
-    def _open_here(self):
-        """In the worker, inside the namespace: a diag socket, and which protocols have sockets."""
+    # -- per namespace ---------------------------------------------------------
+    def enter(self):
+        """Inside the namespace: a diag socket, for the protocols that have
+        sockets (None: none). Its namespace is fixed at creation."""
         busy = netns.busy_protocols()
         targets = [(fam, proto) for fam, proto in self.targets if proto in busy]
         if not targets:
-            return None, []
-        return n.DiagSocket(), targets
+            return None
+        return _Handle(n.DiagSocket(), targets)
 
-    def scan(self, ns, worker, ready=None):
-        """Yield lists of the matching sockets of ns; in kill mode they are
-        already destroyed. Safe to run for several namespaces at once.
-        `ready` (an Event), if given, is waited for before the first dump."""
-        dsock, targets = worker.call(ns, self._open_here)
-        if dsock is None:
-            return
-        try:
-            if ready is not None:
-                ready.wait()
-            found, seen = [], set()
-            for family, proto in targets:
-                try:
-                    rows = dsock.dump(family, PROTO_NUMS[proto], self.states, self.bytecode)
-                    socks = decode_rows(rows, proto, ns, self.flt,
-                                        self.exclude_inodes)
-                except n.NetlinkError as exc:
-                    raise OSError(exc.code, f"{proto} dump failed: {exc.args[1]}") from None
-                if self.kill:
-                    for sock in socks:         # a dump may repeat a socket if a hash chain moved
-                        if sock.cookie not in seen:
-                            seen.add(sock.cookie)
-                            found.append(sock)
-                elif socks:
-                    yield socks
-            if self.kill and found:
-                destroy_with(dsock, found, self.log)
-                unsupported = sum(1 for s in found if s.error == errno.EOPNOTSUPP)
-                if unsupported == len(found):
-                    self.log("diag: the kernel refused every destroy with EOPNOTSUPP: "
-                             "it lacks CONFIG_INET_DIAG_DESTROY")
-                yield found
-        finally:
-            dsock.close()
+    def read(self, handle: _Handle, ns):
+        """One batch per dump (family x protocol): the matching sockets, each once."""
+        for family, proto in handle.targets:
+            try:
+                rows = handle.dsock.dump(family, PROTO_NUMS[proto], self.states, self.bytecode,
+                                         cgroup=self.scope.reads_cgroup)
+                socks = decode_rows(rows, proto, ns, self.flt, self.scope)
+            except n.NetlinkError as exc:
+                raise OSError(exc.code, f"{proto} dump failed: {exc.args[1]}") from None
+            fresh = []
+            for sock in socks:         # a dump may repeat a socket if a hash chain moved
+                if sock.cookie not in handle.seen:
+                    handle.seen.add(sock.cookie)
+                    fresh.append(sock)
+            if fresh:
+                yield fresh
 
-    def owners(self) -> dict:
+    def destroy(self, handle: _Handle, socks: list, stop=None) -> None:
+        """SOCK_DESTROY each unattempted sock by its exact tuple and cookie."""
+        todo = [s for s in socks if s.result == model.MATCHED]
+        destroy_with(handle.dsock, todo, self.log, stop=stop)
+        if todo and all(s.error == errno.EOPNOTSUPP for s in todo):
+            self.log("diag: the kernel refused every destroy with EOPNOTSUPP: "
+                     "it lacks CONFIG_INET_DIAG_DESTROY")
+
+    def pin(self, cookies) -> None:
+        """Restrict the next reads to these cookies (paced kills)."""
+        self.scope = dataclasses.replace(self.scope, cookies=frozenset(cookies))
+
+    def release(self, handle: _Handle) -> None:
+        handle.dsock.close()
+
+    def owners(self):
         return procs.owners_from_proc()
 
     def close(self) -> None:
@@ -166,7 +181,8 @@ def probe() -> tuple[str, str, str]:
     answers = []
     for proto, kill in (("tcp", False), ("udp", False), ("tcp", True)):
         try:
-            DiagEngine(flt=build_filter(proto=[proto], default_states=st.ALL), kill=kill).open()
+            DiagEngine(flt=build_filter(proto=[proto], default_states=st.ALL), scope=Scope(),
+                       kill=kill).open()
             answers.append("")
         except EngineError as exc:
             answers.append(str(exc))
