@@ -27,6 +27,7 @@ import sys
 
 HERE = os.path.abspath(__file__)
 CREATED: set = set()        # ip netns names this session made (conftest.Topology adds them)
+ADOPTED: set = set()        # inodes of other namespaces a test made (a podman container's)
 CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
 GLOBAL_OPTIONS_WITH_VALUE = {"--backend"}
 
@@ -91,8 +92,14 @@ def _netns_values(args) -> list[str]:
     return out
 
 
+def adopt(path: str) -> None:
+    """A namespace this session made by other means than Topology (podman's
+    SandboxKey): a kill may name it."""
+    ADOPTED.add(os.stat(path).st_ino)
+
+
 def _created_inodes() -> set:
-    inodes = set()
+    inodes = set(ADOPTED)
     for name in CREATED:
         try:
             inodes.add(os.stat(f"/run/netns/{name}").st_ino)
