@@ -781,12 +781,16 @@ def bpf_orphans() -> dict:
 
 
 def wait_no_orphans(timeout: float = 5.0) -> dict:
-    """The kernel frees programs asynchronously (RCU): poll until none is orphaned."""
+    """The kernel frees programs asynchronously (RCU): poll until none of the
+    orphans seen first is left. Only those count: on a shared host other runs
+    keep passing through the same unheld moment, each for an instant."""
     deadline = time.monotonic() + timeout
+    left = bpf_orphans()
     while True:
         now = bpf_orphans()
-        if not any(now.values()) or time.monotonic() > deadline:
-            return now
+        left = {k: sorted(set(left[k]) & set(now[k])) for k in left}
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
         time.sleep(0.1)
 
 
