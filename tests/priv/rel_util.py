@@ -391,6 +391,8 @@ class FilterGen:
         socks = [v for v in self.view if v.state == state]
         if socks and rng.random() < 0.7:
             a = rng.choice(socks)
+            home = next(n for n in self.ns_names if ns_inode(n) == a.netns)
+            s.netns = sorted(set(s.netns) | {home})
             s.sport = [(a.sport, a.sport)] if rng.random() < 0.5 else []
             s.dport = [(a.dport, a.dport)] if not s.sport else []
         return s
@@ -400,6 +402,8 @@ class FilterGen:
         rng = self.rng
         i = rng.randrange(len(self.pids))
         s = Spec(netns=rng.sample(self.ns_names, rng.randrange(1, len(self.ns_names) + 1)))
+        # holder i lives in namespace i (build_population: the backend, then the clients)
+        s.netns = sorted(set(s.netns) | {self.ns_names[i]})
         if by_comm:
             s.comms = [self.comms[i]]
         else:
@@ -715,6 +719,27 @@ def peers_of(view: dict, cookies) -> set[int]:
             if other.cookie != c and other.state != 6 and (
                     other.netns == s.netns or not _loopback(s.src)):
                 out.add(other.cookie)
+    return out
+
+
+def pending_on(view: dict, cookies) -> set[int]:
+    """Cookies of the half-open connections to the TCP listeners among `cookies`:
+    their request sockets (syn-recv, in the listener's namespace) and the
+    clients still in syn-sent towards it (anywhere)."""
+    out = set()
+    for c in cookies:
+        lst = view.get(c)
+        if lst is None or lst.proto != "tcp" or lst.state != 10:
+            continue
+        wildcard = lst.src in (0, 0xFFFF00000000)
+        for s in view.values():
+            if s.proto != "tcp" or s.cookie == c:
+                continue
+            if s.state == 3 and s.ino == 0 and s.netns == lst.netns and s.sport == lst.sport \
+                    and (wildcard or s.src == lst.src):
+                out.add(s.cookie)
+            elif s.state == 2 and s.dport == lst.sport and (wildcard or s.dst == lst.src):
+                out.add(s.cookie)
     return out
 
 

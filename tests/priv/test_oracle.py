@@ -34,7 +34,8 @@ import pytest
 from node_util import Cgroups
 from rel_util import (DEFAULT_MATCH_STATES, ALL_STATES, STATE_GROUPS, STATE_NAMES, FilterGen,
                       Spec, build_population, cli, fresh_time_wait, holders_agree_with,
-                      long_mode, ns_inode, oracle, peers_of, run_core, ss_view, RelTopology)
+                      long_mode, ns_inode, oracle, peers_of, pending_on, run_core, ss_view,
+                      RelTopology)
 
 SEED = int(os.environ.get("SOCKTERM_SEED", "1234"))
 SCALE = 10 if long_mode() else 1
@@ -208,7 +209,7 @@ def _kill_rounds(pop, topo, rng, engine, owners):
         baseline = pop.status(list(pop.owned))
         disturbed = {c: e for c, e in baseline.items() if e not in (0, -1)}
         assert not disturbed, f"round {rnd}: sockets hurt before the kill: {disturbed}"
-        gen = FilterGen(rng, before, topo.namespaces, pop.pids, pop.comms)
+        gen = owners.gen(rng, before, topo.namespaces, pop.pids, pop.comms)
         # every kind of kill comes up in every run: random, short-lived states, by process
         kind = rnd % 3
         spec = (gen.spec(kill=True) if kind == 0 else gen.rare() if kind == 1
@@ -230,8 +231,10 @@ def _kill_rounds(pop, topo, rng, engine, owners):
         killed = {c for c, res, _ in socks if res == "killed"}
         not_killed = {c: res for c, res, _ in socks if res != "killed"}
         after = ss_view(topo.namespaces)
-        # sockets that may leave on their own during a round: time-wait leftovers
-        ephemeral = {c for c, s in before.items() if s.ino == 0 and s.state in (5, 6)}
+        # sockets that may leave on their own during a round: time-wait leftovers,
+        # and request sockets (the kernel drops and remakes them as SYNs come and go:
+        # seen on diag runs, ~1 round in 100, with nothing killed)
+        ephemeral = {c for c, s in before.items() if s.ino == 0 and s.state in (3, 5, 6)}
         expired = ephemeral - set(after)
         assert reported - expired <= want, (
             f"round {rnd}: reported sockets not named: " + describe(spec, want, reported, before))
@@ -248,11 +251,21 @@ def _kill_rounds(pop, topo, rng, engine, owners):
         unreported = want - reported - expired
         assert unreported <= peers & vanished, f"round {rnd}: named but missed: " + \
             describe(spec, want, reported, before)
-        # every socket reported killed is gone from the kernel's tables
-        assert killed <= vanished, f"round {rnd}: reported killed but alive: {killed - vanished}"
+        # every socket reported killed is gone from the kernel's tables, except a
+        # bound unconnected UDP socket: udp_abort() disconnects it, but a port
+        # bound on purpose stays bound (SOCK_BINDPORT_LOCK), so ss still lists it
+        # (its application sees ECONNABORTED all the same: checked below)
+        bound_udp = {c for c in killed if before[c].proto == "udp" and before[c].state == 7}
+        assert killed - bound_udp <= vanished, \
+            f"round {rnd}: reported killed but alive ({' '.join(spec.args())}): " + \
+            str([after.get(c) for c in killed - bound_udp - vanished][:4])
         # nothing else died, except the TCP peers reset and time-wait expiring
-        collateral = vanished - killed - peers - ephemeral
-        assert not collateral, f"round {rnd}: died without being named: " + \
+        # a listener's half-open connections die with it (its request sockets, and
+        # their clients at their next SYN: refused), so they may go too
+        pending = pending_on(before, killed)
+        collateral = vanished - killed - peers - ephemeral - pending
+        assert not collateral, f"round {rnd}: died without being named ({' '.join(spec.args())}; " \
+            f"killed {sorted((before[c].state, before[c].sport, before[c].dport) for c in killed)[:6]}): " + \
             str([before[c] for c in collateral][:4])
         # the applications' view
         status = pop.status([c for c in baseline])
@@ -261,11 +274,13 @@ def _kill_rounds(pop, topo, rng, engine, owners):
                 assert err == errno.ECONNRESET, f"round {rnd}: gone {before.get(c)} saw {err}"
             elif c in killed:
                 assert err == errno.ECONNABORTED, f"round {rnd}: killed {before.get(c)} saw {err}"
+            elif c in pending:
+                assert err in (0, errno.ECONNREFUSED), f"round {rnd}: {before.get(c)} saw {err}"
             elif c in peers:
                 assert err == errno.ECONNRESET, f"round {rnd}: peer {before.get(c)} saw {err}"
             else:
                 assert err == baseline[c], f"round {rnd}: spared {before.get(c)} saw {err}"
-        pop.forget(killed | peers | gone)
+        pop.forget(killed | peers | gone | (pending & vanished))
         killed_total += len(killed)
         FIGURES["gone"] = FIGURES.get("gone", 0) + len(gone)
         FIGURES["peers_reset"] += len(peers & set(status))
