@@ -414,7 +414,15 @@ def report_targets(res: dict, cfg: dict) -> list:
     if "kills" in res:
         kills, floor = res["kills"], res["floor"]
         bpf = kills["sockterm kill (bpf)"]
+        diag = kills.get("sockterm kill (diag)")
         ss = kills["ss -K -N loop"]
+        if diag is not None:
+            # the fallback engine (kernels without the kfunc): exact, and not far behind
+            # the loop it replaces (it sends the same SOCK_DESTROY requests)
+            checks.append(("1c. diag kill exact and <= 2 x ss -K loop",
+                           diag.ok and diag.wall <= 2 * ss.wall,
+                           f"diag {diag.wall * 1000:.0f} ms vs 2 x ss {2 * ss.wall * 1000:.0f} ms"
+                           + ("" if diag.ok else f" (diag run failed: {diag.note})")))
         checks += [
             ("1. kill e2e <= 1/3 of ss -K loop", bpf.ok and bpf.wall <= ss.wall / 3,
              f"bpf {bpf.wall * 1000:.0f} ms vs ss/3 {ss.wall / 3 * 1000:.0f} ms"

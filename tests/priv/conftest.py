@@ -11,6 +11,8 @@ import uuid
 
 import pytest
 
+import confine
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOLDER = os.path.join(HERE, "holder.py")
 VIP4 = "10.0.0.5"
@@ -52,7 +54,7 @@ class Holder:
             self.proc.wait(timeout=10)
 
 
-CREATED_NAMESPACES: set = set()     # every namespace this session made (checked at its end)
+CREATED_NAMESPACES = confine.CREATED   # every namespace this session made (checked at its end)
 
 
 class Topology:
@@ -136,13 +138,20 @@ def topo():
         t.cleanup()
 
 
-def sockterm(*args, input=None, env=None):
-    """Run the CLI as an operator would; returns (code, stdout, stderr)."""
+def sockterm(*args, input=None, env=None, prefix=()):
+    """Run the CLI as an operator would; returns (code, stdout, stderr). A kill
+    must name this session's namespaces with --netns, or run confined."""
+    confine.check_kill(args, prefix)
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("SOCKTERM_BACKEND", None)
-    proc = subprocess.run([sys.executable, "-m", "sockterm", *args], capture_output=True,
+    proc = subprocess.run([*prefix, sys.executable, "-m", "sockterm", *args], capture_output=True,
                           text=True, input=input, env=full_env, timeout=600)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def confined(*args, namespaces=(), **kw):
+    """The CLI where it can reach nothing but `namespaces` (tests/confine.py)."""
+    return sockterm(*args, prefix=confine.prefix(namespaces), **kw)
 
 
 def sockterm_json(*args, **kw):

@@ -141,6 +141,13 @@ def op_infos(ids=None):
     return [info(sid) for sid in (ids or list(socks))]
 
 
+def op_shutdown(ids, how="wr"):
+    """Send a FIN, keep the descriptor: the socket's state stays observable."""
+    for sid in ids:
+        socks[sid].shutdown({"wr": socket.SHUT_WR, "rdwr": socket.SHUT_RDWR}[how])
+    return True
+
+
 def op_close(ids, abort=False):
     """Close; abort=True resets the connection (SO_LINGER 0), freeing the
     socket at once instead of leaving it orphaned in FIN-WAIT."""
@@ -156,6 +163,25 @@ def op_pid():
     return os.getpid()
 
 
+def op_setns(path):
+    """Move this (single-threaded) process to another network namespace; its
+    sockets stay where they were made."""
+    import ctypes
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:   # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), "setns " + path)
+    finally:
+        os.close(fd)
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def op_rename(comm):
+    """Set this process's name (/proc/PID/comm), as --comm selects it."""
+    import ctypes
+    ctypes.CDLL(None).prctl(15, comm.encode(), 0, 0, 0)      # PR_SET_NAME
+    with open("/proc/self/comm") as f:
+        return f.read().rstrip("\n")
 def op_owner(uid=None):
     owner[0] = uid
     return True

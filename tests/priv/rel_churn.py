@@ -3,8 +3,8 @@
     python3 rel_churn.py serve ADDR PORT [PORT...]   accept and close, forever
     python3 rel_churn.py churn HOST:PORT [HOST:PORT...] connect and close in a loop
 
-Both stop when stdin closes; `churn` then prints one JSON line: connections
-made per target, and the errno names seen per target.
+Both stop when stdin closes and then print one JSON line: connections made
+(accepted) per target (port), and the errno names seen per target (port).
 """
 
 import errno
@@ -23,23 +23,51 @@ def watch_stdin():
 
 
 def serve(addr, ports):
-    def loop(port):
+    counts = {str(p): 0 for p in ports}
+    errors = {str(p): {} for p in ports}
+
+    def note(port, name):
+        errors[str(port)][name] = errors[str(port)].get(name, 0) + 1
+
+    def listen(port):
         s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr, port))
         s.listen(4096)
         s.settimeout(0.2)
+        return s
+
+    def loop(port, s):
         while not stop.is_set():
             try:
                 c, _ = s.accept()
-                c.close()
-            except (socket.timeout, OSError):
+            except socket.timeout:
+                continue
+            except OSError as exc:      # reported, not swallowed: the test decides
+                note(port, errno.errorcode.get(exc.errno, str(exc.errno)))
+                continue
+            counts[str(port)] += 1
+            # the client closes first (the time-wait is its own, never a stale
+            # server end a reused port runs into); a reset is its linger-0 close
+            c.settimeout(2.0)
+            try:
+                c.recv(1)
+            except socket.timeout:
+                note(port, "timeout")
+            except ConnectionResetError:
                 pass
-    threads = [threading.Thread(target=loop, args=(p,), daemon=True) for p in ports]
+            except OSError as exc:
+                note(port, errno.errorcode.get(exc.errno, str(exc.errno)))
+            c.close()
+    # listening before "ready": a churn started then must never be refused
+    threads = [threading.Thread(target=loop, args=(p, listen(p)), daemon=True) for p in ports]
     for t in threads:
         t.start()
     print("ready", flush=True)
     stop.wait()
+    for t in threads:
+        t.join()
+    print(json.dumps({"counts": counts, "errors": errors}), flush=True)
 
 
 def churn(targets):

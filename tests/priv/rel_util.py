@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import confine
 from conftest import Topology
 
 # Neither conftest's 10.0.0.5 / fd00::5 nor tests/bench's 10.200.0.5: those
@@ -134,15 +135,17 @@ def ns_inode(name: str) -> int:
     return os.stat(f"/run/netns/{name}").st_ino
 
 
-def ss_view(names) -> dict[int, SsSock]:
-    """cookie -> SsSock for every TCP/UDP socket `ss` sees in the ip-netns `names`."""
+def ss_view(names, expr=()) -> dict[int, SsSock]:
+    """cookie -> SsSock for every TCP/UDP socket `ss` sees in the ip-netns `names`
+    (without -p: which process holds what is read from procfs, when asked);
+    `expr`: ss(8) state and filter words that narrow it."""
     found = {}
     for name in names:
         ino = ns_inode(name)
         for fam in (4, 6):
             # nsenter, not ip netns exec: that remounts /sys, and ss finds cgroup paths there
-            text = sh("nsenter", f"--net=/run/netns/{name}", "ss", "-tuanHep", "--cgroup",
-                      f"-{fam}").stdout
+            text = sh("nsenter", f"--net=/run/netns/{name}", "ss", "-tuanHe", "--cgroup",
+                      f"-{fam}", *expr).stdout
             for s in parse_ss(text, fam, ino):
                 found[s.cookie] = s
     return found
@@ -339,10 +342,11 @@ class FilterGen:
     """Random filters biased toward what a population has, so they select something."""
 
     def __init__(self, rng: random.Random, view: dict, ns_names: list, pids: list,
-                 uids=(), cgroups=()):
+                 uids=(), cgroups=(), comms=()):
         self.rng = rng
         self.ns_names = ns_names
         self.pids = pids
+        self.comms = list(comms)        # --comm names worth trying
         self.uids = list(uids)          # --uid values worth trying (none: never)
         self.cgroups = list(cgroups)    # --cgroup paths worth trying
         addrs = set()
@@ -372,11 +376,45 @@ class FilterGen:
         else:
             s.dst = [addr_spec(_int_to_text(a.dst), None, None, rng)]
             s.dport = [(a.dport, a.dport)]
-        if rng.random() < 0.3:
-            s.states = [rng.choice(["all", "time-wait", "listening", "unconnected", "close-wait",
-                                    "established", "fin-wait-2", "connected"])]
+        if rng.random() < 0.4:
+            s.states = [rng.choice(list(STATE_NAMES) + list(STATE_GROUPS))]
         if rng.random() < 0.2:
             s.protos = [a.proto]
+        return s
+
+    def rare(self) -> Spec:
+        """A kill aimed at sockets in one short-lived state (syn-sent, syn-recv,
+        fin-wait-1, closing, last-ack), by that state's name or a group."""
+        rng = self.rng
+        state = rng.choice(sorted(RARE_STATES))
+        name = RARE_STATES[state].lower()
+        groups = [g for g, members in STATE_GROUPS.items() if state in members and g != "all"]
+        s = Spec(netns=rng.sample(self.ns_names, rng.randrange(1, len(self.ns_names) + 1)),
+                 states=[name] if rng.random() < 0.6 else [rng.choice(groups)])
+        socks = [v for v in self.view if v.state == state]
+        if socks and rng.random() < 0.7:
+            a = rng.choice(socks)
+            home = next(n for n in self.ns_names if ns_inode(n) == a.netns)
+            s.netns = sorted(set(s.netns) | {home})
+            s.sport = [(a.sport, a.sport)] if rng.random() < 0.5 else []
+            s.dport = [(a.dport, a.dport)] if not s.sport else []
+        return s
+
+    def held(self, by_comm: bool) -> Spec:
+        """A kill of what one holder process holds: by --comm or by --pid."""
+        rng = self.rng
+        i = rng.randrange(len(self.pids))
+        s = Spec(netns=rng.sample(self.ns_names, rng.randrange(1, len(self.ns_names) + 1)))
+        # holder i lives in namespace i (build_population: the backend, then the clients)
+        s.netns = sorted(set(s.netns) | {self.ns_names[i]})
+        if by_comm:
+            s.comms = [self.comms[i]]
+        else:
+            s.pids = [self.pids[i]]
+        if rng.random() < 0.5:
+            s.dport = [self.port_range()]
+        if rng.random() < 0.3:
+            s.states = [rng.choice(list(STATE_NAMES) + list(STATE_GROUPS))]
         return s
 
     def port_range(self):
@@ -412,7 +450,9 @@ class FilterGen:
         return addr_spec(text, prefix, ports, rng)
 
     def spec(self, *, kill: bool = False) -> Spec:
-        if kill and self.view and self.rng.random() < 0.7:
+        # anchored on a real socket, or free-form (which mostly selects nothing,
+        # and checks that nothing is what sockterm finds)
+        if self.view and self.rng.random() < (0.7 if kill else 0.55):
             return self.anchored()
         rng = self.rng
         s = Spec()
@@ -434,6 +474,8 @@ class FilterGen:
             s.states = rng.sample(names, rng.choice([1, 1, 1, 2]))
         if rng.random() < 0.1 and self.pids:
             s.pids = rng.sample(self.pids, 1)
+        if rng.random() < 0.08 and self.comms:
+            s.comms = rng.sample(self.comms, rng.choice([1, 2]))
         if self.uids and rng.random() < 0.2:
             s.uids = rng.sample(self.uids, rng.choice([1, 1, 2]))
         if self.cgroups and rng.random() < 0.25:
@@ -452,6 +494,7 @@ class Population:
     topo: object
     holders: list = field(default_factory=list)
     pids: list = field(default_factory=list)
+    comms: list = field(default_factory=list)      # each holder's own process name
     # cookie -> (holder, socket id) for every socket a holder owns
     owned: dict = field(default_factory=dict)
 
@@ -480,6 +523,25 @@ class Population:
             self.owned.pop(c, None)
 
 
+def holders_agree_with(pop: Population, view: dict) -> list[str]:
+    """The ss parser checked against the applications: every socket a holder
+    owns is in `view`, with the ends the holder's own socket reports."""
+    problems = []
+    for h in pop.holders:
+        for info in h.call("infos"):
+            s = view.get(info["cookie"])
+            if s is None:
+                problems.append(f"ss does not list {info}")
+                continue
+            fam = s.family
+            local = (_addr(info["local"][0], fam), info["local"][1])
+            if (s.src, s.sport) != local or (info["peer"][0] and
+                                             (s.dst, s.dport) != (_addr(info["peer"][0], fam),
+                                                                  info["peer"][1])):
+                problems.append(f"ss has {s} for {info}")
+    return problems
+
+
 class RelTopology(Topology):
     """conftest.Topology on addresses of its own (the bench and the other
     suites kill host-wide on theirs); namespaces named strel-TAG-ROLE."""
@@ -489,16 +551,100 @@ class RelTopology(Topology):
     CLIENT4, CLIENT6 = "10.214", "fd2c"
 
 
+# -- short-lived TCP states, held still ------------------------------------------------
+# nft in a client namespace drops the FINs sent from FIN_PORT (so a socket that
+# closed first stays in FIN-WAIT-1, CLOSING or LAST-ACK, retransmitting) and the
+# SYN-ACKs that come from SYN_PORT (so the client stays in SYN-SENT and the
+# backend keeps a SYN-RECV request socket). Retries are raised so that neither
+# gives up while a test runs.
+FIN_PORT, SYN_PORT = 7300, 8443
+NFT_RULES = f"""table inet sockterm_test {{
+  chain out {{ type filter hook output priority 0; tcp sport {FIN_PORT} tcp flags & fin == fin drop; }}
+  chain in {{ type filter hook input priority 0;
+             tcp sport {SYN_PORT} tcp flags & (syn | ack) == (syn | ack) drop; }}
+}}
+"""
+RARE_STATES = {2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 9: "LAST-ACK", 11: "CLOSING"}
+
+
+def hold_still(ns: str):
+    sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=NFT_RULES)
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_syn_retries=10")
+
+
+def short_lived(h, rng: random.Random, syn_targets=(), count: int = 1):
+    """Sockets of the holder `h` (in a namespace prepared by hold_still) in each
+    short-lived state: over loopback, v4 and v6, `count` pairs each of
+    FIN-WAIT-1 (its FIN dropped; peer ESTABLISHED), CLOSING (simultaneous close,
+    its FIN dropped; peer FIN-WAIT-2) and LAST-ACK (peer closed first; peer
+    FIN-WAIT-2); and SYN-SENT connections to each (addr, SYN_PORT) of
+    syn_targets, whose listener keeps a SYN-RECV request socket."""
+    for addr in ("127.0.0.1", "::1"):
+        lst = h.call("listen", addr=addr, port=FIN_PORT)["id"]
+        for order in ("fin-wait-1", "closing", "last-ack"):
+            for _ in range(rng.randrange(1, count + 1)):
+                client = h.call("connect", dst=addr, port=FIN_PORT)[0]["id"]
+                server = h.call("accept", id=lst)[0]["id"]
+                first, second = (client, server) if order == "last-ack" else (server, client)
+                h.call("shutdown", ids=[first])
+                if order != "fin-wait-1":
+                    time.sleep(0.02)           # the first FIN is out (or dropped) first
+                    h.call("shutdown", ids=[second])
+    for addr, port in syn_targets:
+        h.call("connect", dst=addr, port=port, count=rng.randrange(1, count + 1), nonblock_ok=True)
+
+
+def wait_for_states(names, states=RARE_STATES, timeout: float = 5.0) -> dict:
+    """Poll ss until every state in `states` shows in the namespaces; the view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = ss_view(names)
+        seen = {s.state for s in view.values()}
+        if set(states) <= seen or time.monotonic() > deadline:
+            missing = [states[s] for s in states if s not in seen]
+            assert not missing, f"ss never showed {missing}"
+            return view
+
+
+def time_wait(h, port: int = 7001, count: int = 2):
+    """`count` new time-wait sockets (they last 60 s) over the holder's loopback."""
+    lst = h.call("listen", addr="127.0.0.1", port=port)["id"]
+    conns = h.call("connect", dst="127.0.0.1", port=port, count=count)
+    accepted = h.call("accept", id=lst, count=count)
+    h.call("close", ids=[c["id"] for c in conns])          # the first to close waits
+    h.call("close", ids=[a["id"] for a in accepted] + [lst])
+
+
+def close_wait(h, port: int = 7002, count: int = 2):
+    """`count` connections whose accepted end closed: the client in CLOSE-WAIT,
+    the accepted end an orphaned FIN-WAIT-2 (a timewait socket)."""
+    lst = h.call("listen", addr="127.0.0.1", port=port)["id"]
+    h.call("connect", dst="127.0.0.1", port=port, count=count)
+    accepted = h.call("accept", id=lst, count=count)
+    h.call("close", ids=[a["id"] for a in accepted])
+
+
+def fresh_time_wait(pop: Population):
+    """New time-wait sockets in the first client namespace."""
+    time_wait(pop.holders[1])
+    pop.refresh_owned()
+
+
 def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1,
                      owners=None) -> Population:
     """Backend + `clients` client namespaces with a random mix of TCP (connected,
-    listening, v4, v6, v4-mapped, loopback, veth, time-wait, close-wait/fin-wait-2)
-    and UDP (connected, unconnected) sockets. owners(i, holder), if given, is
-    called before client i's holder makes a socket (another uid, a cgroup)."""
+    listening, v4, v6, v4-mapped, loopback, veth, time-wait, close-wait/fin-wait-2,
+    and held still by nft: syn-sent, syn-recv, fin-wait-1, closing, last-ack)
+    and UDP (connected, unconnected) sockets: every state ss names is there.
+    owners(i, holder), if given, is called before client i's holder makes a
+    socket (another uid, a cgroup)."""
     pop = Population(topo)
     be = topo.with_backend()
+    sh("ip", "netns", "exec", be, "sysctl", "-qw", "net.ipv4.tcp_synack_retries=10")
     server = topo.holder(be)
     pop.holders.append(server)
+    for addr in (VIP4, VIP6):
+        server.call("listen", addr=addr, port=SYN_PORT)
     lst = {
         (VIP4, 80): server.call("listen", addr=VIP4, port=80)["id"],
         (VIP4, 443): server.call("listen", addr=VIP4, port=443)["id"],
@@ -544,14 +690,24 @@ def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1,
             acc = server.call("accept", id=lst[(VIP4, 443)], count=1)
             h.call("close", ids=[conns[0]["id"]])
             server.call("close", ids=[acc[0]["id"]])     # client end -> TIME-WAIT
+        hold_still(ns)
+        short_lived(h, rng, syn_targets=[(VIP4, SYN_PORT), (VIP6, SYN_PORT)], count=scale)
+    wait_for_states(topo.namespaces)
     time.sleep(0.2)
     pop.pids = [h.pid for h in pop.holders]
+    pop.comms = [h.call("rename", comm=f"st{topo.tag}h{i}") for i, h in enumerate(pop.holders)]
     pop.refresh_owned()
     return pop
 
 
+# tcp_abort() resets the peer only from these states (tcp_need_reset), and only
+# from a full socket: a timewait or request socket just goes
+RESETS_PEER = {1, 4, 5, 8}
+
+
 def peers_of(view: dict, cookies) -> set[int]:
-    """Cookies of the other ends (in `view`) of the TCP connections among `cookies`."""
+    """Cookies of the other ends (in `view`) of the TCP connections among `cookies`
+    that killing them resets."""
     by_ends = {}
     for s in view.values():
         if s.proto == "tcp" and s.dport:
@@ -559,8 +715,9 @@ def peers_of(view: dict, cookies) -> set[int]:
     out = set()
     for c in cookies:
         s = view[c]
-        if s.proto != "tcp" or not s.dport or (s.ino == 0 and s.state in (5, 6)):
-            continue       # a timewait sock dies without a reset
+        if s.proto != "tcp" or not s.dport or s.state not in RESETS_PEER or \
+                (s.ino == 0 and s.state == 5):
+            continue
         for other in by_ends.get((s.dst, s.dport, s.src, s.sport), []):
             if other.cookie != c and other.state != 6 and (
                     other.netns == s.netns or not _loopback(s.src)):
@@ -642,12 +799,16 @@ def bpf_orphans() -> dict:
 
 def wait_no_orphans(timeout: float = 20.0) -> dict:
     """The kernel frees programs asynchronously (RCU, and RCU tasks trace for
-    iterators: seconds on a loaded machine): poll until none is orphaned."""
+    iterators: seconds on a loaded machine): poll until none of the orphans
+    seen first is left. Only those count: on a shared host other runs keep
+    passing through the same unheld moment, each for an instant."""
     deadline = time.monotonic() + timeout
+    left = bpf_orphans()
     while True:
         now = bpf_orphans()
-        if not any(now.values()) or time.monotonic() > deadline:
-            return now
+        left = {k: sorted(set(left[k]) & set(now[k])) for k in left}
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
         time.sleep(0.1)
 
 
@@ -656,7 +817,9 @@ ERRNO_NAMES = {errno.ECONNABORTED: "ECONNABORTED", errno.ECONNRESET: "ECONNRESET
 
 def cli(*args, input=None, env=None, timeout=600, prefix=()):
     """The CLI in a subprocess, as conftest.sockterm, optionally behind a prefix
-    (setpriv, unshare, ...): returns (code, stdout, stderr)."""
+    (setpriv, unshare, ...): returns (code, stdout, stderr). A kill must name
+    this session's namespaces with --netns, or run confined (confine.prefix)."""
+    confine.check_kill(args, prefix)
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("SOCKTERM_BACKEND", None)
     proc = subprocess.run([*prefix, sys.executable, "-m", "sockterm", *args], capture_output=True,
@@ -673,3 +836,52 @@ def loopback_pairs(topo, role: str, port: int, count: int = 2):
     conns = h.call("connect", dst="127.0.0.1", port=port, count=count)
     h.call("accept", id=lst["id"], count=count)
     return ns, h, [c["id"] for c in conns], lst["id"]
+
+
+def run_core(command: str, flt, engine: str, processes: bool = False, target=None):
+    """sockterm's pipeline in-process (no interpreter start): (sockets, report).
+    The one place the privileged tier calls the core's API; a kill must be
+    limited to this session's namespaces (flt.netns), as confine.check_kill asks
+    of a command line. target: what kill destroys (a core.Plan), else flt."""
+    from sockterm import core
+    if command == "kill":
+        assert flt.netns and set(flt.netns) <= confine.CREATED, \
+            f"refusing an in-process kill outside this session's namespaces: {flt.netns}"
+    report = core.Report()
+    options = core.Options(backend=engine, processes=processes)
+    if command == "kill":
+        socks = list(core.kill(flt if target is None else target, report, options))
+    else:
+        socks = list(core.scan(flt, report, options))
+    return socks, report
+
+
+class inside:
+    """`with inside(ns):` this thread's new sockets are made in network namespace
+    `ns` (setns), and it returns to its own namespace after; the sockets stay there."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        import ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self._enter(f"/run/netns/{self.name}")
+        return self
+
+    def _enter(self, path: str):
+        fd = os.open(path, os.O_RDONLY) if isinstance(path, str) else path
+        try:
+            if self._libc.setns(fd, 0x40000000) != 0:        # CLONE_NEWNET
+                import ctypes
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+        finally:
+            if isinstance(path, str):
+                os.close(fd)
+
+    def __exit__(self, *exc):
+        try:
+            self._enter(self._home)
+        finally:
+            os.close(self._home)

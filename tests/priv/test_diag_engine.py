@@ -272,11 +272,12 @@ def test_reuseport_udp_group_all_destroyed(net):
     connected.connect(("127.0.0.1", 5353))
 
     killed = run(net, True, sport=["5353"], state=["unconnected"])
-    assert {s.cookie for s in killed} == {cookie_of(s) for s in servers}
+    # each member reported exactly once, killed (SO_ERROR holds one pending error,
+    # however often a socket was aborted: only the report can say "once")
+    assert sorted(s.cookie for s in killed) == sorted(cookie_of(s) for s in servers)
     assert [s.result for s in killed] == [model.KILLED] * 3
     for s in servers:
-        assert so_error(s) == errno.ECONNABORTED            # each member exactly once
-        assert so_error(s) == 0
+        assert so_error(s) == errno.ECONNABORTED
     assert so_error(bystander) == 0 and so_error(connected) == 0
 
 

@@ -24,7 +24,8 @@ import time
 
 import pytest
 
-from rel_util import RelTopology, cli, long_mode, loopback_pairs, sh
+import confine
+from rel_util import RelTopology, cli, long_mode, loopback_pairs, sh, ss_view
 
 SCALE = 4 if long_mode() else 1
 FIGURES = {"faults": 0}
@@ -39,10 +40,18 @@ def one_line(err: str) -> str:
 
 @pytest.fixture
 def victim():
-    """One namespace with a TCP connection that any kill below would name."""
+    """One namespace with TCP connections that any kill below would name, and
+    more (a listener, UDP) it would not; `unharmed()` says nothing in it died."""
     with RelTopology() as topo:
         ns, h, conns, _ = loopback_pairs(topo, "fault", 7400)
-        yield ns, h, conns
+        h.call("listen", proto="udp", addr="127.0.0.1", port=7401)
+        h.call("connect", proto="udp", dst="127.0.0.1", port=7401)
+        before = ss_view([ns])
+        assert len(before) == 7
+
+        def unharmed():
+            return ss_view([ns]) == before and set(h.status().values()) <= {0}
+        yield ns, h, conns, unharmed
 
 
 def in_private_mounts(bind_src: str, bind_dst: str) -> list[str]:
@@ -60,7 +69,7 @@ def object_path() -> str:
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "elf-header-only"])
 @pytest.mark.parametrize("command", ["list", "kill"])
 def test_broken_bpf_object(victim, damage, command, tmp_path):
-    ns, h, conns = victim
+    ns, h, conns, unharmed = victim
     original = open(object_path(), "rb").read()
     bad = {"truncated": original[: len(original) // 3],
            "garbage": os.urandom(len(original)),
@@ -76,7 +85,7 @@ def test_broken_bpf_object(victim, damage, command, tmp_path):
     assert code == 3, (code, err)
     assert "BPF object" in line or "bpf" in line.lower(), line
     assert out == ""
-    assert set(h.status(conns).values()) == {0}, "a socket died although the run failed"
+    assert unharmed(), "a socket died although the run failed"
     # the host's object is untouched
     assert open(object_path(), "rb").read() == original
 
@@ -96,7 +105,7 @@ def btf_without_kfunc():
 
 
 def test_kfunc_missing_bpf_kill_refuses(victim, btf_without_kfunc):
-    ns, h, conns = victim
+    ns, h, conns, unharmed = victim
     prefix = in_private_mounts(btf_without_kfunc, "/sys/kernel/btf/vmlinux")
     code, out, err = cli("--backend", "bpf", "kill", "--yes", "--netns", ns, "--dport", "7400",
                          prefix=prefix)
@@ -104,7 +113,7 @@ def test_kfunc_missing_bpf_kill_refuses(victim, btf_without_kfunc):
     line = one_line(err)
     assert code == 3, (code, err)
     assert "bpf_sock_destroy" in line, line
-    assert set(h.status(conns).values()) == {0}
+    assert unharmed()
     # listing needs no kfunc: the bpf engine still lists
     code, out, err = cli("--backend", "bpf", "list", "--netns", ns, "-o", "json", prefix=prefix)
     assert code == 0, err
@@ -112,7 +121,7 @@ def test_kfunc_missing_bpf_kill_refuses(victim, btf_without_kfunc):
 
 
 def test_kfunc_missing_auto_falls_back_to_diag(victim, btf_without_kfunc):
-    ns, h, conns = victim
+    ns, h, conns, unharmed = victim
     prefix = in_private_mounts(btf_without_kfunc, "/sys/kernel/btf/vmlinux")
     code, out, err = cli("--backend", "auto", "kill", "--yes", "--netns", ns, "--dport", "7400",
                          "-o", "json", prefix=prefix)
@@ -184,27 +193,47 @@ def test_namespaces_deleted_while_walking():
         topo.namespaces = [n for n in topo.namespaces if not n.startswith(f"strel-{topo.tag}-doom")]
 
 
+OWNED = 3000
+# diag's kill, slowed (2 ms a netlink read, strace's fault injection) so that the
+# owner surely dies while it runs: after its first destroys, long before its last
+SLOW_DIAG = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=recvfrom",
+             "-e", "inject=recvfrom:delay_exit=2000", "--"]
+
+
 @pytest.mark.parametrize("engine", ["bpf", "diag"])
 def test_owner_exits_mid_kill(engine):
-    """The process holding the named sockets is SIGKILLed while the kill runs:
-    no crash, no 'failed' result, an exact count, exit 0 or 1."""
+    """The process holding the named sockets is SIGKILLed while the kill runs
+    (for diag: provably mid-kill, once ss shows the first destroyed): no crash,
+    no 'failed' result, each socket reported once, an exact count, every named
+    socket gone afterwards, and nothing else in the namespace touched."""
     with RelTopology() as topo:
         ns = topo.ns("owner")
         server = topo.holder(ns)
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.core.somaxconn=8192")
-        server.call("listen", addr="127.0.0.1", port=7600, backlog=8192)
+        lst = server.call("listen", addr="127.0.0.1", port=7600, backlog=8192)
+        bystander = server.call("listen", proto="udp", addr="127.0.0.1", port=7602)
         owner = topo.holder(ns)
-        owner.call("connect", dst="127.0.0.1", port=7600, count=3000)
+        owned = {c["cookie"] for c in owner.call("connect", dst="127.0.0.1", port=7600, count=OWNED)}
+        outside = {c for c, s in ss_view([ns]).items() if s.dport != 7600}
+        assert len(outside) == OWNED + 2          # the server's ends, its listener, the bystander
+        died_mid_kill = threading.Event()
 
         def die():
-            time.sleep(0.15)
+            if engine == "diag":
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and \
+                        len(owned & set(ss_view([ns], ["dport", "=", ":7600"]))) == OWNED:
+                    time.sleep(0.01)
+                died_mid_kill.set()
+            else:
+                time.sleep(0.15)
             owner.proc.kill()
             FIGURES["faults"] += 1
 
         t = threading.Thread(target=die)
         t.start()
         code, out, err = cli("--backend", engine, "kill", "--yes", "--netns", ns, "--dport", "7600",
-                             "-o", "json")
+                             "-o", "json", prefix=SLOW_DIAG if engine == "diag" else ())
         t.join()
         owner.proc.wait()
         assert "Traceback" not in err and "internal error" not in err, err
@@ -215,12 +244,49 @@ def test_owner_exits_mid_kill(engine):
         assert doc["summary"]["failed"] == 0
         assert code == (0 if "killed" in results else 1), err
         cookies = [s["cookie"] for s in doc["sockets"]]
-        assert len(cookies) == len(set(cookies))
+        assert len(cookies) == len(set(cookies)) and set(cookies) <= owned
+        if engine == "diag":
+            assert died_mid_kill.is_set()
+            assert results.count("killed") > 0, "the owner died before the kill began"
+        time.sleep(0.2)
+        after = ss_view([ns])
+        assert not owned & {c for c, s in after.items() if s.state not in (5, 6)}, \
+            "a named socket is still there"
+        # the server's ends die of their peers' resets or closes, nothing else
+        spared = {c for c, s in after.items() if s.dport != 7600}
+        assert {lst["cookie"], bystander["cookie"]} <= spared <= outside
 
 
 def test_vanished_pid_is_refused_cleanly():
-    code, out, err = cli("kill", "--yes", "--pid", "4194000", "-o", "json")
+    code, out, err = cli("kill", "--yes", "--pid", "4194000", "-o", "json", prefix=confine.prefix())
     assert code in (1, 2), err
     assert "Traceback" not in err
     if code == 1:
         assert json.loads(out)["sockets"] == []
+
+
+@pytest.mark.xfail(strict=True, reason="found here: a netlink error in the middle of a diag kill "
+                   "drops the namespace's report, so sockets it destroyed are reported as "
+                   "neither matched nor killed (exit 3, 'killed 0 of 0')")
+def test_netlink_error_mid_kill_reports_what_died():
+    """diag's kill, one netlink read failing (EIO, strace's fault injection) after
+    about half the destroys: one line naming the namespace, exit 3, and a report
+    that names every socket that died as killed and no live one."""
+    with RelTopology() as topo:
+        ns = topo.ns("eio")
+        h = topo.holder(ns)
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.core.somaxconn=1024")
+        h.call("listen", addr="127.0.0.1", port=7610, backlog=1024)
+        named = {c["cookie"] for c in h.call("connect", dst="127.0.0.1", port=7610, count=300)}
+        before = ss_view([ns])
+        fail = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=recvfrom",
+                "-e", "inject=recvfrom:error=EIO:when=150", "--"]
+        code, out, err = cli("--backend", "diag", "kill", "--yes", "--netns", ns, "--dport", "7610",
+                             "--no-processes", "-o", "json", prefix=fail)
+        assert "Traceback" not in err and code == 3, err
+        assert any(ns in line for line in err.splitlines()), err
+        died = named - set(ss_view([ns]))
+        assert 0 < len(died) < len(named)           # the fault struck mid-kill
+        reported = {s["cookie"] for s in json.loads(out)["sockets"] if s["result"] == "killed"}
+        assert reported == died
+        assert not set(before) - set(ss_view([ns])) - named      # and nothing else died

@@ -22,7 +22,9 @@ import threading
 
 import pytest
 
-from rel_util import RelTopology, cli, held_by_me, long_mode, loopback_pairs, sh, wait_no_orphans
+import confine
+from rel_util import (RelTopology, cli, held_by_me, long_mode, loopback_pairs, run_core, sh,
+                      wait_no_orphans)
 
 RUNS = 10_000 if long_mode() else 1_000
 BPF_SHARE = 4          # one run in BPF_SHARE on the bpf engine (a load costs ~50 ms)
@@ -104,6 +106,7 @@ def test_bpf_kill_exits_cleanly_console_script(small):
     if not exe:
         pytest.skip("sockterm is not on PATH")
     for _ in range(3):
+        confine.check_kill(["kill", "--netns", ns])
         proc = sh(exe, "--backend", "bpf", "kill", "--yes", "--dport", "1", "--netns", ns,
                   "-o", "json", check=False)
         assert proc.returncode == 1, (proc.returncode, proc.stderr)
@@ -115,7 +118,7 @@ def fd_count() -> int:
 
 
 def test_no_descriptor_growth_over_1000_inprocess_runs(small):
-    from sockterm import core, filter as F, states
+    from sockterm import filter as F, states
     ns, h = small
     flts = {
         "list": F.build_filter(netns=[ns], default_states=states.ALL),
@@ -126,10 +129,7 @@ def test_no_descriptor_growth_over_1000_inprocess_runs(small):
     def run(i):
         engine = "bpf" if i % BPF_SHARE == 0 else "diag"
         command = ("list", "match", "kill")[i % 3]
-        report = core.Report()
-        run = core.kill if command == "kill" else core.scan
-        socks = list(run(flts[command], report, core.Options(backend=engine,
-                                                             processes=i % 2 == 0)))
+        socks, _ = run_core(command, flts[command], engine, processes=i % 2 == 0)
         if command == "match":
             assert len(socks) == 2
         elif command == "kill":

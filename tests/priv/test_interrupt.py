@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+import confine
 from conftest import ENGINES, sh
 from rel_util import loopback_pairs
 
@@ -65,6 +66,7 @@ def audit_sink():
 
 
 def start(args, sink) -> subprocess.Popen:
+    confine.check_kill(args)
     env = dict(os.environ, SOCKTERM_SYSLOG_SOCKET=sink.path)
     env.pop("SOCKTERM_BACKEND", None)
     return subprocess.Popen([sys.executable, "-m", "sockterm", *args], stdout=subprocess.PIPE,

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+import confine
 from conftest import sockterm, sockterm_json
+from rel_util import inside
 from test_operator_terminal import setup, statuses
 
 
@@ -55,27 +57,31 @@ def test_dry_run_is_match(topo):
     assert sockterm("match", *nothing)[0] == sockterm("kill", "--dry-run", *nothing)[0] == 1
 
 
-def test_never_kills_its_own_sockets():
+def test_never_kills_its_own_sockets(topo):
     """A socket sockterm itself holds (here: inherited) is never destroyed, even
-    when the filter names it; the same connection held only by us is."""
-    lst = socket.create_server(("127.0.0.1", 0))
-    port = lst.getsockname()[1]
-    mine, inherited = socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port))
+    when the filter names it; the same connection held only by us is. The
+    sockets live in a test namespace: the kill names it and nothing else."""
+    ns = topo.ns("own")
+    with inside(ns):
+        lst = socket.create_server(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        mine, inherited = (socket.create_connection(("127.0.0.1", port)),
+                           socket.create_connection(("127.0.0.1", port)))
     peers = [lst.accept()[0] for _ in range(2)]
-    here = str(os.stat("/proc/self/ns/net").st_ino)
+    scope = ["--netns", ns, "--dst", f"127.0.0.1:{port}", "-o", "json"]
     try:
         env = dict(os.environ)
         env.pop("SOCKTERM_BACKEND", None)
         for engine in ("bpf", "diag"):
             proc = subprocess.run([sys.executable, "-m", "sockterm", "--backend", engine, "match",
-                                   "--netns", here, "--dst", f"127.0.0.1:{port}", "-o", "json"],
-                                  capture_output=True, text=True, env=env, pass_fds=[inherited.fileno()],
-                                  timeout=120)
+                                   *scope], capture_output=True, text=True, env=env,
+                                  pass_fds=[inherited.fileno()], timeout=120)
             sports = {s["sport"] for s in json.loads(proc.stdout)["sockets"]}
             assert sports == {mine.getsockname()[1]}, (engine, proc.stderr)
-        proc = subprocess.run([sys.executable, "-m", "sockterm", "kill", "--yes", "--netns", here,
-                               "--dst", f"127.0.0.1:{port}", "-o", "json"], capture_output=True,
-                              text=True, env=env, pass_fds=[inherited.fileno()], timeout=120)
+        confine.check_kill(["kill", *scope])
+        proc = subprocess.run([sys.executable, "-m", "sockterm", "kill", "--yes", *scope],
+                              capture_output=True, text=True, env=env,
+                              pass_fds=[inherited.fileno()], timeout=120)
         doc = json.loads(proc.stdout)
         assert proc.returncode == 0, proc.stderr
         assert [s["sport"] for s in doc["sockets"]] == [mine.getsockname()[1]]

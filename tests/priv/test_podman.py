@@ -22,6 +22,7 @@ import uuid
 
 import pytest
 
+import confine
 from conftest import sh, sockterm
 
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
@@ -110,6 +111,7 @@ def containers(rootfs):
         made.append(name)
         assert proc.returncode == 0, f"podman run failed: {proc.stderr.strip()}"
         [info] = json.loads(sh(*PODMAN, "inspect", name).stdout)
+        confine.adopt(info["NetworkSettings"]["SandboxKey"])
         return {"name": name, "id": info["Id"], "pid": info["State"]["Pid"],
                 "ip": info["NetworkSettings"]["IPAddress"],
                 "netns": info["NetworkSettings"]["SandboxKey"]}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import termios
 
+import confine
 from conftest import ENGINES, sh
 from rel_util import loopback_pairs
 
@@ -27,6 +28,7 @@ PER_NS = 20
 def kill_at_prompt(args, before_answer, answer="y", timeout=120):
     """sockterm kill on a pseudo-terminal (stdin, stderr), JSON on a pipe;
     before_answer() runs while the question is shown."""
+    confine.check_kill(args)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     env = dict(os.environ, TERM="xterm")

@@ -162,6 +162,7 @@ def test_time_wait_only_when_asked(topo, engine, state):
 def test_kill_pinned_to_confirmed_cookies(topo, engine):
     """What a prompt or --max counted is all a kill may touch: a matching socket
     that appears afterwards is not part of what the operator agreed to."""
+    from rel_util import run_core
     from sockterm import core, states
     from sockterm.filter import build_filter
     server, client, lst, vip = pair(topo)
@@ -172,8 +173,7 @@ def test_kill_pinned_to_confirmed_cookies(topo, engine):
     plan = core.plan(flt, core.Report(), options)
     assert {s.cookie for s in plan.sockets} == {c["cookie"] for c in conns}
     plan.sockets = [s for s in plan.sockets if s.cookie == conns[1]["cookie"]]
-    report = core.Report()
-    killed = list(core.kill(plan, report, options))
+    killed, _ = run_core("kill", flt, engine, processes=True, target=plan)
     assert [s.cookie for s in killed] == [conns[1]["cookie"]]
     assert client.status([c["id"] for c in conns]) == {conns[0]["id"]: 0, conns[1]["id"]: ABORTED,
                                                         conns[2]["id"]: 0}

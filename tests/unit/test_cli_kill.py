@@ -1,4 +1,6 @@
-"""kill's refusals happen before anything touches the kernel: one line, exit 2."""
+"""kill's refusals happen before anything touches the kernel: one line, exit 2.
+As root they run confined (tests/confine.py): should a refusal regress, the
+kill it lets through still reaches no socket of the machine."""
 
 import os
 import subprocess
@@ -6,12 +8,15 @@ import sys
 
 import pytest
 
+import confine
+
 
 def sockterm(*args):
     env = dict(os.environ)
     env.pop("SOCKTERM_BACKEND", None)
-    proc = subprocess.run([sys.executable, "-m", "sockterm", *args], capture_output=True, text=True,
-                          env=env, stdin=subprocess.DEVNULL, timeout=60)
+    proc = subprocess.run(confine.wrap([sys.executable, "-m", "sockterm", *args]),
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                          timeout=60)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -584,6 +584,40 @@ def test_connected_sockets_are_not_retried():
     assert sock.result == model.GONE and len(kernel.requests) == 1
 
 
+# -- exact layouts (what mutation testing asked for) -----------------------------------
+
+def _bc_op(code, yes, no):
+    return struct.pack("=BBH", code, yes, no)
+
+
+def _bc_cond(family, plen, addr):
+    return struct.pack("=BBhi", family, plen, 0, -1) + addr
+
+
+@pytest.mark.parametrize("text,family,plen,addr", [
+    ("::ffff:0:0/96", socket.AF_INET, 0, bytes(4)),           # the whole v4-mapped range
+    ("::ffff:10.0.0.0/104", socket.AF_INET, 8, bytes([10, 0, 0, 0])),
+    ("10.0.0.0/8", socket.AF_INET, 8, bytes([10, 0, 0, 0])),
+])
+def test_v4_mapped_prefixes_are_one_inet_condition(text, family, plen, addr):
+    bc = bytecode.compile_bytecode(build_filter(dst=[text]))
+    size = 4 + 8 + len(addr)
+    assert bc == _bc_op(nld.INET_DIAG_BC_D_COND, size, size + 4) + _bc_cond(family, plen, addr)
+
+
+def test_v6_prefix_over_the_mapped_range_is_v6_or_any_ipv4():
+    bc = bytecode.compile_bytecode(build_filter(src=["::/8"]))
+    v6 = _bc_cond(socket.AF_INET6, 8, bytes(16))
+    any4 = _bc_cond(socket.AF_INET, 0, bytes(4))
+    # v6 condition; on success jump to the end; else the IPv4 condition, else reject
+    assert bc == (_bc_op(nld.INET_DIAG_BC_S_COND, 28, 32) + v6 + _bc_op(nld.INET_DIAG_BC_JMP, 4, 20)
+                  + _bc_op(nld.INET_DIAG_BC_S_COND, 16, 20) + any4)
+
+
+def test_port_conditions_carry_the_port_in_a_second_op_like_ss():
+    bc = bytecode.compile_bytecode(build_filter(sport=["1000-2000"]))
+    assert bc == (_bc_op(nld.INET_DIAG_BC_S_GE, 8, 20) + struct.pack("=BBH", 0, 0, 1000)
+                  + _bc_op(nld.INET_DIAG_BC_S_LE, 8, 12) + struct.pack("=BBH", 0, 0, 2000))
 # -- --cgroup: INET_DIAG_BC_CGROUP_COND ---------------------------------------------
 
 def test_cgroup_ids_become_an_or_of_cgroup_conditions():

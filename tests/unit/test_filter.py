@@ -141,3 +141,74 @@ def test_describe_round_trips_through_the_cli_words():
     flt = build_filter(dst=["10.0.0.5:80"], dport=["1-2"], proto=["udp"], state=["listening"])
     text = flt.describe()
     assert "--dst 10.0.0.5:80" in text and "--dport 1-2" in text and "--proto udp" in text
+
+
+# -- what mutation testing asked for (scripts/mutate): exact messages and edges --------
+
+@pytest.mark.parametrize("kw,message", [
+    ({"dport": ["http"]}, "invalid port 'http': expected a number 0-65535"),
+    ({"dport": ["70000"]}, "invalid port '70000': expected a number 0-65535"),
+    ({"dport": ["1-2-3"]}, "invalid port '2-3': expected a number 0-65535"),
+    ({"dport": ["90-80"]}, "invalid port range '90-80': 90 is above 80"),
+    ({"dst": [" "]}, "empty address: expected ADDR[/PREFIX][:PORT]"),
+    ({"dst": ["[fd00::5"]}, "invalid address '[fd00::5': missing ']'"),
+    ({"dst": ["[fd00::5]]:80"]}, "invalid address '[fd00::5]]:80': expected ':PORT' after ']'"),
+    ({"dst": ["[fd00::]/64:"]}, "invalid address '[fd00::]/64:': empty port"),
+    ({"dst": ["fe80::1%eth0"]}, "invalid address 'fe80::1%eth0': zone indexes are not supported"),
+    ({"dst": [":80"]}, "invalid address ':80': the address is missing"),
+    ({"src": ["300.1.2.3"]},
+     "invalid address '300.1.2.3': expected ADDR[/PREFIX][:PORT], IPv6 as [ADDR]:PORT"),
+    ({"dst": ["10.0.0.5:"]}, "invalid port '': expected a number 0-65535"),
+    ({"dst": [f"10.0.0.{i}" for i in range(17)]}, "at most 16 --dst and 16 --src targets per run"),
+    ({"src": [f"10.0.0.{i}" for i in range(17)]}, "at most 16 --dst and 16 --src targets per run"),
+    ({"dport": [str(i) for i in range(17)]}, "at most 16 --dport and 16 --sport ranges per run"),
+    ({"sport": [str(i) for i in range(17)]}, "at most 16 --dport and 16 --sport ranges per run"),
+    ({"proto": ["tcp,sctp"]}, "unknown protocol 'sctp': expected tcp or udp"),
+    ({"state": ["bogus"]}, "unknown state 'bogus'; expected one of: " + ", ".join(states.state_names())),
+    ({"dport": ["80,,443"]}, "empty item in '80,,443'"),
+    ({"netns": ["  "]}, "--netns needs a value"),
+    ({"pid": ["0"]}, "invalid pid '0': expected a positive number"),
+    ({"pid": ["4194305"]}, "invalid pid '4194305': above the kernel's pid limit"),
+    ({"comm": ["a/b"]}, "invalid command name 'a/b': expected the process name as in "
+                        "/proc/PID/comm (1-15 characters)"),
+])
+def test_refusals_say_exactly_what_is_wrong(kw, message):
+    with pytest.raises(FilterError) as exc:
+        build_filter(**kw)
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("kw", [{"pid": ["4194304"]}, {"comm": ["x" * 15]}, {"dport": ["80-80"]},
+                                {"sport": [str(i) for i in range(16)]},
+                                {"dst": [f"10.0.0.{i}" for i in range(16)]}])
+def test_limits_are_inclusive(kw):
+    assert build_filter(**kw).targeted
+
+
+@pytest.mark.parametrize("comm", ["a\0b", "/", "x" * 16, " "])
+def test_bad_command_names(comm):
+    with pytest.raises(FilterError):
+        build_filter(comm=[comm])
+
+
+def test_port_range_text():
+    assert [str(r) for r in build_filter(dport=["80", "1-2", "0-65535"]).dport] == ["80", "1-2", "0-65535"]
+
+
+def test_ipv4_flag():
+    flt = build_filter(ipv4=True)
+    assert flt.families == {4}
+    assert flt.matches(sock()) and not flt.matches(sock(dst="fd00::5", src="fd00::1"))
+
+
+def test_describe_says_every_option_in_command_line_words():
+    flt = build_filter(dst=["10.0.0.5:80"], src=["[::1]:1-2"], dport=["443,8000-8080"], sport=["22"],
+                       proto=["tcp"], ipv6=True, netns=["web-1"], pid=["42"], comm=["nginx"],
+                       state=["established", "listening"])
+    assert flt.describe() == ("--dst 10.0.0.5:80 --src [::1]:1-2 --dport 443 --dport 8000-8080 "
+                              "--sport 22 --proto tcp -6 --netns web-1 --pid 42 --comm nginx "
+                              "--state established,listening")
+    assert build_filter().describe() == (
+        "--state close-wait,closing,established,fin-wait-1,fin-wait-2,last-ack,syn-recv,syn-sent")
+    assert build_filter(proto=["udp", "tcp"], ipv4=True, ipv6=True,
+                        state=["all"]).describe().startswith("--state ")

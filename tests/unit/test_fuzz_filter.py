@@ -7,7 +7,8 @@ no spelling turns a kill's filter into one that names nothing and so
 matches everything. Addresses it accepts mean what they say: checked
 against an independent computation with the ipaddress module.
 
-SOCKTERM_LONG=1 raises hypothesis's example count tenfold.
+SOCKTERM_LONG=1 raises hypothesis's example count tenfold; SOCKTERM_SEED=N
+reproduces a run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as S
 
+from seeding import seeded
 from sockterm.filter import FilterError, build_filter
 
 LONG = os.environ.get("SOCKTERM_LONG", "") not in ("", "0")
@@ -30,6 +32,7 @@ hostile = S.text(alphabet=ALPHABET, max_size=40) | S.text(max_size=20)
 OPTIONS = ("dst", "src", "dport", "sport", "proto", "state", "netns", "pid", "comm")
 
 
+@seeded
 @fuzz
 @given(option=S.sampled_from(OPTIONS), values=S.lists(hostile, min_size=1, max_size=3))
 def test_parser_raises_only_filter_error(option, values):
@@ -63,6 +66,7 @@ def _v6():
 ports = S.one_of(S.none(), S.tuples(S.integers(0, 65535), S.integers(0, 65535)).map(sorted))
 
 
+@seeded
 @fuzz
 @given(addr=S.one_of(_v4(), _v6()), prefix=S.one_of(S.none(), S.integers(0, 128)), ports=ports,
        spelling=S.integers(0, 2))

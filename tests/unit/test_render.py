@@ -224,6 +224,179 @@ def test_fast_socket_json_equals_socket_dict():
                     assert json.loads(socket_json(s, kill)) == socket_dict(s, kill)
 
 
+# -- exact output (what mutation testing asked for) -------------------------------------
+
+@pytest.fixture
+def cold_caches():
+    """The fast JSON encoder caches texts; every test here starts without them."""
+    for cache in (render._addr_texts, render._names, render._holders):
+        cache.clear()
+    yield
+    for cache in (render._addr_texts, render._names, render._holders):
+        cache.clear()
+
+
+def test_fast_json_from_cold_caches_and_from_warm(cold_caches):
+    s = sock(0, processes=((1, "a"), (2, "b")), name="ns-cold")
+    for _ in range(2):            # first fills the caches, second reads them
+        assert json.loads(render.socket_json(s, True)) == render.socket_dict(s, True)
+    s.processes = ((1, "a"), (2, "b"))    # an equal tuple: the cached text
+    assert json.loads(render.socket_json(s, False))["processes"] == [
+        {"pid": 1, "comm": "a"}, {"pid": 2, "comm": "b"}]
+
+
+def test_process_and_result_cells():
+    assert render.process_text(sock(0, processes=())) == "-"           # attributed: nobody
+    assert render.process_text(sock(0, processes=None)) == ""          # not attributed
+    assert render.process_text(sock(0, processes=((1, "a"), (2, "b")))) == "a[1],b[2]"
+    assert render.result_text(sock(0, result=model.KILLED)) == "killed"
+    assert render.result_text(sock(0, result=model.FAILED, error=0)) == "failed"
+    assert render.result_text(sock(0, result=model.FAILED, error=9999)) == "failed (9999)"
+    assert render.result_text(sock(0, result=model.GONE, error=2)) == "gone (ENOENT)"
+
+
+def test_ns_dict_and_summary_dict():
+    nsr = model.NamespaceReport(ns=model.Namespace(7, "web", ""), engine="diag")
+    nsr.matched, nsr.killed, nsr.failed = 3, 2, 1
+    assert render.ns_dict(nsr) == {"netns": 7, "netns_name": "web", "engine": "diag", "matched": 3,
+                                   "killed": 2, "failed": 1, "error": None, "container": None,
+                                   "pod": None}
+    nsr.error = "gone"
+    assert render.ns_dict(nsr)["error"] == "gone"
+    socks = [sock(0, result=model.KILLED), sock(1, result=model.FAILED, error=5)]
+    assert render.summary_dict(report_of(socks, kill=True), kill=True) == {
+        "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False, "killed": 1,
+        "failed": 1, "refused": None}
+    assert render.summary_dict(report_of(socks), kill=False) == {
+        "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False}
+
+
+def test_json_document_layout(cold_caches):
+    s = sock(0)
+    text = render_all("json", [s])
+    doc = json.loads(text)
+    assert doc["engine"] == "bpf"
+    assert doc["namespaces"] == [{"netns": s.netns, "netns_name": "st-c0", "engine": "bpf",
+                                  "matched": 1, "killed": 0, "failed": 0, "error": None,
+                                  "container": None, "pod": None}]
+    # pretty, two spaces, one socket object a line
+    assert text.startswith('{\n  "command": "match",\n  "filter": "--dst x",\n  "engine": "bpf",\n'
+                           '  "sockets": [\n    {"netns":')
+    assert f'\n    {render.socket_json(s, False)}\n  ],\n  "namespaces": [\n    {{\n' in text
+    empty = render_all("json", [])
+    assert '\n  "sockets": [],\n' in empty and json.loads(empty)["sockets"] == []
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_table_colours_on_a_terminal_only_the_header_and_results(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    out = Tty()
+    r = render.TableRenderer(kill=False, header=True, out=out, width=200)   # color: ask the stream
+    r.socket(sock(0))
+    r.finish(report_of([sock(0)]), {})
+    header, line = out.getvalue().splitlines()
+    assert header.startswith(render.BOLD + "NETNS" + render.RESET)
+    assert "\x1b" not in line                      # match: no RESULT column to colour
+    assert not render.use_color(object())          # no isatty at all
+    monkeypatch.setenv("TERM", "dumb")
+    assert not render.use_color(Tty())
+
+
+def test_lines_carry_no_trailing_blanks():
+    lines = render_all("table", [sock(0, processes=None)], width=200, color=False).splitlines()
+    assert all(line == line.rstrip() for line in lines)
+    assert lines[1].endswith("10.0.0.5:80")
+
+
+def test_folding_keeps_every_character_in_order_and_colour():
+    cells = ("abcdefgh", "", "xy")
+    lines = list(render.folded_lines(cells, [3, 2, 2], {0: render.RED}))
+    R, X = render.RED, render.RESET
+    assert lines == [f"{R}abc{X}      xy", f"{R}def{X}", f"{R}gh{X}"]
+    assert list(render.folded_lines(("abc", "de"), [3, 2], None)) == ["abc  de"]
+
+
+NAMES = render.COLUMNS + ("RESULT",)
+
+
+def natural(rows):
+    return [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(NAMES)]
+
+
+def test_fit_widths_exactly():
+    rows = [("a-long-namespace-name", "tcp", "established", "[fd01::2]:40000", "[fd00::5]:80",
+             "worker[100],worker[101]", "no-permission (EPERM)")]
+    wide = natural(rows)
+    total = sum(wide) + 2 * 6
+    assert render.fit_widths(NAMES, rows, total) == wide               # fits: natural widths
+    assert render.fit_widths(NAMES, rows, total + 50) == wide
+    # one column short: PROCESS gives it, and only it
+    assert render.fit_widths(NAMES, rows, total - 1) == wide[:5] + [wide[5] - 1] + wide[6:]
+    # 30 short: PROCESS gives 16 (to 7), NETNS 9 (to 12), LOCAL 1 (to 14), NETNS 4 more
+    assert wide == [21, 5, 11, 15, 12, 23, 21]
+    assert render.fit_widths(NAMES, rows, 90) == [8, 5, 11, 14, 12, 7, 21]
+    # 26 short: the last one comes from LOCAL (next in line), not from the widest
+    assert render.fit_widths(NAMES, rows, 94) == [12, 5, 11, 14, 12, 7, 21]
+    # match has no RESULT column: past it, STATE still gives
+    assert render.fit_widths(render.COLUMNS, [r[:6] for r in rows], 64) == [8, 5, 8, 14, 12, 7]
+    # as narrow as the minimums go, then the widest columns fold
+    mins = [8, 5, 5, 14, 12, 7, 7]       # PEER is narrower than its minimum already
+    assert render.fit_widths(NAMES, rows, sum(mins) + 12) == mins
+    assert sum(render.fit_widths(NAMES, rows, sum(mins) + 11)) + 12 == sum(mins) + 11
+    assert render.fit_widths(NAMES, rows, 1) == [1] * 7        # cannot go below one
+
+
+def test_terminal_width(monkeypatch):
+    import os
+    import pty
+    import struct as st
+    import fcntl
+    import termios
+    monkeypatch.setenv("COLUMNS", "100")
+    assert render.terminal_width() == 100
+    monkeypatch.setenv("COLUMNS", "5")
+    assert render.terminal_width() == 20
+    monkeypatch.setenv("COLUMNS", "wide")
+    assert render.terminal_width(io.StringIO()) == 80
+    monkeypatch.delenv("COLUMNS")
+    master, slave = pty.openpty()
+    try:
+        for cols, want in ((123, 123), (0, 80)):
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, st.pack("HHHH", 24, cols, 0, 0))
+            with os.fdopen(os.dup(slave), "w") as stream:
+                assert render.terminal_width(stream) == want
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_summary_lines_exactly():
+    socks = [sock(i, name=f"ns{i % 2}", result=model.KILLED if i else model.FAILED) for i in range(5)]
+    for i, s in enumerate(socks):
+        s.netns = 1 + i % 2
+    assert render.summary_lines(report_of(socks, kill=True), kill=True) == [
+        "  ns0  killed 2 of 3 matching sockets, 1 failed",
+        "  ns1  killed 2 of 2 matching sockets",
+        "killed 4 of 5 matching sockets in 2 namespaces, 1 failed (engine bpf)"]
+    assert render.summary_lines(report_of(socks), kill=False) == [
+        "  ns0  3 sockets", "  ns1  2 sockets", "5 sockets in 2 namespaces (engine bpf)"]
+
+
+@pytest.mark.parametrize("count,more", [(20, None), (25, "  ... and 5 more namespaces")])
+def test_summary_lines_bounded(count, more):
+    socks = []
+    for i in range(count):
+        s = sock(0, name=f"n{i:02}")
+        s.netns = 1000 + i
+        socks.append(s)
+    lines = render.summary_lines(report_of(socks), kill=False)
+    assert lines[0] == "  n00  1 socket" and len(lines) == min(count, 20) + 1 + (more is not None)
+    assert (lines[-2] == more) if more else (lines[-2] == "  n19  1 socket")
 def _placed(evil_pod=False):
     from sockterm.host.containers import Container, Place, Pod
     pod = Pod("8dbc5577-d0e2-4706-8787-57d52c03ddf2", "shop",
