@@ -27,9 +27,13 @@ enum { false = 0, true = 1 };
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define EEXIST 17
 
 enum { BPF_MAP_TYPE_HASH = 1 };
-enum { BPF_ANY = 0 };
+enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
+enum { BPF_F_NO_PREALLOC = 1 };
 
 /* Pointer-only types named by helper prototypes in bpf_helper_defs.h */
 struct __sk_buff; struct xdp_md; struct sk_msg_md; struct sk_reuseport_md;
@@ -82,13 +86,34 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+typedef struct {
+	long counter;
+} atomic_long_t;
+
+typedef struct {
+	__u32 val;
+} kuid_t;
+
 struct inode {
 	unsigned long i_ino;
 };
 
+/* Linux >= 6.13: the reference count stored as count - 1 */
+typedef struct {
+	atomic_long_t refcnt;
+} file_ref_t;
+
 struct file {
 	struct inode *f_inode;
+	file_ref_t f_ref;            /* Linux >= 6.13 */
+	atomic_long_t f_count;       /* before */
 };
+
+struct files_struct;
 
 struct sock;
 
@@ -100,7 +125,18 @@ struct socket {
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
+	__u16 sk_type;
+	kuid_t sk_uid;
+	__u32 sk_ack_backlog;
 	struct socket *sk_socket;
+};
+
+struct request_sock_queue {
+	atomic_t qlen;
+};
+
+struct inet_connection_sock {
+	struct request_sock_queue icsk_accept_queue;
 };
 
 struct inet_timewait_sock {
@@ -123,6 +159,7 @@ struct task_struct {
 	int pid;
 	int tgid;
 	char comm[16];
+	struct files_struct *files;
 };
 
 struct bpf_iter__tcp {

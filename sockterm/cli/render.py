@@ -120,7 +120,7 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
 def ns_dict(nsr: model.NamespaceReport) -> dict:
     return {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
             "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
-            "error": nsr.error or None}
+            "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason}
 
 
 # Process and namespace names are anyone's to choose: no tab may split a tsv

@@ -28,7 +28,7 @@ from conftest import Topology
 VIP4 = "10.213.0.5"
 VIP6 = "fd2b::5"
 MAPPED_VIP = f"::ffff:{VIP4}"
-BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_owners"}
+BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_held"}
 
 # ss(8)'s state column -> the kernel's TCP_* number (request sockets show as SYN-RECV)
 SS_STATES = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,

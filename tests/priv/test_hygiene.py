@@ -1,6 +1,6 @@
 """Hygiene: sockterm leaves the host as it found it.
 
-- no BPF program or link of sockterm's (st_tcp, st_udp, st_owners) stays
+- no BPF program or link of sockterm's (st_tcp, st_udp, st_held) stays
   loaded after a run, none is pinned under /sys/fs/bpf, and the test process
   itself holds none after in-process runs (checked after every test here);
 - no descriptor or thread growth across 1,000 in-process runs of

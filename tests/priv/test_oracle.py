@@ -29,6 +29,8 @@ from rel_util import (DEFAULT_MATCH_STATES, ALL_STATES, FilterGen, build_populat
                       long_mode, ns_inode, oracle, peers_of, ss_view, RelTopology)
 
 SEED = int(os.environ.get("SOCKTERM_SEED", "1234"))
+# the one pass wherever the counts allow (SOCKTERM_WALK=all: walk every namespace)
+WALK = os.environ.get("SOCKTERM_WALK") or "needed"
 SCALE = 10 if long_mode() else 1
 MATCH_FILTERS = 150 * SCALE      # per engine
 CLI_EVERY = 10                   # one filter in ten through the CLI
@@ -42,7 +44,7 @@ def run_inproc(command: str, spec, engine: str):
     defaults = states.ALL if command == "list" else states.DEFAULT_KILL
     flt = F.build_filter(**spec.kwargs(), default_states=defaults)
     report = core.Report()
-    options = core.Options(backend=engine, processes=False)
+    options = core.Options(backend=engine, processes=False, walk=WALK)
     run = core.kill if command == "kill" else core.scan
     socks = list(run(flt, report, options))
     return socks, report
@@ -51,7 +53,7 @@ def run_inproc(command: str, spec, engine: str):
 def run_cli(command: str, spec, engine: str):
     extra = ["--yes"] if command == "kill" else []
     code, out, err = cli("--backend", engine, command, *extra, *spec.args(),
-                         "--no-processes", "-o", "json")
+                         "--no-processes", "-o", "json", env={"SOCKTERM_WALK": WALK})
     assert out, f"no output (exit {code}): {err}"
     doc = json.loads(out)
     return code, doc, err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-EXPECTED_SECTIONS = {"iter/tcp": "st_tcp", "iter/udp": "st_udp", "iter/task_file": "st_owners"}
+EXPECTED_SECTIONS = {"iter/tcp": "st_tcp", "iter/udp": "st_udp", "iter/task_file": "st_held"}
 
 
 @dataclass
