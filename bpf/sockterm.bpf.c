@@ -112,7 +112,6 @@ static __always_inline void read_common(struct st_rec *r, struct sock_common *sk
 	r->sport = skc->skc_num;
 	r->dport = bpf_ntohs(skc->skc_dport);
 	r->ifindex = skc->skc_bound_dev_if;
-	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (r->family == AF_INET) {
 		v4_mapped(r->src, skc->skc_rcv_saddr);
 		v4_mapped(r->dst, skc->skc_daddr);
@@ -153,9 +152,17 @@ static __always_inline void report_state_as_diag(struct st_rec *r, struct sock_c
 	}
 }
 
+/* SOCK_INODE(sock)->i_ino: what /proc/PID/fd shows as socket:[ino]. */
+static __always_inline __u64 socket_ino(struct socket *sock)
+{
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
+}
+
 static __always_inline __u64 sock_ino(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	return socket_ino(BPF_CORE_READ(sk, sk_socket));
 }
 
 /* Inode-based decisions: never our own sockets; with a process filter, only
@@ -381,7 +388,9 @@ int st_held(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
+	/* socket is socket_alloc's first member: the same load as sock->sk,
+	 * relocated through the type socket_ino() needs anyway */
+	sk = ((struct socket_alloc *)sock)->socket.sk;
 	if (!sk)
 		return 0;
 	if (sk->__sk_common.skc_family != AF_INET && sk->__sk_common.skc_family != AF_INET6)
@@ -395,7 +404,7 @@ int st_held(struct bpf_iter__task_file *ctx)
 	/* what a walk of the hash tables would find: a TCP socket leaves them
 	 * when it closes, a UDP socket's port is 0 unless it is hashed */
 	if (tcp ? sk->__sk_common.skc_state == ST_TCP_CLOSE : sk->__sk_common.skc_num == 0) {
-		if (BPF_CORE_READ(file, f_inode, i_ino) == cfg.probe_ino)
+		if (socket_ino(sock) == cfg.probe_ino)
 			stats.probe_refs = file_refs(file);
 		return 0;
 	}
@@ -411,9 +420,10 @@ int st_held(struct bpf_iter__task_file *ctx)
 		if (wanted(&h.rec)) {
 			h.rec.proto = tcp ? IPPROTO_TCP : IPPROTO_UDP;
 			h.rec.uid = sk->sk_uid.val;
-			h.rec.ino = BPF_CORE_READ(file, f_inode, i_ino);
+			h.rec.ino = socket_ino(sock);
 			cookie = h.rec.cookie = bpf_get_socket_cookie(sk);
 			if (inode_allowed(h.rec.ino) && cookie_allowed(cookie)) {
+				h.netns = netns;
 				h.pid = task->tgid;
 				bpf_probe_read_kernel_str(h.comm, sizeof(h.comm), task->comm);
 				if (bpf_seq_write(ctx->meta->seq, &h, sizeof(h)))

@@ -51,7 +51,6 @@ struct st_rec {
 	__u64 ino;          /* socket inode (0 for TIME_WAIT / request sockets) */
 	__u8 src[16];
 	__u8 dst[16];
-	__u32 netns;        /* network namespace inode */
 	__u32 uid;
 	__u32 flags;        /* ST_F_* */
 	__u32 ifindex;      /* device the socket is bound to, 0 if none (netlink destroys need it) */
@@ -61,7 +60,7 @@ struct st_rec {
 	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 state;         /* kernel TCP_* numbering, UDP included */
 	__u8 result;        /* ST_RES_* */
-	__u8 pad[7];
+	__u8 pad[11];       /* (no netns: the reader knows which namespace it iterates) */
 };
 
 /* One --dst/--src target: (addr & mask) == addr, port in [port_lo, port_hi].
@@ -110,8 +109,8 @@ struct st_stats {
  * one per (process, descriptor), so a shared socket comes once per holder. */
 struct st_held {
 	struct st_rec rec;  /* result is ST_RES_MATCHED */
+	__u32 netns;        /* network namespace inode (the pass crosses them all) */
 	__u32 pid;
-	__u32 pad;
 	char comm[16];
 };
 

@@ -68,17 +68,16 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
     from .. import core
     report = core.Report()
     try:
-        the_plan = core.plan(flt, report, opts)
+        the_plan = core.plan(flt, report, opts, limit=max_kills)
+    except core.Refused as exc:
+        audit(report, str(exc))
+        _refuse(renderer, report, meta, f"{exc}: nothing killed", exc.code)
     except core.SocktermError as exc:
         audit(report, str(exc))
         abort(str(exc), exc.code)
     if opts.cancel.is_set():
         return the_plan          # the kill pass sees the signal and kills nothing
     matched = len(the_plan.sockets)
-    if max_kills is not None and matched > max_kills:
-        report.refused = f"{matched} sockets match, more than --max {max_kills}"
-        audit(report, report.refused)
-        _refuse(renderer, report, meta, f"{report.refused}: nothing killed", ExitCode.FAILURE)
     if not confirm:
         return the_plan          # --yes: even when nothing matched, the kill pass reports as usual
     if not matched:

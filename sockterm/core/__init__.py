@@ -4,6 +4,7 @@ The CLI parses, asks and renders; everything it runs goes through here.
 """
 
 from ..cancel import Cancel
-from .pipeline import Options, Plan, Report, SocktermError, kill, plan, scan
+from .pipeline import Options, Plan, Refused, Report, SocktermError, kill, plan, scan
 
-__all__ = ["Cancel", "Options", "Plan", "Report", "SocktermError", "kill", "plan", "scan"]
+__all__ = ["Cancel", "Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan",
+           "scan"]

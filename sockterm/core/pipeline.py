@@ -48,6 +48,11 @@ class SocktermError(Exception):
         self.code = code
 
 
+class Refused(SocktermError):
+    """A kill that will not start: more sockets match than the caller allowed.
+    Nothing was killed; Report.refused says why."""
+
+
 def _quiet(msg: str) -> None:
     pass
 
@@ -128,9 +133,14 @@ def scan(flt: Filter, report: Report, options: Options | None = None) -> Iterato
     return run.stream()
 
 
-def plan(flt: Filter, report: Report, options: Options | None = None) -> Plan:
-    """A scan kept whole (what --max counts and a prompt shows)."""
+def plan(flt: Filter, report: Report, options: Options | None = None, *,
+         limit: int | None = None) -> Plan:
+    """A scan kept whole (what a prompt shows). With a limit (--max), more
+    matches than that refuse the kill: Refused, nothing touched."""
     socks = list(scan(flt, report, options))
+    if limit is not None and len(socks) > limit:
+        report.refused = f"{len(socks)} sockets match, more than --max {limit}"
+        raise Refused(report.refused)
     by_ino = {r.ns.ino: r.ns for r in report.namespaces}
     held = {s.netns for s in socks}
     return Plan(flt=flt, engine=report.engine, sockets=socks,

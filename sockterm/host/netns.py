@@ -99,6 +99,7 @@ class Discovery:
     def __init__(self):
         self.by_ino: dict[int, Namespace] = {}
         self.skipped: list[str] = []    # what could not be looked at, and why (for -v)
+        self.seen: set[str] = set()     # every path recorded
         self.dev = _nsfs_dev()
 
     def _add(self, path: str, name: str | None = None, pid: int | None = None) -> None:
@@ -113,7 +114,9 @@ class Discovery:
         ns = self.by_ino.get(st.st_ino)
         if ns is None:
             ns = self.by_ino[st.st_ino] = Namespace(ino=st.st_ino, name="", path=path)
-        elif path not in ns.paths():
+            self.seen.add(path)
+        elif path not in self.seen:   # (a scan of ns.paths() would be quadratic in pids)
+            self.seen.add(path)
             ns.alt_paths.append(path)
         if name and not ns.name:
             ns.name = name

@@ -1,15 +1,18 @@
 """What this host can do: kernel features and the process's capabilities.
 
 Cheap enough to run on every invocation (auto engine choice): a few stat()s
-and one scan of the kernel's BTF for names.
+and one search of the kernel's BTF strings for names.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+# struct btf_header: magic, version, flags, hdr_len, type_off/len, str_off/len
+_BTF_HEADER = struct.Struct("<HBBIIIII")
 
 CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
 
@@ -34,13 +37,33 @@ def effective_caps() -> set[str]:
 
 
 def btf_names(path: str = VMLINUX_BTF) -> dict[str, bool]:
-    """Which BTF_FEATURES the kernel's BTF names (all False without BTF)."""
+    """Which BTF_FEATURES the kernel's BTF names (all False without BTF).
+
+    Only its string section is searched (~2 of ~5 MB), through a private
+    read-only map where the kernel allows one (6.16+): ~1 ms, where reading
+    the whole file in sysfs's page-sized pieces and searching it took ~10.
+    """
     try:
         with open(path, "rb") as f:
-            blob = f.read()
-    except OSError:
+            header = f.read(_BTF_HEADER.size)
+            magic, _, _, hdr_len, _, _, str_off, str_len = _BTF_HEADER.unpack(header)
+            if magic != 0xEB9F:
+                raise OSError("not BTF")
+            start = hdr_len + str_off
+            try:
+                import mmap
+                blob = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+            except (OSError, ValueError):
+                f.seek(start)
+                blob, start = f.read(str_len), 0
+            try:
+                return {key: blob.find(b"\0" + name + b"\0", start, start + str_len) >= 0
+                        for key, name in BTF_FEATURES.items()}
+            finally:
+                if not isinstance(blob, bytes):
+                    blob.close()
+    except (OSError, struct.error):
         return {key: False for key in BTF_FEATURES}
-    return {key: (b"\0" + name + b"\0") in blob for key, name in BTF_FEATURES.items()}
 
 
 @dataclass

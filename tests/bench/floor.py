@@ -1,9 +1,10 @@
 """The floor: what one do-nothing iterator pass per namespace costs.
 
-`python3 -m tests.bench.floor OBJECT REPEATS` loads OBJECT (floor.bpf.c,
-compiled by the benchmark), attaches its tcp and udp iterators once, then
-for every namespace (the host's and every /run/netns entry: what an ss loop
-covers) enters it, creates both iterators and reads them to EOF. Prints JSON:
+`python3 -m tests.bench.floor OBJECT REPEATS [NAME...]` loads OBJECT
+(floor.bpf.c, compiled by the benchmark), attaches its tcp and udp iterators
+once, then for every namespace (the /run/netns entries named, or the host's
+and every /run/netns entry) enters it, creates both iterators and reads them
+to EOF. Prints JSON:
 seconds for load+attach and for each full pass. Uses sockterm's libbpf
 binding only to reach libbpf; none of sockterm's engine code runs.
 """
@@ -32,7 +33,9 @@ def compile_object(out_dir: str) -> str:
     return out
 
 
-def namespace_paths() -> list[str]:
+def namespace_paths(names=()) -> list[str]:
+    if names:
+        return [f"/run/netns/{n}" for n in names]
     try:
         names = sorted(os.listdir("/run/netns"))
     except OSError:
@@ -65,7 +68,7 @@ def main() -> None:
         links.append(lib.bpf_link__fd(link))
     load = time.perf_counter() - t0
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    paths = namespace_paths()
+    paths = namespace_paths(sys.argv[3:])
     passes = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _helper: list = []
+# argv prefix for every measured command: ["chrt", "-f", "10"] under --realtime
+PREFIX: list = []
 
 
 @dataclass
@@ -76,6 +78,7 @@ def run(argv, *, shell: bool = False, capture: bool = False, count_lines: bool =
     """argv (a list, or a string for sh -c) run once, measured."""
     if shell:
         argv = ["sh", "-c", argv]
+    argv = [*PREFIX, *argv]
     with tempfile.NamedTemporaryFile("r") as result, tempfile.TemporaryFile() as out_f, \
             tempfile.TemporaryFile() as err_f, open(os.devnull, "wb") as devnull:
         t0 = time.perf_counter()

@@ -84,23 +84,33 @@ def patch(obj, attr, name, gen=False):
 
 
 def instrument():
-    from sockterm import core, libbpf, netns
     from sockterm.cli import render
-    from sockterm.engine import bpf
-    patch(core.probe, "probe", "host probe (capabilities, BTF scan)")
-    patch(core.netns, "discover", "namespace discovery")
-    patch(core.procs, "own_inodes", "own-socket exclusion (/proc/self/fd)")
+    from sockterm.core import pipeline, pool
+    from sockterm.engine.bpf import engine as bpf, libbpf, record
+    from sockterm.host import netns, probe, procs
+    patch(probe, "probe", "host probe (capabilities, BTF scan)")
+    patch(netns, "discover", "namespace discovery")
+    patch(netns, "resolve", "namespace discovery")
+    patch(procs, "own_inodes", "own-socket exclusion (/proc/self/fd)")
     patch(libbpf, "load", "libbpf dlopen + ctypes binding")
     patch(bpf.BpfEngine, "open", "BPF object open + BTF layout check")
-    patch(bpf.record, "layout_mismatches", "BPF object open + BTF layout check")
+    patch(record, "layout_mismatches", "BPF object open + BTF layout check")
     patch(bpf.BpfEngine, "_configure", "BPF filter config")
     patch(bpf.BpfEngine, "_attach", "BPF iterator attach")
-    patch(bpf.BpfEngine, "_fill_inodes", "BPF inode map fill")
-    patch(bpf.BpfEngine, "owners", "process attribution (task_file iterator + dict)")
-    patch(netns.Worker, "call", "per-namespace setns + iterator creation (worker)")
-    patch(bpf, "_read_all", "iterator reads (kernel walk + destroy)", gen=True)
+    patch(bpf.BpfEngine, "_fill_maps", "BPF map fill (inodes, cookies)")
+    patch(bpf.BpfEngine, "owners", "process attribution: decoding into the owner index")
+    patch(pool.Entry, "call", "per-namespace setns + engine.enter (worker)")
+    patch(bpf.BpfEngine, "enter", "engine.enter: iterator creation (inside the namespace)")
+    walk = timed_gen("iterator reads (kernel walk + destroy)", bpf._read_all)
+    owners_walk = timed_gen("process attribution: task_file walk (kernel)", bpf._read_all)
+
+    def read_all(fd, size=record.REC.size):
+        return (owners_walk if size == record.OWNER.size else walk)(fd, size)
+    bpf._read_all = read_all
     patch(bpf, "decode", "record decoding -> Sock objects")
-    patch(bpf.BpfEngine, "_settle", "kill settle (stats, error map)")
+    patch(bpf.BpfEngine, "destroy", "kill settle (stats, error map)")
+    patch(pipeline._Run, "_account", "accounting (processes onto sockets, counts)")
+    patch(pipeline._Run, "_diag_fallback", "diag fallback engine (TIME_WAIT, SYN-RECV)")
     init = libbpf.Libbpf.__init__
 
     def init_timed(self, path):
@@ -109,30 +119,19 @@ def instrument():
         self.bpf_object__open_file = timed("BPF object open + BTF layout check",
                                            self.bpf_object__open_file)
     libbpf.Libbpf.__init__ = init_timed
-    try:
-        from sockterm.engine import diag
-        patch(diag_engine.DiagEngine, "scan", "diag engine scan (dump + destroy)", gen=True)
-    except Exception:
-        pass
     for cls in set(render.RENDERERS.values()):
         for meth in ("socket", "finish"):
             if meth in cls.__dict__:
                 patch(cls, meth, "rendering")
 
 
-def pad_stats_read(bpf, record):
-    """Work around a crash so the profile can finish: BpfEngine.stats() reads the
-    whole .bss map value (56 bytes: stats plus the two BTF anchor pointers) into a
-    40-byte StStats, overwriting the heap. Only this harness reads it into a
-    buffer of the right size; the end-to-end runs measure sockterm as it is."""
-    import ctypes
-
-    def stats(self):
-        buf = ctypes.create_string_buffer(4096)
-        key = ctypes.c_uint32(0)
-        self.lib.bpf_map_lookup_elem(self._stats_map, ctypes.byref(key), buf)
-        return record.StStats.from_buffer_copy(buf.raw[:ctypes.sizeof(record.StStats)])
-    bpf.BpfEngine.stats = stats
+def instrument_diag():
+    """Only when the run asks for diag: importing it imports pyroute2."""
+    from sockterm.engine.diag import engine as diag
+    patch(diag.DiagEngine, "open", "diag engine open (bytecode, probe dumps)")
+    patch(diag.DiagEngine, "enter", "engine.enter: diag socket (inside the namespace)")
+    patch(diag.DiagEngine, "read", "diag dumps + decoding", gen=True)
+    patch(diag.DiagEngine, "destroy", "diag SOCK_DESTROY")
 
 
 def main() -> None:
@@ -140,12 +139,14 @@ def main() -> None:
     argv = sys.argv[sys.argv.index("--") + 1:]
     t0 = time.perf_counter()
     import sockterm.cli
-    import sockterm.core  # noqa: F401  (what a kill imports anyway)
-    import sockterm.engine.bpf  # noqa: F401
+    import sockterm.cli.kill  # noqa: F401  (what a kill imports anyway)
+    import sockterm.cli.render  # noqa: F401
+    import sockterm.core  # noqa: F401
+    import sockterm.engine.bpf.engine  # noqa: F401
     imports = time.perf_counter() - t0
-    from sockterm.engine import bpf
-    pad_stats_read(bpf, bpf.record)
     instrument()
+    if "diag" in argv:
+        instrument_diag()
     prof = None
     if "--cprofile" in sys.argv[:sys.argv.index("--")]:
         import cProfile

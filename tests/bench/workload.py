@@ -8,6 +8,9 @@ most FD_BUDGET descriptors (the host allows 20,000 per process), servers and
 clients in separate processes. A destructive run is undone with refill():
 clients close and re-connect the target group, servers accept the new ends
 and close the dead ones, so every contender meets an identical workload.
+
+LoopbackWorkload is the other shape: loopback connections inside each of N
+namespaces (what a host of many small containers looks like), no veth.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ HOLDER = os.path.join(HERE, "holder.py")
 PREFIX = "skbench-"          # every namespace the benchmark creates starts with this
 VIP = "10.200.0.5"           # not the tests' 10.0.0.5: a parallel test run is never hit
 OTHER_VIP = "10.200.0.6"     # same port, other address: must survive
+LOOPBACK = "127.0.0.1"       # LoopbackWorkload: only ever inside its own namespaces
 TARGET_PORT = 80
 BACKGROUND_PORTS = list(range(81, 89))
 UDP_PORT = 53
@@ -267,6 +271,73 @@ class Workload:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """Loopback connections inside each namespace: no veth, no backend."""
+
+    namespaces: int
+    target: int              # connections per namespace to 127.0.0.1:80 (client ends killed)
+    others: int              # connections per namespace to 127.0.0.1:81-88 (spared)
+    udp: int = 0             # (none: the same checks as Spec)
+
+    @property
+    def connections(self) -> int:
+        return self.namespaces * (self.target + self.others)
+
+    @property
+    def sockets(self) -> int:
+        return 2 * self.connections
+
+    @property
+    def doomed(self) -> int:
+        return self.namespaces * self.target
+
+    def label(self) -> str:
+        return (f"{self.namespaces}ns x {2 * (self.target + self.others)} loopback sockets, "
+                f"{self.target} killed per ns")
+
+
+class LoopbackWorkload(Workload):
+    """LoopSpec.namespaces namespaces, each with its own loopback listeners and
+    the clients connected to them; a server holder serves whole namespaces
+    (no reuseport split between processes), so accepts are deterministic."""
+
+    def _topology(self) -> None:
+        for i in range(self.spec.namespaces):
+            c = self._ns(f"l{i}")
+            self.clients.append(c)
+            self._batch(c, ["link set lo up"])
+
+    def _start_servers(self) -> None:
+        per_ns = self.spec.target + self.spec.others + 1 + len(BACKGROUND_PORTS)
+        if per_ns > FD_BUDGET:
+            raise ValueError(f"{per_ns} sockets in one namespace exceed a holder's {FD_BUDGET}")
+        step = FD_BUDGET // per_ns
+        for first in range(0, len(self.clients), step):
+            spec = [{"ns": f"/run/netns/{c}", "addr": LOOPBACK,
+                     "tcp": [TARGET_PORT] + BACKGROUND_PORTS, "udp": []}
+                    for c in self.clients[first:first + step]]
+            self.servers.append(Holder({"op": "serve", "listeners": spec, "budget": FD_BUDGET}))
+
+    def _jobs(self) -> list[dict]:
+        s = self.spec
+        jobs = []
+        for c in self.clients:
+            path = f"/run/netns/{c}"
+            jobs += _split({"group": "target", "ns": path, "dst": LOOPBACK, "port": TARGET_PORT,
+                            "proto": "tcp"}, s.target)
+            left = s.others
+            for i, port in enumerate(BACKGROUND_PORTS):
+                n = left // (len(BACKGROUND_PORTS) - i)
+                left -= n
+                jobs += _split({"group": "other", "ns": path, "dst": LOOPBACK, "port": port,
+                                "proto": "tcp"}, n)
+        return jobs
+
+    def namespaces(self) -> list[str]:
+        return list(self.clients)
 
 
 def _split(job: dict, count: int) -> list[dict]:

@@ -172,3 +172,27 @@ def test_interrupting_a_paced_kill_leaves_the_rest_alive(topo, audit_sink, engin
     assert outcome == "interrupted" and proc.returncode == 130
     killed = json.loads(out)["summary"]["killed"]
     assert 0 < killed < COUNT, killed
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_paced_kill_keeps_its_rate_and_reports_each_socket_once(topo, audit_sink, engine):
+    ns, holder, ids, _ = loopback_pairs(topo, "r", PORT, count=2000)
+    started = time.monotonic()
+    proc = start(["--backend", engine, "kill", "--netns", ns, "--dst", f"127.0.0.1:{PORT}",
+                  "--yes", "--rate", "500", "-o", "jsonl"], audit_sink)
+    stamps = []                   # when each line reached us: the batches, as they go
+    for line in proc.stdout:
+        stamps.append((time.monotonic() - started, json.loads(line)))
+    proc.wait(timeout=60)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr.read()
+    cookies = [doc["cookie"] for _, doc in stamps]
+    assert len(cookies) == len(set(cookies)) == 2000
+    assert {doc["result"] for _, doc in stamps} == {"killed"}
+    assert 3.0 <= elapsed <= 5.0, elapsed
+    # paced, not bunched: by the half-way mark in time, about half were out
+    half = sum(1 for t, _ in stamps if t <= stamps[0][0] + 2.0)
+    assert 700 <= half <= 1300, half
+    assert set(holder.status(ids).values()) == {errno.ECONNABORTED}
+    [record] = audit_sink.records()
+    assert " killed=2000 " in record

@@ -74,7 +74,7 @@ def test_records_have_no_implicit_padding():
 
 
 def test_decode_round_trip():
-    rec = record.StRec(cookie=0x1122334455667788, ino=4242, netns=4026531840, uid=1000,
+    rec = record.StRec(cookie=0x1122334455667788, ino=4242, uid=1000,
                        flags=record.F_MINI, sport=43210, dport=80, family=socket.AF_INET,
                        proto=socket.IPPROTO_TCP, state=1, result=record.RES_DESTROYED)
     mapped = model.v4_mapped(socket.inet_aton("10.0.0.5"))
@@ -98,8 +98,8 @@ def test_held_records_decode_once_per_socket_with_every_holder():
     """The one pass writes a record per (process, descriptor): a socket held
     by a forked pair and dup'ed comes back once, with each process once."""
     def held(cookie, pid, comm, netns=4026531840):
-        rec = record.StHeld(pid=pid, comm=comm)
-        rec.rec.cookie, rec.rec.ino, rec.rec.netns = cookie, 1000 + cookie, netns
+        rec = record.StHeld(pid=pid, comm=comm, netns=netns)
+        rec.rec.cookie, rec.rec.ino = cookie, 1000 + cookie
         rec.rec.family, rec.rec.proto, rec.rec.state = socket.AF_INET6, socket.IPPROTO_TCP, 1
         rec.rec.sport, rec.rec.dport, rec.rec.ifindex = 5000, 80, 3
         return bytes(rec)

@@ -14,7 +14,6 @@ import ctypes
 import errno
 import os
 import socket
-from importlib import resources
 
 from ... import model
 from ...host import netns
@@ -31,7 +30,10 @@ FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
 def object_path() -> str:
-    return str(resources.files("sockterm") / "data" / OBJECT_NAME)
+    # beside the package's modules (a plain directory: wheels are unpacked);
+    # importlib.resources would cost a fresh process ~10 ms of imports
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(package, "data", OBJECT_NAME)
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
@@ -41,7 +43,7 @@ def decode(buf, ns: model.Namespace) -> list[model.Sock]:
     return [Sock(ino, families.get(family, family), protos.get(proto, proto), state, src, sport,
                  dst, dport, cookie, uid, sock_ino, results[result], 0, name, bool(flags & mini),
                  ifindex)
-            for (cookie, sock_ino, src, dst, _netns, uid, flags, ifindex, sport, dport, family,
+            for (cookie, sock_ino, src, dst, uid, flags, ifindex, sport, dport, family,
                  proto, state, result) in record.REC.iter_unpack(buf)]
 
 
@@ -55,8 +57,8 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
     Sock, MATCHED = model.Sock, model.MATCHED
     protos, families = PROTO_NAMES, FAMILIES
     alone: dict = {}
-    for (cookie, sock_ino, src, dst, netns, uid, _flags, ifindex, sport, dport, family, proto,
-         state, _result, pid, raw) in record.HELD.iter_unpack(buf):
+    for (cookie, sock_ino, src, dst, uid, _flags, ifindex, sport, dport, family, proto,
+         state, _result, netns, pid, raw) in record.HELD.iter_unpack(buf):
         sock = found.get(cookie)
         if sock is None:
             sock = found[cookie] = Sock(netns, families.get(family, family), protos.get(proto, proto),

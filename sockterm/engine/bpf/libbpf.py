@@ -9,7 +9,6 @@ libbpf.so.1 is the fallback.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import glob
 import importlib.util
 import os
@@ -57,17 +56,17 @@ class LibbpfUnavailable(RuntimeError):
     """No usable libbpf on this host."""
 
 
-def candidate_paths() -> list[str]:
-    """pylibbpf's extension module first, then the system's libbpf."""
-    paths = []
+def candidate_paths():
+    """pylibbpf's extension module first, then the system's libbpf (looked
+    for only when needed: find_library runs ldconfig in a subprocess)."""
     spec = importlib.util.find_spec("pylibbpf")
     if spec and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
-            paths += sorted(glob.glob(os.path.join(location, "pylibbpf*.so")))
+            yield from sorted(glob.glob(os.path.join(location, "pylibbpf*.so")))
+    import ctypes.util
     system = ctypes.util.find_library("bpf")
     if system:
-        paths.append(system)
-    return paths
+        yield system
 
 
 class Libbpf:
@@ -80,7 +79,7 @@ class Libbpf:
             fn = getattr(self.lib, name)
             fn.restype, fn.argtypes = restype, argtypes
             setattr(self, name, fn)
-        self.log: list[str] = []          # everything libbpf said (error messages use the tail)
+        self.log: list[str] = []          # libbpf's warnings and info (error messages use the tail)
         self.notices: list[str] = []      # its warnings and info lines, shown under -v
         self._libc = ctypes.CDLL(None)
         self._buf = ctypes.create_string_buffer(1 << 18)   # a verifier log is long
@@ -92,13 +91,16 @@ class Libbpf:
         return f"{self.libbpf_major_version()}.{self.libbpf_minor_version()}"
 
     def _on_print(self, level, fmt, va_list):
+        if level > LIBBPF_INFO:
+            # debug chatter, ~400 lines a load; what explains a failure (the
+            # verifier log, a relocation that failed) comes as a warning
+            return 0
         buf = self._buf
         self._libc.vsnprintf(buf, ctypes.c_size_t(len(buf)), fmt, ctypes.c_void_p(va_list))
         lines = buf.value.decode(errors="replace").rstrip("\n").splitlines()
         self.log.extend(lines)
         del self.log[:-400]   # the tail says why
-        if level <= LIBBPF_INFO:
-            self.notices.extend(lines)
+        self.notices.extend(lines)
         return 0
 
     def struct_layout(self, btf, name: str):

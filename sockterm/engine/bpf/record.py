@@ -25,9 +25,9 @@ INO_SELECT, INO_EXCLUDE = 1, 2
 class StRec(ctypes.Structure):
     _fields_ = [
         ("cookie", u64), ("ino", u64), ("src", u8 * 16), ("dst", u8 * 16),
-        ("netns", u32), ("uid", u32), ("flags", u32), ("ifindex", u32),
+        ("uid", u32), ("flags", u32), ("ifindex", u32),
         ("sport", u16), ("dport", u16), ("family", u16),
-        ("proto", u8), ("state", u8), ("result", u8), ("pad", u8 * 7),
+        ("proto", u8), ("state", u8), ("result", u8), ("pad", u8 * 11),
     ]
 
 
@@ -56,7 +56,7 @@ class StStats(ctypes.Structure):
 
 
 class StHeld(ctypes.Structure):
-    _fields_ = [("rec", StRec), ("pid", u32), ("pad", u32), ("comm", ctypes.c_char * 16)]
+    _fields_ = [("rec", StRec), ("netns", u32), ("pid", u32), ("comm", ctypes.c_char * 16)]
 
 
 class StNsHeld(ctypes.Structure):

@@ -1,7 +1,7 @@
 """The one pass's decision, without a kernel: when a namespace's own counts
 prove the processes hold every socket the filter could select, and when
 they send it to a walk. The counterpart with real sockets is
-tests/priv/test_onepass.py."""
+tests/priv/test_onepass.py (real sockets)."""
 
 from __future__ import annotations
 
