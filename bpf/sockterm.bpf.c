@@ -310,7 +310,7 @@ struct {
  * counts): several processes may share one (see table_counts). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 16);
+	__uint(max_entries, 1);  /* sized by user space before load: twice the processes */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, __u32);

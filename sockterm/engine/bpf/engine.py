@@ -158,6 +158,11 @@ class BpfEngine:
         lib.bpf_map__set_max_entries(self._map("st_inodes"), max(1, entries))
         lib.bpf_map__set_max_entries(self._map("st_cookies"), max(1, len(scope.cookies or ())))
         lib.bpf_map__set_max_entries(self._map("st_ns"), max(1, len(scope.namespaces or ())))
+        if self.attributes or self.one_pass:
+            # one entry per descriptor table the pass visits (a process's);
+            # a full map makes the pass's counts untrusted, not wrong
+            tables = sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
+            lib.bpf_map__set_max_entries(self._map("st_files"), 2 * tables + 1024)
         # only what the run uses is loaded and verified
         wanted = {prog for proto, prog in PROGRAMS.items() if proto in self.flt.protos and self.walks}
         if self.attributes or self.one_pass:
