@@ -48,7 +48,7 @@ struct bpf_pidns_info; struct bpf_redir_neigh; struct bpf_spin_lock; struct bpf_
 struct bpf_dynptr; struct bpf_fib_lookup; struct bpf_map; struct btf_ptr; struct linux_binprm;
 struct mptcp_sock; struct path; struct pt_regs; struct seq_file; struct sk_buff; struct tcp6_sock;
 struct tcp_request_sock; struct tcp_sock; struct udp6_sock;
-struct unix_sock; struct cgroup; struct bpf_iter_num; struct user_pt_regs;
+struct unix_sock; struct cgroup; struct bpf_iter_num; struct user_pt_regs; struct proto;
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 
@@ -68,6 +68,7 @@ struct sock_common {
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	int skc_bound_dev_if;
+	struct proto *skc_prot;      /* compared, never read */
 	struct {
 		struct net *net;
 	} skc_net;                   /* possible_net_t */

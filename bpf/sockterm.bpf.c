@@ -368,23 +368,100 @@ static __always_inline bool first_sighting(__u64 cookie)
 	return true;
 }
 
+/* TCP or UDP? sk_protocol and sk_type sit a cache line away from what the
+ * pass reads anyway, once per socket on the host; a struct proto serves one
+ * protocol, so its address, once seen on a TCP or UDP socket, answers for
+ * every later socket that has it (tcp_prot, tcpv6_prot, and the copies kTLS
+ * and sockmap install). */
+#define HELD_PROTS 8
+__u64 held_tcp_prots[HELD_PROTS];
+__u64 held_udp_prots[HELD_PROTS];
+
+static __always_inline void remember(__u64 *known, __u64 prot)
+{
+	for (int i = 0; i < HELD_PROTS; i++) {
+		if (!known[i]) {
+			known[i] = prot;
+			return;
+		}
+	}
+}
+
+/* 1: TCP, 2: UDP, 0: neither */
+static __always_inline int held_proto(struct sock *sk)
+{
+	__u64 prot = (__u64)sk->__sk_common.skc_prot;
+
+	for (int i = 0; i < HELD_PROTS; i++) {
+		if (held_tcp_prots[i] == prot)
+			return 1;
+		if (held_udp_prots[i] == prot)
+			return 2;
+	}
+	if (sk->sk_protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM) {
+		remember(held_tcp_prots, prot);
+		return 1;
+	}
+	if (sk->sk_protocol == IPPROTO_UDP && sk->sk_type == SOCK_DGRAM) {
+		remember(held_udp_prots, prot);
+		return 2;
+	}
+	return 0;
+}
+
+/* The namespace being counted and what has been counted for it since it
+ * was looked up: added to its st_ns entry when the pass moves on to another
+ * namespace, and at the end (the program runs once more without a file).
+ * Consecutive descriptors mostly share a namespace: one map lookup per run
+ * of them, not per socket. */
+__u32 acc_netns;
+__u32 acc_covered;
+struct st_ns_held acc;
+
+static __always_inline void flush_counts(void)
+{
+	struct st_ns_held *counts;
+
+	if (acc_covered && (counts = bpf_map_lookup_elem(&st_ns, &acc_netns))) {
+		counts->tcp += acc.tcp;
+		counts->udp += acc.udp;
+		counts->pending += acc.pending;
+		counts->backlog += acc.backlog;
+	}
+	acc.tcp = acc.udp = acc.pending = acc.backlog = 0;
+}
+
+/* Is netns one the run covers? Moves the count to it. */
+static __always_inline bool count_in(__u32 netns)
+{
+	if (netns != acc_netns || !acc_covered) {
+		if (netns == acc_netns)
+			return false;
+		flush_counts();
+		acc_netns = netns;
+		acc_covered = bpf_map_lookup_elem(&st_ns, &netns) != 0;
+	}
+	return acc_covered;
+}
+
 SEC("iter/task_file")
 int st_held(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct inet_connection_sock *icsk;
-	struct st_ns_held *counts;
 	struct st_held h = {};
 	struct socket *sock;
 	struct sock *sk;
 	__u64 cookie = 0;
 	__u32 netns;
-	long refs;
+	int proto;
 	bool tcp;
 
-	if (!task || !file)
+	if (!task || !file) {
+		flush_counts();       /* the end of the pass */
 		return 0;
+	}
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
@@ -395,12 +472,10 @@ int st_held(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (sk->__sk_common.skc_family != AF_INET && sk->__sk_common.skc_family != AF_INET6)
 		return 0;
-	if (sk->sk_protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM)
-		tcp = true;
-	else if (sk->sk_protocol == IPPROTO_UDP && sk->sk_type == SOCK_DGRAM)
-		tcp = false;
-	else
+	proto = held_proto(sk);
+	if (!proto)
 		return 0;
+	tcp = proto == 1;
 	/* what a walk of the hash tables would find: a TCP socket leaves them
 	 * when it closes, a UDP socket's port is 0 unless it is hashed */
 	if (tcp ? sk->__sk_common.skc_state == ST_TCP_CLOSE : sk->__sk_common.skc_num == 0) {
@@ -411,8 +486,7 @@ int st_held(struct bpf_iter__task_file *ctx)
 	/* direct loads (not BPF_CORE_READ's helper calls): this runs for every
 	 * socket on the host */
 	netns = sk->__sk_common.skc_net.net->ns.inum;
-	counts = bpf_map_lookup_elem(&st_ns, &netns);
-	if (!counts)
+	if (!count_in(netns))
 		return 0;
 
 	if ((cfg.flags & (tcp ? ST_CFG_TCP : ST_CFG_UDP))) {
@@ -434,23 +508,21 @@ int st_held(struct bpf_iter__task_file *ctx)
 
 	if (!table_counts(task))
 		return 0;
-	refs = file_refs(file);
-	if (refs > ST_ONE_HOLDER_REFS) {
+	if (file_refs(file) > ST_ONE_HOLDER_REFS) {
 		if (!cookie)
 			cookie = bpf_get_socket_cookie(sk);
 		if (!first_sighting(cookie))
 			return 0;
 	}
-	/* one reader per pass: plain increments */
 	if (!tcp) {
-		counts->udp++;
+		acc.udp++;
 		return 0;
 	}
-	counts->tcp++;
+	acc.tcp++;
 	if (sk->__sk_common.skc_state == ST_TCP_LISTEN) {
 		icsk = (struct inet_connection_sock *)sk;
-		counts->pending += BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
-		counts->backlog += sk->sk_ack_backlog;
+		acc.pending += BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
+		acc.backlog += sk->sk_ack_backlog;
 	}
 	return 0;
 }
