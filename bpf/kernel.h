@@ -48,7 +48,7 @@ struct bpf_pidns_info; struct bpf_redir_neigh; struct bpf_spin_lock; struct bpf_
 struct bpf_dynptr; struct bpf_fib_lookup; struct bpf_map; struct btf_ptr; struct linux_binprm;
 struct mptcp_sock; struct path; struct pt_regs; struct seq_file; struct sk_buff; struct tcp6_sock;
 struct tcp_request_sock; struct tcp_sock; struct udp6_sock;
-struct unix_sock; struct cgroup; struct bpf_iter_num; struct user_pt_regs; struct proto;
+struct unix_sock; struct bpf_iter_num; struct user_pt_regs; struct proto;
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 
@@ -60,6 +60,21 @@ struct in6_addr {
 	} in6_u;
 };
 
+/* The namespace types are relocated by the one pass (st_held) and the
+ * scoped builds, the cgroup types by the scoped builds only (--cgroup,
+ * --container, --pod): a run that does not load those does not pay them. */
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
@@ -69,9 +84,7 @@ struct sock_common {
 	volatile unsigned char skc_state;
 	int skc_bound_dev_if;
 	struct proto *skc_prot;      /* compared, never read */
-	struct {
-		struct net *net;
-	} skc_net;                   /* possible_net_t */
+	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 };
@@ -105,13 +118,17 @@ struct file {
 
 struct files_struct;
 
-/* ... and the namespace of every socket it sees */
-struct ns_common {
-	unsigned int inum;
+struct kernfs_node {
+	__u64 id;
 };
 
-struct net {
-	struct ns_common ns;
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+/* Linux >= 5.15; before, a tagged union that CO-RE cannot match (see sock_cgroup_id) */
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
 };
 
 struct sock;
@@ -134,6 +151,7 @@ struct sock {
 	kuid_t sk_uid;
 	__u32 sk_ack_backlog;
 	struct socket *sk_socket;
+	struct sock_cgroup_data sk_cgrp_data;
 };
 
 struct request_sock_queue {

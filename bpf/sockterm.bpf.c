@@ -25,7 +25,7 @@ struct st_rec *st_rec_btf_anchor;
 struct st_held *st_held_btf_anchor;
 struct st_ns_held *st_ns_held_btf_anchor;
 
-/* Process filter and self-exclusion: socket inode -> ST_INO_* */
+/* Process filter, self-exclusion and --container/--pod holders: socket inode -> ST_INO_* bits */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);  /* sized by user space before load */
@@ -41,6 +41,22 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } st_cookies SEC(".maps");
+
+/* --cgroup, and --container/--pod's own cgroups: cgroup v2 id -> ST_CG_* bits */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);  /* sized by user space before load */
+	__type(key, __u64);
+	__type(value, __u8);
+} st_cgroups SEC(".maps");
+
+/* --container/--pod: network namespaces (inode) wholly theirs -> 1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);  /* sized by user space before load */
+	__type(key, __u32);
+	__type(value, __u8);
+} st_netns SEC(".maps");
 
 /* Destroys that failed: socket cookie -> -errno. Absent means destroyed. */
 struct {
@@ -138,13 +154,15 @@ static __always_inline bool wanted(const struct st_rec *r)
 
 /* Report the state the way inet_diag (and so ss) does: an orphaned FIN_WAIT2
  * socket lives on as a TIME_WAIT object whose substate is the real state, and
- * a request socket is SYN_RECV. Both engines then agree, and so does ss. */
+ * a request socket is SYN_RECV, owned by uid 0 (the iterator gives it its
+ * listener's). Both engines then agree, and so does ss. */
 static __always_inline void report_state_as_diag(struct st_rec *r, struct sock_common *skc)
 {
 	struct tcp_timewait_sock *tw;
 
 	if (r->state == ST_TCP_NEW_SYN_RECV) {
 		r->state = ST_TCP_SYN_RECV;
+		r->uid = 0;
 	} else if (r->state == ST_TCP_TIME_WAIT) {
 		tw = bpf_skc_to_tcp_timewait_sock(skc);
 		if (tw)
@@ -165,17 +183,68 @@ static __always_inline __u64 sock_ino(struct sock *sk)
 	return socket_ino(BPF_CORE_READ(sk, sk_socket));
 }
 
+/* The cgroup v2 id of the process that created the socket, as the kernel's
+ * sock_cgroup_ptr()/cgroup_id() read it (and inet_diag reports it): 0 where
+ * the kernel keeps none (no CONFIG_SOCK_CGROUP_DATA, or before 5.15). */
+static __always_inline __u64 sock_cgroup_id(struct sock *sk)
+{
+	if (!bpf_core_field_exists(sk->sk_cgrp_data) ||
+	    !bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+static __always_inline bool uid_allowed(__u32 uid)
+{
+	if (cfg.n_uids == 0)
+		return true;
+	for (int i = 0; i < ST_MAX_UIDS; i++) {
+		if (i >= cfg.n_uids)
+			break;
+		if (cfg.uids[i] == uid)
+			return true;
+	}
+	return false;
+}
+
 /* Inode-based decisions: never our own sockets; with a process filter, only
  * the sockets those processes hold. */
-static __always_inline bool inode_allowed(__u64 ino)
+static __always_inline bool inode_allowed(__u64 ino, __u8 *bits)
 {
 	__u8 *v = bpf_map_lookup_elem(&st_inodes, &ino);
 
-	if (v && *v == ST_INO_EXCLUDE)
+	*bits = v ? *v : 0;
+	if (*bits & ST_INO_EXCLUDE)
 		return false;
 	if (cfg.flags & ST_CFG_INODES)
-		return v && *v == ST_INO_SELECT;
+		return *bits & ST_INO_SELECT;
 	return true;
+}
+
+/* The namespace a socket lives in: the iterator walks one namespace's
+ * sockets, but which one only user space knows. */
+static __always_inline __u32 sock_netns(struct sock_common *skc)
+{
+	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+}
+
+/* --cgroup and --container/--pod (cgroup 0: a mini socket, which has none;
+ * inet_diag matches it to no cgroup either). */
+static __always_inline bool scope_allowed(struct sock_common *skc, __u8 ino_bits, __u64 cgroup)
+{
+	__u8 *cg = 0;
+	__u32 netns;
+
+	if (cgroup)
+		cg = bpf_map_lookup_elem(&st_cgroups, &cgroup);
+	if ((cfg.flags & ST_CFG_CGROUPS) && !(cg && (*cg & ST_CG_SELECT)))
+		return false;
+	if (!(cfg.flags & ST_CFG_SCOPE))
+		return true;
+	netns = sock_netns(skc);
+	if (bpf_map_lookup_elem(&st_netns, &netns))
+		return true;
+	return (ino_bits & ST_INO_SCOPE) || (cg && (*cg & ST_CG_SCOPE));
 }
 
 static __always_inline bool cookie_allowed(__u64 cookie)
@@ -212,12 +281,12 @@ static __always_inline int emit(struct seq_file *seq, struct st_rec *r,
 	return 0;
 }
 
-SEC("iter/tcp")
-int st_tcp(struct bpf_iter__tcp *ctx)
+static __always_inline int tcp_one(struct bpf_iter__tcp *ctx, const bool scoped)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct st_rec r = {};
 	struct tcp_sock *tp;
+	__u8 ino_bits;
 
 	if (!skc)
 		return 0;
@@ -226,17 +295,21 @@ int st_tcp(struct bpf_iter__tcp *ctx)
 	r.proto = IPPROTO_TCP;
 	r.uid = ctx->uid;
 	report_state_as_diag(&r, skc);
-	if (!wanted(&r))
+	if (!wanted(&r) || !uid_allowed(r.uid))
 		return 0;
 	/* TIME_WAIT and request sockets are small objects without the fields
 	 * of a full socket: only bpf_skc_to_tcp_sock says a full one is safe. */
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (tp) {
 		r.ino = sock_ino((struct sock *)tp);
-		if (!inode_allowed(r.ino))
+		if (!inode_allowed(r.ino, &ino_bits))
+			return 0;
+		if (scoped && !scope_allowed(skc, ino_bits, sock_cgroup_id((struct sock *)tp)))
 			return 0;
 	} else {
 		if (cfg.flags & ST_CFG_INODES)
+			return 0;
+		if (scoped && !scope_allowed(skc, 0, 0))
 			return 0;
 		r.flags |= ST_F_MINI;
 	}
@@ -246,12 +319,12 @@ int st_tcp(struct bpf_iter__tcp *ctx)
 	return emit(ctx->meta->seq, &r, skc);
 }
 
-SEC("iter/udp")
-int st_udp(struct bpf_iter__udp *ctx)
+static __always_inline int udp_one(struct bpf_iter__udp *ctx, const bool scoped)
 {
 	struct udp_sock *udp = ctx->udp_sk;
 	struct sock *sk;
 	struct st_rec r = {};
+	__u8 ino_bits;
 
 	if (!udp)
 		return 0;
@@ -260,15 +333,46 @@ int st_udp(struct bpf_iter__udp *ctx)
 	read_common(&r, &sk->__sk_common);
 	r.proto = IPPROTO_UDP;
 	r.uid = ctx->uid;
-	if (!wanted(&r))
+	if (!wanted(&r) || !uid_allowed(r.uid))
 		return 0;
 	r.ino = sock_ino(sk);
-	if (!inode_allowed(r.ino))
+	if (!inode_allowed(r.ino, &ino_bits))
+		return 0;
+	if (scoped && !scope_allowed(&sk->__sk_common, ino_bits, sock_cgroup_id(sk)))
 		return 0;
 	r.cookie = bpf_get_socket_cookie(sk);
 	if (!cookie_allowed(r.cookie))
 		return 0;
 	return emit(ctx->meta->seq, &r, &sk->__sk_common);
+}
+
+/* Two builds of each socket program: the plain one, and a scoped one that
+ * also reads the socket's namespace and cgroup, for --cgroup, --container
+ * and --pod. A run loads one of them, so the scoped build's CO-RE
+ * relocations (six more kernel types, a few ms each at load) are paid only
+ * by the runs that use them. */
+SEC("iter/tcp")
+int st_tcp(struct bpf_iter__tcp *ctx)
+{
+	return tcp_one(ctx, false);
+}
+
+SEC("iter/tcp")
+int st_tcp_scoped(struct bpf_iter__tcp *ctx)
+{
+	return tcp_one(ctx, true);
+}
+
+SEC("iter/udp")
+int st_udp(struct bpf_iter__udp *ctx)
+{
+	return udp_one(ctx, false);
+}
+
+SEC("iter/udp")
+int st_udp_scoped(struct bpf_iter__udp *ctx)
+{
+	return udp_one(ctx, true);
 }
 
 /* ---- the one pass: every socket a process holds, host-wide ----------------
@@ -444,8 +548,7 @@ static __always_inline bool count_in(__u32 netns)
 	return acc_covered;
 }
 
-SEC("iter/task_file")
-int st_held(struct bpf_iter__task_file *ctx)
+static __always_inline int held_one(struct bpf_iter__task_file *ctx, const bool scoped)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
@@ -455,6 +558,7 @@ int st_held(struct bpf_iter__task_file *ctx)
 	struct sock *sk;
 	__u64 cookie = 0;
 	__u32 netns;
+	__u8 ino_bits;
 	int proto;
 	bool tcp;
 
@@ -491,17 +595,22 @@ int st_held(struct bpf_iter__task_file *ctx)
 
 	if ((cfg.flags & (tcp ? ST_CFG_TCP : ST_CFG_UDP))) {
 		read_common(&h.rec, &sk->__sk_common);
-		if (wanted(&h.rec)) {
+		h.rec.uid = sk->sk_uid.val;
+		if (wanted(&h.rec) && uid_allowed(h.rec.uid)) {
 			h.rec.proto = tcp ? IPPROTO_TCP : IPPROTO_UDP;
-			h.rec.uid = sk->sk_uid.val;
 			h.rec.ino = socket_ino(sock);
-			cookie = h.rec.cookie = bpf_get_socket_cookie(sk);
-			if (inode_allowed(h.rec.ino) && cookie_allowed(cookie)) {
-				h.netns = netns;
-				h.pid = task->tgid;
-				bpf_probe_read_kernel_str(h.comm, sizeof(h.comm), task->comm);
-				if (bpf_seq_write(ctx->meta->seq, &h, sizeof(h)))
-					return 0;   /* shown again on the next read: count it then */
+			if (scoped)
+				h.cgroup = sock_cgroup_id(sk);
+			if (inode_allowed(h.rec.ino, &ino_bits) &&
+			    (!scoped || scope_allowed(&sk->__sk_common, ino_bits, h.cgroup))) {
+				cookie = h.rec.cookie = bpf_get_socket_cookie(sk);
+				if (cookie_allowed(cookie)) {
+					h.netns = netns;
+					h.pid = task->tgid;
+					bpf_probe_read_kernel_str(h.comm, sizeof(h.comm), task->comm);
+					if (bpf_seq_write(ctx->meta->seq, &h, sizeof(h)))
+						return 0;   /* shown again on the next read: count it then */
+				}
 			}
 		}
 	}
@@ -525,4 +634,18 @@ int st_held(struct bpf_iter__task_file *ctx)
 		acc.backlog += sk->sk_ack_backlog;
 	}
 	return 0;
+}
+
+/* Like the socket programs, two builds: the scoped one also reads the
+ * socket's cgroup (--cgroup, --container, --pod). */
+SEC("iter/task_file")
+int st_held(struct bpf_iter__task_file *ctx)
+{
+	return held_one(ctx, false);
+}
+
+SEC("iter/task_file")
+int st_held_scoped(struct bpf_iter__task_file *ctx)
+{
+	return held_one(ctx, true);
 }

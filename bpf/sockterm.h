@@ -11,6 +11,7 @@
 
 #define ST_MAX_ADDRS 16
 #define ST_MAX_PORTS 16
+#define ST_MAX_UIDS 16
 
 /* st_rec.result */
 #define ST_RES_MATCHED   0 /* list / match: nothing attempted */
@@ -40,10 +41,18 @@
 #define ST_CFG_TCP        0x4
 #define ST_CFG_UDP        0x8
 #define ST_CFG_COOKIES    0x10 /* only sockets whose cookie is in st_cookies (what was confirmed) */
+#define ST_CFG_CGROUPS    0x20 /* only sockets whose cgroup is ST_CG_SELECT in st_cgroups (--cgroup) */
+#define ST_CFG_SCOPE      0x40 /* only sockets in --container/--pod's scope: a namespace in
+			      * st_netns, or an ST_INO_SCOPE inode, or an ST_CG_SCOPE cgroup */
 
-/* st_inodes values */
-#define ST_INO_SELECT  1
-#define ST_INO_EXCLUDE 2   /* sockterm's own sockets: never touched */
+/* st_inodes values: bits, an inode can be several */
+#define ST_INO_SELECT  0x1
+#define ST_INO_EXCLUDE 0x2   /* sockterm's own sockets: never touched */
+#define ST_INO_SCOPE   0x4   /* held by a process of a selected container or pod */
+
+/* st_cgroups values: bits */
+#define ST_CG_SELECT 0x1     /* --cgroup names it */
+#define ST_CG_SCOPE  0x2     /* a selected container's or pod's cgroup */
 
 /* One socket, as emitted with bpf_seq_write. Addresses are IPv6-form, IPv4 as ::ffff:a.b.c.d */
 struct st_rec {
@@ -90,7 +99,8 @@ struct st_config {
 	__u32 states;       /* bit (1 << state) */
 	__u32 families;     /* bit 0: AF_INET, bit 1: AF_INET6 */
 	__u32 flags;        /* ST_CFG_* */
-	__u32 pad;
+	__u32 n_uids;
+	__u32 uids[ST_MAX_UIDS]; /* socket owner, as inet_diag reports it */
 	__u64 probe_ino;    /* st_held: inode of a socket sockterm holds through one descriptor */
 };
 
@@ -109,6 +119,7 @@ struct st_stats {
  * one per (process, descriptor), so a shared socket comes once per holder. */
 struct st_held {
 	struct st_rec rec;  /* result is ST_RES_MATCHED */
+	__u64 cgroup;       /* cgroup v2 id (st_held_scoped; else 0) */
 	__u32 netns;        /* network namespace inode (the pass crosses them all) */
 	__u32 pid;
 	char comm[16];

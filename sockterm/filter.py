@@ -9,6 +9,7 @@ target also matches an IPv6 socket talking to the v4-mapped address.
 from __future__ import annotations
 
 import ipaddress
+import pwd
 import re
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from . import states as st
 
 MAX_ADDR_RULES = 16   # mirrors ST_MAX_ADDRS in bpf/sockterm.h
 MAX_PORT_RULES = 16   # mirrors ST_MAX_PORTS
+MAX_UIDS = 16         # mirrors ST_MAX_UIDS
 
 
 class FilterError(ValueError):
@@ -135,19 +137,32 @@ class Filter:
     netns: tuple = ()
     pids: tuple = ()
     comms: tuple = ()
+    containers: tuple = ()     # names or ids, resolved on the host when a run starts
+    pods: tuple = ()           # [NAMESPACE/]NAME
+    cgroups: tuple = ()        # cgroup v2 paths or unit names
+    uids: tuple = ()           # socket owner uids
 
     @property
     def targeted(self) -> bool:
         """Does the filter name something, so that a kill cannot mean 'everything'?"""
         return bool(self.dst or self.src or self.dport or self.sport
-                    or self.netns or self.pids or self.comms)
+                    or self.netns or self.pids or self.comms
+                    or self.containers or self.pods or self.cgroups or self.uids)
+
+    @property
+    def on_host(self) -> bool:
+        """Does it name things a run must look up on the host (into its Scope)?"""
+        return bool(self.containers or self.pods or self.cgroups)
 
     def matches(self, sock) -> bool:
         """The same decision the BPF program and the diag bytecode make, in Python
-        (--pid/--comm are decided by the run's Scope, from the processes)."""
+        (--pid/--comm, --container/--pod and --cgroup are decided by the run's
+        Scope, from the processes and cgroups on the host)."""
         if sock.proto not in self.protos or sock.family not in self.families:
             return False
         if sock.state not in self.states:
+            return False
+        if self.uids and sock.uid not in self.uids:
             return False
         if self.dst and not any(r.matches(sock.dst, sock.dport) for r in self.dst):
             return False
@@ -167,13 +182,16 @@ class Filter:
             parts += [f"-{f}" for f in sorted(self.families)]
         parts += [f"--netns {n}" for n in self.netns]
         parts += [f"--pid {p}" for p in self.pids] + [f"--comm {c}" for c in self.comms]
+        parts += [f"--container {c}" for c in self.containers] + [f"--pod {p}" for p in self.pods]
+        parts += [f"--cgroup {c}" for c in self.cgroups] + [f"--uid {u}" for u in self.uids]
         names = sorted({st.NAMES[s] for s in self.states})
         parts.append("--state " + ",".join(names))
         return " ".join(parts)
 
 
 def build_filter(*, dst=(), src=(), dport=(), sport=(), proto=(), ipv4=False, ipv6=False,
-                 state=(), netns=(), pid=(), comm=(), default_states=st.DEFAULT_KILL) -> Filter:
+                 state=(), netns=(), pid=(), comm=(), container=(), pod=(), cgroup=(), uid=(),
+                 default_states=st.DEFAULT_KILL) -> Filter:
     """Turn command-line values (strings) into a Filter, or raise FilterError."""
     dst_rules = tuple(parse_addr_rule(t) for t in dst)
     src_rules = tuple(parse_addr_rule(t) for t in src)
@@ -197,8 +215,15 @@ def build_filter(*, dst=(), src=(), dport=(), sport=(), proto=(), ipv4=False, ip
     pids = tuple(_parse_pid(p) for p in _split(pid))
     comms = tuple(_parse_comm(c) for c in comm)
     netns_names = tuple(_namespace_selector(n) for n in netns)
+    containers = tuple(_name(c, "--container", "NAME or ID") for c in container)
+    pods = tuple(_pod(p) for p in pod)
+    cgroups = tuple(_name(c, "--cgroup", "PATH or unit name") for c in cgroup)
+    uids = tuple(dict.fromkeys(_parse_uid(u) for u in _split(uid)))
+    if len(uids) > MAX_UIDS:
+        raise FilterError(f"at most {MAX_UIDS} --uid values per run")
     return Filter(dst_rules, src_rules, dports, sports, protos, families,
-                  states or frozenset(default_states), netns_names, pids, comms)
+                  states or frozenset(default_states), netns_names, pids, comms,
+                  containers, pods, cgroups, uids)
 
 
 def _split(values) -> list:
@@ -225,6 +250,34 @@ def _parse_pid(text: str) -> int:
     if pid > 2**22:
         raise FilterError(f"invalid pid {text!r}: above the kernel's pid limit")
     return pid
+
+
+def _name(text: str, option: str, what: str) -> str:
+    value = text.strip()
+    if not value or "\0" in value:
+        raise FilterError(f"{option} needs a {what}")
+    return value
+
+
+def _pod(text: str) -> str:
+    value = _name(text, "--pod", "[NAMESPACE/]NAME")
+    namespace, slash, name = value.partition("/")
+    if slash and (not namespace or not name or "/" in name):
+        raise FilterError(f"invalid pod {text!r}: expected NAME or NAMESPACE/NAME")
+    return value
+
+
+def _parse_uid(text: str) -> int:
+    """A user name or a number, as the socket's owner (ss's uid)."""
+    if re.fullmatch(r"\d{1,10}", text):
+        uid = int(text)
+        if uid >= 2**32 - 1:      # (uid_t)-1 is no one's
+            raise FilterError(f"invalid uid {text!r}: above the largest uid")
+        return uid
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise FilterError(f"unknown user {text!r}: expected a user name or a uid") from None
 
 
 def _parse_comm(text: str) -> str:

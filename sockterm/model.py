@@ -33,6 +33,8 @@ class Namespace:
     path: str                      # an nsfs path to open it by
     alt_paths: list = field(default_factory=list)   # more ways in, should `path` vanish
     pids: list = field(default_factory=list)
+    place: object = None           # host.containers.Place: the container or pod it belongs to
+    aliases: list = field(default_factory=list)     # names it had before `name` became the pod's
 
     def paths(self):
         yield self.path
@@ -45,7 +47,7 @@ class Sock:
 
     __slots__ = ("netns", "family", "proto", "state", "src", "sport", "dst", "dport",
                  "cookie", "uid", "ino", "result", "error", "processes", "netns_name",
-                 "mini", "ifindex")
+                 "mini", "ifindex", "place", "cgroup")
 
     def __init__(self, netns, family, proto, state, src, sport, dst, dport,
                  cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False,
@@ -67,10 +69,20 @@ class Sock:
         self.netns_name = netns_name
         self.mini = mini           # TIME_WAIT or request socket: no full struct sock
         self.ifindex = ifindex     # bound device; a netlink destroy must name it
+        self.place = None          # host.containers.Place: its container and pod, if any
+        self.cgroup = 0            # its cgroup v2 id, where an engine read it (0: none or unread)
 
     @property
     def key(self):
         return (self.netns, self.cookie)
+
+    @property
+    def container(self):
+        return self.place.container if self.place is not None else None
+
+    @property
+    def pod(self):
+        return self.place.pod if self.place is not None else None
 
     def src_text(self) -> str:
         return addr_text(self.src, self.family)

@@ -30,7 +30,8 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     The local application gets ECONNABORTED, a TCP peer gets a reset.
     Without --state only connected sockets are killed: listeners and
     unconnected UDP sockets only with --state listening / unconnected / all.
-    A filter naming an address, port, process or namespace is required.
+    A filter naming an address, port, process, namespace, container, pod,
+    cgroup or user is required.
     On a terminal kill shows what matches and asks; elsewhere it needs --yes.
     Every kill is recorded in syslog (authpriv).
     """
@@ -41,7 +42,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
         return show(ctx, "match", flt, kwargs)
     if not flt.targeted:
         abort("kill needs a filter naming what to kill: --dst, --src, --dport, --sport, "
-              "--netns, --pid or --comm", ExitCode.USAGE)
+              "--netns, --pid, --comm, --container, --pod, --cgroup or --uid", ExitCode.USAGE)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     if not yes and not interactive:
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)

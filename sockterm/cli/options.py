@@ -25,6 +25,43 @@ def _complete_netns(ctx, param, incomplete):
     return [n for n in names if n.startswith(incomplete)]
 
 
+def _complete_containers(ctx, param, incomplete):
+    from ..host import containers
+    try:
+        running, _ = containers.inventory()
+    except OSError:
+        return []
+    names = [c.name for c in running]
+    if len(incomplete) >= 1 and all(ch in "0123456789abcdef" for ch in incomplete):
+        names += [c.id[:12] for c in running if c.id.startswith(incomplete)]
+    return sorted({n for n in names if n.startswith(incomplete)})
+
+
+def _complete_pods(ctx, param, incomplete):
+    from ..host import containers
+    try:
+        _, pods = containers.inventory()
+    except OSError:
+        return []
+    labels = [p.label for p in pods] + [p.name for p in pods if p.name]
+    return sorted({n for n in labels if n.startswith(incomplete)})
+
+
+def _complete_cgroups(ctx, param, incomplete):
+    import os
+    from ..host import cgroups
+    mount = cgroups.v2_mount()
+    if not mount:
+        return []
+    head, _, tail = incomplete.rpartition("/")
+    try:
+        names = [e.name for e in os.scandir(os.path.join(mount, head.lstrip("/"))) if e.is_dir()]
+    except OSError:
+        return []
+    prefix = head + "/" if head or incomplete.startswith("/") else ""
+    return sorted(prefix + n for n in names if n.startswith(tail))
+
+
 def _compose(*decorators):
     def apply(fn):
         for deco in reversed(decorators):
@@ -59,6 +96,19 @@ filter_options = _compose(
                  help="Only sockets held by this process. Repeatable."),
     click.option("--comm", "comm", multiple=True, metavar="NAME",
                  help="Only sockets held by processes with this name (/proc/PID/comm). Repeatable."),
+    click.option("--container", "container", multiple=True, metavar="NAME|ID",
+                 shell_complete=_complete_containers,
+                 help="Only sockets of this running container (docker, podman, containerd, "
+                      "CRI-O, LXC, nspawn): name, id, or an id prefix of 4+ characters. Repeatable."),
+    click.option("--pod", "pod", multiple=True, metavar="[NAMESPACE/]NAME",
+                 shell_complete=_complete_pods,
+                 help="Only sockets of this Kubernetes pod on this node. Repeatable."),
+    click.option("--cgroup", "cgroup", multiple=True, metavar="PATH",
+                 shell_complete=_complete_cgroups,
+                 help="Only sockets created in this cgroup v2 or below it (path under the "
+                      "cgroup2 mount, or a unit name such as nginx.service). Repeatable."),
+    click.option("--uid", "uid", multiple=True, metavar="USER|UID",
+                 help="Only sockets owned by this user. Repeatable."),
 )
 
 output_options = _compose(
@@ -73,6 +123,7 @@ output_options = _compose(
 
 def filter_args(kwargs: dict) -> dict:
     """Pop the filter options out of a command's keyword arguments."""
-    keys = ("dst", "src", "dport", "sport", "proto", "ipv4", "ipv6", "state", "netns", "pid", "comm")
+    keys = ("dst", "src", "dport", "sport", "proto", "ipv4", "ipv6", "state", "netns", "pid", "comm",
+            "container", "pod", "cgroup", "uid")
     return {key: kwargs.pop(key) for key in keys}
 

@@ -37,6 +37,18 @@ def result_text(sock: model.Sock) -> str:
     return sock.result
 
 
+def container_dict(container) -> dict | None:
+    if container is None:
+        return None
+    return {"runtime": container.runtime, "id": container.id, "name": container.name}
+
+
+def pod_dict(pod) -> dict | None:
+    if pod is None:
+        return None
+    return {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
+
+
 def socket_dict(sock: model.Sock, kill: bool) -> dict:
     doc = {
         "netns": sock.netns,
@@ -53,6 +65,8 @@ def socket_dict(sock: model.Sock, kill: bool) -> dict:
         "uid": sock.uid,
         "processes": None if sock.processes is None else
         [{"pid": pid, "comm": comm} for pid, comm in sock.processes],
+        "container": container_dict(sock.container),
+        "pod": pod_dict(sock.pod),
     }
     if kill:
         doc["result"] = sock.result
@@ -103,6 +117,19 @@ def _processes_json(processes) -> str:
     return text
 
 
+_NO_PLACE = '"container":null,"pod":null'
+_places: dict = {}
+
+
+def _place_json(place) -> str:
+    """The container and pod keys of a socket; one text per Place (sockets share them)."""
+    text = _places.get(place)
+    if text is None:
+        text = _places[place] = (f'"container":{_dumps(container_dict(place.container))},'
+                                 f'"pod":{_dumps(pod_dict(place.pod))}')
+    return text
+
+
 def socket_json(sock: model.Sock, kill: bool) -> str:
     """json.dumps(socket_dict(sock, kill)) with compact separators, faster."""
     text = (f'{{"netns":{sock.netns},"netns_name":{_name_json(sock.netns_name)},'
@@ -110,7 +137,8 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
             f'"src":"{_addr_json(sock.src, sock.family)}","sport":{sock.sport},'
             f'"dst":"{_addr_json(sock.dst, sock.family)}","dport":{sock.dport},'
             f'"cookie":{sock.cookie},"inode":{sock.ino},"uid":{sock.uid},'
-            f'"processes":{_processes_json(sock.processes)}')
+            f'"processes":{_processes_json(sock.processes)},'
+            f'{_NO_PLACE if sock.place is None else _place_json(sock.place)}')
     if kill:
         error = f'"{_ERRNAMES[sock.error]}"' if sock.error in _ERRNAMES else "null"
         text += f',"result":"{sock.result}","error":{error}'
@@ -118,9 +146,12 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
 
 
 def ns_dict(nsr: model.NamespaceReport) -> dict:
+    place = nsr.ns.place
     return {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
             "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
-            "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason}
+            "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason,
+            "container": container_dict(place.container if place else None),
+            "pod": pod_dict(place.pod if place else None)}
 
 
 # Process and namespace names are anyone's to choose: no tab may split a tsv
@@ -392,9 +423,10 @@ def summary_lines(report, kill: bool) -> list[str]:
     lines = []
     if len(touched) > 1:
         touched.sort(key=lambda r: (-r.matched, r.ns.name))
-        width = max(len(r.ns.name) for r in touched[:MAX_NS_LINES])
-        for r in touched[:MAX_NS_LINES]:
-            lines.append(f"  {r.ns.name:<{width}}  {_counts(r.matched, r.killed, r.failed, kill)}")
+        names = [r.ns.name.translate(_CONTROL) for r in touched[:MAX_NS_LINES]]
+        width = max(len(n) for n in names)
+        for r, name in zip(touched, names):
+            lines.append(f"  {name:<{width}}  {_counts(r.matched, r.killed, r.failed, kill)}")
         if len(touched) > MAX_NS_LINES:
             lines.append(f"  ... and {len(touched) - MAX_NS_LINES} more namespaces")
     if touched:

@@ -62,13 +62,20 @@ _TIMEWAIT_STATES = frozenset({st.TIME_WAIT, st.FIN_WAIT2})   # a timewait sock i
 _REQUEST_STATES = frozenset({st.SYN_RECV, st.NEW_SYN_RECV})
 
 
+def _minis_selectable(flt, scope) -> bool:
+    """Can the filter select a time-wait or request socket at all? They have
+    no inode (--pid/--comm select by inode), no cgroup (--cgroup) and uid 0."""
+    return (scope.inodes is None and scope.cgroup_ids is None
+            and (not flt.uids or 0 in flt.uids))
+
+
 def certain_walk(flt, scope, before: Counts | None) -> str | None:
     """The reason a namespace will be walked whatever the pass finds (its
     counts alone say so), or None. When every namespace has one, the pass
     is not worth making."""
     if before is None:
         return NO_COUNTERS
-    if "tcp" in flt.protos and scope.inodes is None:
+    if "tcp" in flt.protos and _minis_selectable(flt, scope):
         if before.tw and flt.states & _TIMEWAIT_STATES:
             return TIME_WAIT
     return None
@@ -95,8 +102,7 @@ def walk_reason(flt, scope, before: Counts | None, after: Counts | None,
     if udp and held.udp != after.udp:
         return UNHELD, (f"{after.udp} UDP sockets hashed, {held.udp} held by processes "
                         "(kernel sockets, sockets in flight)")
-    # a process filter selects sockets by inode: never a time-wait or request socket
-    by_state = scope.inodes is None
+    by_state = _minis_selectable(flt, scope)
     if tcp and by_state and after.tw and flt.states & _TIMEWAIT_STATES:
         return TIME_WAIT, f"{after.tw} time-wait sockets"
     if tcp and by_state and held.pending and flt.states & _REQUEST_STATES:

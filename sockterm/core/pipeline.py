@@ -35,7 +35,7 @@ from .. import model
 from ..engine import EngineError, Scope
 from ..exitcodes import ExitCode
 from ..filter import Filter
-from ..host import netns, probe, procs
+from ..host import cgroups, containers, netns, probe, procs
 from . import onepass, pool
 from ..cancel import Cancel
 
@@ -187,6 +187,8 @@ class _Run:
         self._host_tcp = None
         # kill(plan): cookie -> the planned Sock (for processes, and `gone` reports)
         self.by_cookie = {s.cookie: s for s in planned.sockets} if planned else {}
+        self.node = containers.Node()          # containers and pods (cheap when none)
+        self.owned: dict = {}                  # Scope fields --cgroup/--container/--pod resolved to
 
     # -- set-up: everything refusable is refused here ----------------------------
     def find_namespaces(self) -> list[model.Namespace]:
@@ -194,12 +196,14 @@ class _Run:
         self.report.skipped.extend(skipped)
         for note in skipped:
             self.log(f"skipped {note}")
-        if not self.flt.netns:
-            return found
-        try:
-            return netns.resolve(self.flt.netns, found)
-        except netns.NamespaceError as exc:
-            raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+        self.node.attribute(found)      # pods and containers name their namespaces (--netns too)
+        if self.flt.netns:
+            try:
+                found = netns.resolve(self.flt.netns, found)
+            except netns.NamespaceError as exc:
+                raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+        found, self.owned = resolve_host_names(self.flt, found, self.node)
+        return found
 
     def prepare(self, namespaces: list[model.Namespace]) -> None:
         if self.options.walk not in onepass.WALK_MODES:
@@ -215,7 +219,7 @@ class _Run:
             raise SocktermError(f"sockterm {command} needs {', '.join(missing)} (run it as root)")
         scope = Scope(inodes=resolve_processes(self.flt), exclude_inodes=procs.own_inodes(),
                       cookies=self.planned.cookies if self.planned else None,
-                      namespaces=frozenset(ns.ino for ns in namespaces))
+                      namespaces=frozenset(ns.ino for ns in namespaces), **self.owned)
         self.scope = scope
         self.attribute = self.options.processes and not self.planned
         one_pass, why = self._one_pass_wanted(namespaces)
@@ -455,7 +459,10 @@ class _Run:
                     sock.processes = held(sock.ino)
         elif self.planned:
             for sock in batch:
-                sock.processes = self.by_cookie[sock.cookie].processes
+                planned = self.by_cookie[sock.cookie]
+                sock.processes, sock.place = planned.processes, planned.place
+        if self.node.present and not self.planned:
+            self.node.label(nsr.ns, batch)
         nsr.matched += len(batch)
         if self.kill:
             for sock in batch:
@@ -683,6 +690,21 @@ def choose_engine(backend: str, kill: bool, host: probe.HostProbe, log) -> str:
         if why:
             raise SocktermError(f"--backend bpf cannot run here: {why}; use --backend diag")
     return backend
+
+
+def resolve_host_names(flt: Filter, namespaces: list, node) -> tuple[list, dict]:
+    """--cgroup/--container/--pod become kernel ids (the Scope fields they
+    fill), and the namespaces walked shrink to those that can hold what they
+    select (host/containers.py)."""
+    if not flt.on_host:
+        return namespaces, {}
+    try:
+        owned, inos = containers.scope_for(flt, namespaces, node)
+    except (containers.ContainerError, cgroups.CgroupError) as exc:
+        raise SocktermError(str(exc), ExitCode.USAGE) from None
+    if inos is not None:
+        namespaces = [ns for ns in namespaces if ns.ino in inos]
+    return namespaces, owned
 
 
 def resolve_processes(flt: Filter) -> frozenset | None:

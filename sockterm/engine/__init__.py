@@ -43,20 +43,38 @@ class EngineError(RuntimeError):
 class Scope:
     """What a run derived from the filter, kept apart from it: the socket
     inodes --pid/--comm resolved to, the cookies a kill is pinned to (what
-    was confirmed or counted), sockterm's own sockets, and the namespaces
-    the run covers."""
+    was confirmed or counted), sockterm's own sockets, the namespaces the run
+    covers, and what --cgroup, --container and --pod resolved to on the host
+    (host/containers.py)."""
 
     inodes: frozenset | None = None       # None: no process option
     cookies: frozenset | None = None      # None: not pinned
     exclude_inodes: frozenset = frozenset()
     namespaces: frozenset | None = None   # inodes of the namespaces the run covers
+    cgroup_ids: frozenset | None = None   # --cgroup: the socket's cgroup is one of these
+    # --container/--pod (owned_netns None: not given): a namespace wholly
+    # theirs, or a socket their processes hold, or one created in their cgroups
+    owned_netns: frozenset | None = None
+    owned_inodes: frozenset = frozenset()
+    owned_cgroups: frozenset = frozenset()
+
+    @property
+    def reads_cgroup(self) -> bool:
+        """Must an engine know each socket's cgroup to decide?"""
+        return self.cgroup_ids is not None or bool(self.owned_cgroups)
 
     def admits(self, sock) -> bool:
         if sock.ino and sock.ino in self.exclude_inodes:
             return False
         if self.inodes is not None and sock.ino not in self.inodes:
             return False
-        return self.cookies is None or sock.cookie in self.cookies
+        if self.cookies is not None and sock.cookie not in self.cookies:
+            return False
+        if self.cgroup_ids is not None and sock.cgroup not in self.cgroup_ids:
+            return False
+        return self.owned_netns is None or (
+            sock.netns in self.owned_netns or (sock.ino and sock.ino in self.owned_inodes)
+            or (sock.cgroup and sock.cgroup in self.owned_cgroups))
 
 
 def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool = True, log=None,

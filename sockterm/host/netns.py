@@ -160,7 +160,8 @@ def discover() -> tuple[list[Namespace], list[str]]:
 
 
 def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
-    """The namespaces --netns names: an ip-netns or display name, an inode, or an nsfs path."""
+    """The namespaces --netns names: an ip-netns or display name (a pod's
+    NAMESPACE/NAME, a container's name), an inode, or an nsfs path."""
     chosen: dict[int, Namespace] = {}
     by_ino = {ns.ino: ns for ns in namespaces}
     for sel in selectors:
@@ -168,19 +169,23 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
         ino = None
         if key.startswith("net:[") and key.endswith("]"):
             key = key[5:-1]
+        named = [ns for ns in namespaces if ns.name == key or key in ns.aliases]
         if key.isdigit():
             ino = int(key)
             if ino not in by_ino:
                 raise NamespaceError(0, f"no network namespace with inode {ino}")
+        elif named and not key.startswith("/"):     # a pod's NAMESPACE/NAME is no path
+            if len(named) > 1:      # container names are theirs to choose: never guess
+                inos = ", ".join(str(ns.ino) for ns in named[:4])
+                raise NamespaceError(0, f"{len(named)} network namespaces are named {key!r} "
+                                        f"(inodes {inos}): give the inode")
+            ino = named[0].ino
         elif "/" in key:
             ino = check_nsfs(key)
             if ino not in by_ino:
                 by_ino[ino] = Namespace(ino=ino, name=key, path=key)
         else:
-            hits = [ns for ns in namespaces if ns.name == key]
-            if not hits:
-                raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
-            ino = hits[0].ino
+            raise NamespaceError(0, f"no network namespace named {key!r} (see 'ip netns' or 'sockterm list')")
         chosen[ino] = by_ino[ino]
     return list(chosen.values())
 

@@ -16,6 +16,18 @@ import sys
 SO_COOKIE = 57
 socks = {}       # id -> socket
 next_id = [0]
+owner = [None]   # uid that owns the sockets made from now on (None: the holder's own)
+
+
+def new_socket(fam, kind):
+    """A socket owned by `owner`: the kernel gives a socket its creator's fsuid."""
+    if owner[0] is None:
+        return socket.socket(fam, kind)
+    os.seteuid(owner[0])
+    try:
+        return socket.socket(fam, kind)
+    finally:
+        os.seteuid(0)
 
 
 def add(sock):
@@ -46,7 +58,7 @@ def family_of(addr):
 def op_listen(proto="tcp", addr="0.0.0.0", port=0, backlog=4096, reuseport=False, v6only=None):
     fam = family_of(addr)
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(fam, kind)
+    s = new_socket(fam, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuseport:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -63,7 +75,7 @@ def op_connect(proto="tcp", dst="127.0.0.1", port=80, count=1, src=None, nonbloc
     fam = family_of(dst)
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     for _ in range(count):
-        s = socket.socket(fam, kind)
+        s = new_socket(fam, kind)
         if src:
             s.bind((src, 0))
         if nonblock_ok:   # leave it in SYN-SENT when nobody answers
@@ -83,7 +95,13 @@ def op_accept(id, count=1, timeout=10.0):
     out = []
     lst.settimeout(timeout)
     for _ in range(count):
-        conn, _ = lst.accept()
+        if owner[0] is not None:       # an accepted socket is its accepter's (sock_graft)
+            os.seteuid(owner[0])
+        try:
+            conn, _ = lst.accept()
+        finally:
+            if owner[0] is not None:
+                os.seteuid(0)
         conn.setblocking(True)
         out.append(info(add(conn)))
     return out
@@ -136,6 +154,11 @@ def op_close(ids, abort=False):
 
 def op_pid():
     return os.getpid()
+
+
+def op_owner(uid=None):
+    owner[0] = uid
+    return True
 
 
 # -- sharing and passing sockets (tests/priv/test_onepass.py) ----------------------------

@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import json
 import os
+import pwd
 import random
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from conftest import Topology
 VIP4 = "10.213.0.5"
 VIP6 = "fd2b::5"
 MAPPED_VIP = f"::ffff:{VIP4}"
-BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_held"}
+BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_tcp_scoped", "st_udp_scoped", "st_held",
+                  "st_held_scoped"}
 
 # ss(8)'s state column -> the kernel's TCP_* number (request sockets show as SYN-RECV)
 SS_STATES = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
@@ -87,6 +89,8 @@ class SsSock:
     cookie: int
     ino: int
     pids: frozenset = frozenset()      # (pid, comm)
+    uid: int = 0                       # ss prints uid: only when it is not 0
+    cgroup: str = ""                   # cgroup v2 path; "" for a socket with none (time-wait)
 
     def ends(self):
         return (self.proto, self.src, self.sport, self.dst, self.dport)
@@ -101,12 +105,16 @@ def parse_ss(text: str, family: int, netns: int) -> list[SsSock]:
         proto, state, local, peer = words[0], words[1], words[4], words[5]
         src, sport = _endpoint(local, family)
         dst, dport = _endpoint(peer, family)
-        cookie, ino, pids = None, 0, set()
+        cookie, ino, pids, uid, cgroup = None, 0, set(), 0, ""
         for word in words[6:]:
             if word.startswith("sk:"):
                 cookie = int(word[3:], 16)
             elif word.startswith("ino:"):
                 ino = int(word[4:])
+            elif word.startswith("uid:"):
+                uid = int(word[4:])
+            elif word.startswith("cgroup:") and not cgroup:
+                cgroup = word[7:]
             elif word.startswith("users:"):
                 for part in word[len("users:(("):].split("),("):
                     items = part.rstrip(")").split(",")
@@ -116,7 +124,7 @@ def parse_ss(text: str, family: int, netns: int) -> list[SsSock]:
         if cookie is None or proto not in ("tcp", "udp"):
             continue
         out.append(SsSock(netns, proto, family, SS_STATES[state], src, sport, dst, dport,
-                          cookie, ino, frozenset(pids)))
+                          cookie, ino, frozenset(pids), uid, cgroup))
     return out
 
 
@@ -130,7 +138,9 @@ def ss_view(names) -> dict[int, SsSock]:
     for name in names:
         ino = ns_inode(name)
         for fam in (4, 6):
-            text = sh("ip", "netns", "exec", name, "ss", "-tuanHep", f"-{fam}").stdout
+            # nsenter, not ip netns exec: that remounts /sys, and ss finds cgroup paths there
+            text = sh("nsenter", f"--net=/run/netns/{name}", "ss", "-tuanHep", "--cgroup",
+                      f"-{fam}").stdout
             for s in parse_ss(text, fam, ino):
                 found[s.cookie] = s
     return found
@@ -164,6 +174,8 @@ class Spec:
     netns: list = field(default_factory=list)     # ip netns names
     pids: list = field(default_factory=list)
     comms: list = field(default_factory=list)
+    uids: list = field(default_factory=list)      # numbers or user names
+    cgroups: list = field(default_factory=list)   # cgroup v2 paths, /-rooted
 
     def args(self) -> list[str]:
         out = []
@@ -187,6 +199,10 @@ class Spec:
             out += ["--pid", str(p)]
         for c in self.comms:
             out += ["--comm", c]
+        for u in self.uids:
+            out += ["--uid", str(u)]
+        for c in self.cgroups:
+            out += ["--cgroup", c]
         return out
 
     def kwargs(self) -> dict:
@@ -196,7 +212,8 @@ class Spec:
                     sport=[str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.sport],
                     proto=list(self.protos), ipv4=4 in self.families, ipv6=6 in self.families,
                     state=list(self.states), netns=list(self.netns),
-                    pid=[str(p) for p in self.pids], comm=list(self.comms))
+                    pid=[str(p) for p in self.pids], comm=list(self.comms),
+                    uid=[str(u) for u in self.uids], cgroup=list(self.cgroups))
 
     def state_set(self, default) -> set:
         if not self.states:
@@ -208,7 +225,7 @@ class Spec:
 
     def targeted(self) -> bool:
         return bool(self.dst or self.src or self.dport or self.sport or self.netns
-                    or self.pids or self.comms)
+                    or self.pids or self.comms or self.uids or self.cgroups)
 
 
 def held_inodes(pids, comms) -> set[int]:
@@ -246,6 +263,7 @@ def oracle(spec: Spec, view: dict, default_states, ns_inodes: dict) -> set[int]:
     fams = set(spec.families) or {4, 6}
     netns = {ns_inodes[n] for n in spec.netns} if spec.netns else None
     inodes = held_inodes(spec.pids, spec.comms) if (spec.pids or spec.comms) else None
+    uids = {int(u) if str(u).isdigit() else pwd.getpwnam(u).pw_uid for u in spec.uids}
     out = set()
     for s in view.values():
         if s.proto not in protos or s.family not in fams or s.state not in states:
@@ -262,8 +280,20 @@ def oracle(spec: Spec, view: dict, default_states, ns_inodes: dict) -> set[int]:
             continue
         if inodes is not None and (not s.ino or s.ino not in inodes):
             continue
+        if uids and s.uid not in uids:
+            continue
+        if spec.cgroups and not any(_under(s.cgroup, c) for c in spec.cgroups):
+            continue
         out.add(s.cookie)
     return out
+
+
+def _under(path: str, top: str) -> bool:
+    """README: --cgroup PATH is PATH or below it. A socket with no cgroup is in none."""
+    if not path:
+        return False
+    top = "/" + top.strip("/")
+    return top == "/" or path == top or path.startswith(top + "/")
 
 
 def addr_spec(text_addr: str, prefix: int | None, ports: tuple | None, rng) -> AddrSpec:
@@ -306,10 +336,13 @@ def _int_to_text(value: int) -> str:
 class FilterGen:
     """Random filters biased toward what a population has, so they select something."""
 
-    def __init__(self, rng: random.Random, view: dict, ns_names: list, pids: list):
+    def __init__(self, rng: random.Random, view: dict, ns_names: list, pids: list,
+                 uids=(), cgroups=()):
         self.rng = rng
         self.ns_names = ns_names
         self.pids = pids
+        self.uids = list(uids)          # --uid values worth trying (none: never)
+        self.cgroups = list(cgroups)    # --cgroup paths worth trying
         addrs = set()
         ports = set()
         for s in view.values():
@@ -399,6 +432,10 @@ class FilterGen:
             s.states = rng.sample(names, rng.choice([1, 1, 1, 2]))
         if rng.random() < 0.1 and self.pids:
             s.pids = rng.sample(self.pids, 1)
+        if self.uids and rng.random() < 0.2:
+            s.uids = rng.sample(self.uids, rng.choice([1, 1, 2]))
+        if self.cgroups and rng.random() < 0.25:
+            s.cgroups = rng.sample(self.cgroups, rng.choice([1, 1, 2]))
         # every kill is confined to the test's namespaces; a match too, mostly
         if kill or rng.random() < 0.8:
             k = len(self.ns_names) if rng.random() < 0.5 else rng.randrange(1, len(self.ns_names) + 1)
@@ -450,10 +487,12 @@ class RelTopology(Topology):
     CLIENT4, CLIENT6 = "10.214", "fd2c"
 
 
-def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1) -> Population:
+def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1,
+                     owners=None) -> Population:
     """Backend + `clients` client namespaces with a random mix of TCP (connected,
     listening, v4, v6, v4-mapped, loopback, veth, time-wait, close-wait/fin-wait-2)
-    and UDP (connected, unconnected) sockets."""
+    and UDP (connected, unconnected) sockets. owners(i, holder), if given, is
+    called before client i's holder makes a socket (another uid, a cgroup)."""
     pop = Population(topo)
     be = topo.with_backend()
     server = topo.holder(be)
@@ -474,6 +513,8 @@ def build_population(topo, rng: random.Random, clients: int = 3, scale: int = 1)
         ns = topo.client(i)
         h = topo.holder(ns)
         pop.holders.append(h)
+        if owners is not None:
+            owners(i, h)
         for dst, port, key in targets:
             n = rng.randrange(0, 3 * scale + 1)
             if n:

@@ -2,7 +2,8 @@
 
 A random population of sockets (TCP connected, listening, time-wait,
 close-wait/fin-wait-2; UDP connected and unconnected; IPv4, IPv6,
-v4-mapped; loopback and veth) in several namespaces. For hundreds of random
+v4-mapped; loopback and veth; owned by root and by nobody; created in
+three cgroups) in several namespaces. For hundreds of random
 filters, `match` must name exactly the sockets that the README's rules,
 evaluated here over `ss -tuanHep` (tests/priv/rel_util.py: oracle), name;
 random kills must kill exactly those, and reset their TCP peers.
@@ -25,6 +26,7 @@ import time
 
 import pytest
 
+from node_util import Cgroups
 from rel_util import (DEFAULT_MATCH_STATES, ALL_STATES, FilterGen, build_population, cli,
                       long_mode, ns_inode, oracle, peers_of, ss_view, RelTopology)
 
@@ -59,10 +61,39 @@ def run_cli(command: str, spec, engine: str):
     return code, doc, err
 
 
+class Owners:
+    """Clients whose sockets belong to another uid and to cgroups of their own,
+    so --uid and --cgroup have something to tell apart: client 0 in cgroup
+    /strel-TAG/a, client 1 in /strel-TAG/b owned by nobody, client 2 as the backend."""
+
+    UIDS = [0, 65534, "nobody", "root"]
+
+    def __init__(self, topo):
+        self.top = f"strel-{topo.tag}"
+        self.cg = Cgroups()
+        self.cgroups = [f"/{self.top}", f"/{self.top}/a", f"/{self.top}/b", "/"]
+
+    def __call__(self, i, holder):
+        if i == 0:
+            self.cg.move(holder.pid, f"{self.top}/a")
+        elif i == 1:
+            self.cg.move(holder.pid, f"{self.top}/b")
+            holder.call("owner", uid=65534)
+
+    def gen(self, rng, view, ns_names, pids):
+        return FilterGen(rng, view, ns_names, pids, uids=self.UIDS, cgroups=self.cgroups)
+
+
 @pytest.fixture(scope="module")
 def population():
     with RelTopology() as topo:
-        yield build_population(topo, random.Random(SEED), clients=3, scale=2)
+        owners = Owners(topo)
+        try:
+            pop = build_population(topo, random.Random(SEED), clients=3, scale=2, owners=owners)
+            pop.owners = owners
+            yield pop
+        finally:
+            owners.cg.cleanup()
 
 
 def describe(spec, want, got, view):
@@ -80,9 +111,10 @@ def test_match_agrees_with_ss(population, engine):
     rng = random.Random(f"{SEED}-{engine}")
     mismatches = []
     cli_runs = 0
+    owner_filters = [0, 0]          # --uid/--cgroup filters that selected nothing, something
     for start in range(0, MATCH_FILTERS, BATCH):
         before = ss_view(topo.namespaces)
-        gen = FilterGen(rng, before, topo.namespaces, population.pids)
+        gen = population.owners.gen(rng, before, topo.namespaces, population.pids)
         results = []
         for i in range(start, min(start + BATCH, MATCH_FILTERS)):
             spec = gen.spec()
@@ -108,10 +140,14 @@ def test_match_agrees_with_ss(population, engine):
             got &= set(stable)
             if want != got:
                 mismatches.append(f"{command} " + describe(spec, want, got, stable))
+            if spec.uids or spec.cgroups:
+                owner_filters[bool(want)] += 1
     FIGURES["filters"] += MATCH_FILTERS
     FIGURES["cli_filters"] += cli_runs
     print(f"\noracle[{engine}]: {MATCH_FILTERS} filters ({cli_runs} via CLI), "
-          f"{len(mismatches)} disagreements")
+          f"{len(mismatches)} disagreements; --uid/--cgroup in {sum(owner_filters)}, "
+          f"{owner_filters[1]} of them selecting something")
+    assert owner_filters[1] >= 3, "too few --uid/--cgroup filters selected anything"
     assert not mismatches, f"{len(mismatches)} of {MATCH_FILTERS} filters disagree with ss:\n" + \
         "\n".join(mismatches[:8])
 
@@ -120,11 +156,15 @@ def test_match_agrees_with_ss(population, engine):
 def test_random_kills_kill_exactly_the_oracle(engine):
     rng = random.Random(f"{SEED}-kill-{engine}")
     with RelTopology() as topo:
-        pop = build_population(topo, rng, clients=3, scale=3)
-        _kill_rounds(pop, topo, rng, engine)
+        owners = Owners(topo)
+        try:
+            pop = build_population(topo, rng, clients=3, scale=3, owners=owners)
+            _kill_rounds(pop, topo, rng, engine, owners)
+        finally:
+            owners.cg.cleanup()
 
 
-def _kill_rounds(pop, topo, rng, engine):
+def _kill_rounds(pop, topo, rng, engine, owners):
     inodes = {name: ns_inode(name) for name in topo.namespaces}
     ours = set(inodes.values())
     killed_total = 0
@@ -133,7 +173,7 @@ def _kill_rounds(pop, topo, rng, engine):
         baseline = pop.status(list(pop.owned))
         disturbed = {c: e for c, e in baseline.items() if e not in (0, -1)}
         assert not disturbed, f"round {rnd}: sockets hurt before the kill: {disturbed}"
-        gen = FilterGen(rng, before, topo.namespaces, pop.pids)
+        gen = owners.gen(rng, before, topo.namespaces, pop.pids)
         spec = gen.spec(kill=True)
         assert spec.netns       # confined to the test's namespaces
         want = oracle(spec, before, DEFAULT_MATCH_STATES, inodes)

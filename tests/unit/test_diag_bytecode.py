@@ -73,6 +73,10 @@ def kernel_audit(bc: bytes) -> bool:
             min_len += 4
             if length < min_len:
                 return False
+        elif code == nld.INET_DIAG_BC_CGROUP_COND:      # valid_cgroupcond()
+            min_len += 8
+            if length < min_len:
+                return False
         elif code not in (nld.INET_DIAG_BC_AUTO, nld.INET_DIAG_BC_JMP, nld.INET_DIAG_BC_NOP):
             return False
         if code != nld.INET_DIAG_BC_NOP:
@@ -97,8 +101,10 @@ def _bits_match(a: bytes, b: bytes, bits: int) -> bool:
     return True
 
 
-def kernel_run(bc: bytes, family: int, saddr: bytes, daddr: bytes, sport: int, dport: int) -> bool:
-    """inet_diag_bc_run(): saddr/daddr as the kernel holds them (4 or 16 bytes)."""
+def kernel_run(bc: bytes, family: int, saddr: bytes, daddr: bytes, sport: int, dport: int,
+               cgroup: int = 0) -> bool:
+    """inet_diag_bc_run(): saddr/daddr as the kernel holds them (4 or 16 bytes);
+    cgroup is entry->cgroup_id (0 for a socket that is not a full one)."""
     off, length = 0, len(bc)
     while length > 0:
         code, yes_off, no_off = _op(bc, off)
@@ -113,6 +119,8 @@ def kernel_run(bc: bytes, family: int, saddr: bytes, daddr: bytes, sport: int, d
             yes = dport >= _op(bc, off + 4)[2]
         elif code == nld.INET_DIAG_BC_D_LE:
             yes = dport <= _op(bc, off + 4)[2]
+        elif code == nld.INET_DIAG_BC_CGROUP_COND:
+            yes = cgroup == nld.CGROUP_ID.unpack_from(bc, off + 4)[0]
         elif code in (nld.INET_DIAG_BC_S_COND, nld.INET_DIAG_BC_D_COND):
             cfam, plen, _pad, port = nld.HOSTCOND.unpack_from(bc, off + 4)
             caddr = bc[off + 12:off + 12 + {socket.AF_INET: 4, socket.AF_INET6: 16}.get(cfam, 0)]
@@ -574,3 +582,67 @@ def test_connected_sockets_are_not_retried():
     sock = tcp_sock(5)
     destroy.destroy_with(fake_diag_socket(kernel), [sock])
     assert sock.result == model.GONE and len(kernel.requests) == 1
+
+
+# -- --cgroup: INET_DIAG_BC_CGROUP_COND ---------------------------------------------
+
+def test_cgroup_ids_become_an_or_of_cgroup_conditions():
+    flt = build_filter(dport=["80"], cgroup=["x"])
+    scope = Scope(cgroup_ids=frozenset({4242, 77}))
+    bc = bytecode.compile_bytecode(flt, scope)
+    assert kernel_audit(bc)
+    ops = nld.describe_bytecode(bc)
+    assert [o.get("cgroup") for o in ops if o["code"] == nld.INET_DIAG_BC_CGROUP_COND] == [77, 4242]
+    assert all(o["size"] == 12 for o in ops if o["code"] == nld.INET_DIAG_BC_CGROUP_COND)
+    args = (socket.AF_INET, bytes(4), bytes([10, 0, 0, 5]), 40000, 80)
+    assert kernel_run(bc, *args, cgroup=4242) and kernel_run(bc, *args, cgroup=77)
+    assert not kernel_run(bc, *args, cgroup=78) and not kernel_run(bc, *args, cgroup=0)
+    assert not kernel_run(bc, socket.AF_INET, bytes(4), bytes([10, 0, 0, 5]), 40000, 81, cgroup=77)
+
+
+def test_a_cgroup_filter_that_resolved_to_nothing_matches_nothing():
+    bc = bytecode.compile_bytecode(build_filter(cgroup=["x"]), Scope(cgroup_ids=frozenset()))
+    assert kernel_audit(bc)
+    assert not kernel_run(bc, socket.AF_INET, bytes(4), bytes(4), 1, 2, cgroup=0)
+
+
+def test_container_scope_is_left_to_python():
+    """A held inode is no bytecode condition: Filter.matches decides --container/--pod."""
+    scope = Scope(owned_netns=frozenset({5}), owned_inodes=frozenset({9}), owned_cgroups=frozenset({3}))
+    assert bytecode.compile_bytecode(build_filter(container=["web"], state=["all"]), scope) == b""
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cgroup_bytecode_agrees_with_filter_matches(seed):
+    rng = random.Random(seed)
+    ids = frozenset(rng.sample(range(1, 40), rng.randint(0, 6)))
+    kw = {"dport": rng.sample(PORTS, 2)} if rng.random() < 0.5 else {}
+    flt = build_filter(state=["all"], cgroup=["x"], **kw)
+    scope = Scope(cgroup_ids=ids)
+    bc = bytecode.compile_bytecode(flt, scope)
+    assert kernel_audit(bc)
+    for _ in range(200):
+        sock = _random_sock(rng)
+        sock.cgroup = rng.randrange(0, 42)
+        family, saddr, daddr = _kernel_view(sock)
+        kernel = kernel_run(bc, family, saddr, daddr, sock.sport, sock.dport, cgroup=sock.cgroup)
+        assert kernel == (flt.matches(sock) and scope.admits(sock)), (ids, kw, sock, sock.cgroup)
+
+
+def test_dump_rows_carry_the_cgroup_attribute():
+    """INET_DIAG_CGROUP_ID follows an INET_DIAG_PAD, as the kernel aligns u64 attributes."""
+    row = (0, 20, 2, 0, 0, socket.AF_INET, st.ESTABLISHED, 0, 0, socket.htons(40000),
+           socket.htons(80), bytes([10, 1, 0, 2]) + bytes(12), bytes([10, 0, 0, 5]) + bytes(12), 0,
+           7, 0, 0, 0, 0, 1000, 555)
+    attrs = (nld.NLA_HDR.pack(4, 14)                                   # INET_DIAG_PAD, empty
+             + nld.NLA_HDR.pack(12, nld.INET_DIAG_CGROUP_ID) + nld.CGROUP_ID.pack(31337))
+    body = nld.MSG.pack(*row)
+    msg = nld.MSG.pack(nld.MSG.size + len(attrs), *row[1:]) + attrs
+    assert nld.cgroup_of(msg, 0, len(msg)) == 31337
+    assert nld.cgroup_of(body, 0, len(body)) == 0
+    flt = build_filter(state=["all"], uid=["1000"], cgroup=["x"])
+    hit = diag_engine.decode_rows([row + (31337,)], "tcp", NS, flt,
+                                  Scope(cgroup_ids=frozenset({31337})))
+    miss = diag_engine.decode_rows([row + (31336,)], "tcp", NS, flt,
+                                   Scope(cgroup_ids=frozenset({31337})))
+    assert [(s.ino, s.cgroup, s.uid) for s in hit] == [(555, 31337, 1000)] and miss == []

@@ -66,8 +66,12 @@ def test_time_wait_matters_when_the_filter_can_select_it():
     assert reason(established, counts, counts, held) is None
     # the default kill filter selects fin-wait-2
     assert reason(DEFAULT, counts, counts, held) == onepass.TIME_WAIT
-    # a process filter selects by inode: never a time-wait socket
+    # a process filter selects by inode, --cgroup by cgroup, --uid by owner: never a
+    # time-wait socket (no inode, no cgroup, uid 0)
     assert reason(timewait, counts, counts, held, scope=Scope(inodes=frozenset({7}))) is None
+    assert reason(timewait, counts, counts, held, scope=Scope(cgroup_ids=frozenset({9}))) is None
+    assert reason(build_filter(state=["time-wait"], uid=["1000"]), counts, counts, held) is None
+    assert reason(build_filter(state=["time-wait"], uid=["0"]), counts, counts, held) == onepass.TIME_WAIT
 
 
 def test_pending_requests_matter_when_the_filter_can_select_syn_recv():

@@ -139,6 +139,7 @@ def test_mirrored_constants_match_header():
     mirrors = {
         "MAX_ADDRS": [record.MAX_ADDRS, F.MAX_ADDR_RULES],
         "MAX_PORTS": [record.MAX_PORTS, F.MAX_PORT_RULES],
+        "MAX_UIDS": [record.MAX_UIDS, F.MAX_UIDS],
         "TCP_TIME_WAIT": [states.TIME_WAIT],
         "TCP_SYN_RECV": [states.SYN_RECV],
         "TCP_NEW_SYN_RECV": [states.NEW_SYN_RECV],
@@ -146,7 +147,7 @@ def test_mirrored_constants_match_header():
         "TCP_LISTEN": [states.LISTEN, record.TCP_LISTEN],
         "ONE_HOLDER_REFS": [record.ONE_HOLDER_REFS],
     }
-    for prefix in ("RES_", "F_", "CFG_", "INO_"):
+    for prefix in ("RES_", "F_", "CFG_", "INO_", "CG_"):
         for name in defines:
             if name.startswith(prefix):
                 mirrors[name] = [getattr(record, name)]

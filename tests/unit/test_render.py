@@ -222,3 +222,53 @@ def test_fast_socket_json_equals_socket_dict():
                                             (True, m.FAILED, 111), (True, m.FAILED, 9999)):
                     s.result, s.error = result, error
                     assert json.loads(socket_json(s, kill)) == socket_dict(s, kill)
+
+
+def _placed(evil_pod=False):
+    from sockterm.host.containers import Container, Place, Pod
+    pod = Pod("8dbc5577-d0e2-4706-8787-57d52c03ddf2", "shop",
+              "cart\x1b]0;pwned\x07" if evil_pod else "cart", "/kubepods/pod8dbc")
+    app = Container("containerd", "c" * 64, "app\u202e\t", pod, "/kubepods/pod8dbc/c")
+    return Place(app, pod), Place(None, pod)
+
+
+def test_container_and_pod_keys_are_exact_in_json():
+    with_container, pod_only = _placed(evil_pod=True)
+    for place in (with_container, pod_only, None):
+        s = sock(name=place.label if place else "st-c0")
+        s.place = place
+        for kill in (False, True):
+            doc = json.loads(render.socket_json(s, kill))
+            assert doc == render.socket_dict(s, kill)
+            if place is None:
+                assert doc["container"] is None and doc["pod"] is None
+            else:
+                assert doc["pod"] == {"namespace": "shop", "name": "cart\x1b]0;pwned\x07",
+                                      "uid": "8dbc5577-d0e2-4706-8787-57d52c03ddf2"}
+                assert doc["netns_name"] == "shop/cart\x1b]0;pwned\x07"
+    s = sock()
+    s.place = with_container
+    assert json.loads(render.socket_json(s, False))["container"] == {
+        "runtime": "containerd", "id": "c" * 64, "name": "app\u202e\t"}
+
+
+def test_namespace_objects_carry_container_and_pod():
+    with_container, _ = _placed()
+    ns = model.Namespace(ino=7, name="shop/cart", path="", place=with_container)
+    doc = render.ns_dict(model.NamespaceReport(ns=ns, engine="bpf"))
+    assert doc["container"]["name"] == "app\u202e\t" and doc["pod"]["name"] == "cart"
+    assert render.ns_dict(model.NamespaceReport(ns=model.Namespace(1, "x", ""), engine="bpf"))["pod"] is None
+
+
+def test_hostile_pod_names_never_reach_the_terminal_raw():
+    _, pod_only = _placed(evil_pod=True)
+    socks = [sock(0, name=pod_only.label), sock(1, name="other")]
+    for fmt in ("tsv", "table"):
+        out = io.StringIO()
+        r = render.RENDERERS[fmt](kill=False, header=True, out=out)
+        for s in socks:
+            r.socket(s)
+        r.finish(report_of(socks), {})
+        assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    for line in render.summary_lines(report_of(socks), kill=False):
+        assert "\x1b" not in line and "\x07" not in line

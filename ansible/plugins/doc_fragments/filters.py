@@ -70,24 +70,24 @@ options:
     elements: str
   container:
     description:
-      - Only sockets of these containers (C(--container)); needs a sockterm that has
-        the option.
+      - Only sockets of these running containers, by name, id or id prefix of 4+
+        characters (C(--container)).
     type: list
     elements: str
   pod:
     description:
-      - Only sockets of these Kubernetes pods (C(--pod)); needs a sockterm that has the option.
+      - Only sockets of these Kubernetes pods on the node, C(NAMESPACE/NAME) or C(NAME) (C(--pod)).
     type: list
     elements: str
   cgroup:
     description:
-      - Only sockets of processes in these cgroups (C(--cgroup)); needs a sockterm that
-        has the option.
+      - Only sockets created in these cgroups (v2) or below them, whoever holds them now
+        (C(--cgroup)); a path under the cgroup2 mount or a unit name such as C(nginx.service).
     type: list
     elements: str
   uid:
     description:
-      - Only sockets owned by these users (C(--uid)); needs a sockterm that has the option.
+      - Only sockets owned by these users, names or uids (C(--uid)).
     type: list
     elements: str
   backend:

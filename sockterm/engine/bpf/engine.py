@@ -24,7 +24,9 @@ from .. import EngineError
 OBJECT_NAME = "sockterm.bpf.o"
 READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer per read
 PROGRAMS = {"tcp": "st_tcp", "udp": "st_udp"}
-HELD_PROGRAM = "st_held"
+# the builds that also read a socket's namespace and cgroup (--cgroup, --container, --pod)
+SCOPED_PROGRAMS = {"tcp": "st_tcp_scoped", "udp": "st_udp_scoped"}
+HELD_PROGRAMS = {False: "st_held", True: "st_held_scoped"}       # the one pass: by scoped
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
@@ -58,12 +60,13 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
     protos, families = PROTO_NAMES, FAMILIES
     alone: dict = {}
     for (cookie, sock_ino, src, dst, uid, _flags, ifindex, sport, dport, family, proto,
-         state, _result, netns, pid, raw) in record.HELD.iter_unpack(buf):
+         state, _result, cgroup, ns_ino, pid, raw) in record.HELD.iter_unpack(buf):
         sock = found.get(cookie)
         if sock is None:
-            sock = found[cookie] = Sock(netns, families.get(family, family), protos.get(proto, proto),
+            sock = found[cookie] = Sock(ns_ino, families.get(family, family), protos.get(proto, proto),
                                         state, src, sport, dst, dport, cookie, uid, sock_ino,
-                                        MATCHED, 0, names.get(netns, ""), False, ifindex)
+                                        MATCHED, 0, names.get(ns_ino, ""), False, ifindex)
+            sock.cgroup = cgroup
         if not processes:
             continue
         holder = alone.get((pid, raw))
@@ -99,6 +102,7 @@ class BpfEngine:
         self._stats_map = -1
         self.warnings: list[str] = []
         self._bss_buf = None
+        self._entries: dict = {}
 
     # -- setup ---------------------------------------------------------------
     def open(self) -> None:
@@ -125,7 +129,7 @@ class BpfEngine:
         lib.notices.clear()
         if err:
             raise self._load_error(-err)
-        for proto, prog_name in PROGRAMS.items():
+        for proto, prog_name in self._programs().items():
             if proto in self.flt.protos and self.walks:
                 self.links[proto] = self._attach(prog_name)
                 self.link_fds[proto] = lib.bpf_link__fd(self.links[proto])
@@ -154,9 +158,9 @@ class BpfEngine:
                                              ctypes.sizeof(cfg))
         if err:
             raise EngineError(f"cannot set the BPF filter: {self._why(-err)}")
-        entries = len(scope.exclude_inodes) + len(scope.inodes or ())
-        lib.bpf_map__set_max_entries(self._map("st_inodes"), max(1, entries))
-        lib.bpf_map__set_max_entries(self._map("st_cookies"), max(1, len(scope.cookies or ())))
+        self._entries = self._map_entries()
+        for name, entries in self._entries.items():
+            lib.bpf_map__set_max_entries(self._map(name), max(1, len(entries)))
         lib.bpf_map__set_max_entries(self._map("st_ns"), max(1, len(scope.namespaces or ())))
         if self.attributes or self.one_pass:
             # one entry per descriptor table the pass visits (a process's);
@@ -164,19 +168,56 @@ class BpfEngine:
             tables = sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
             lib.bpf_map__set_max_entries(self._map("st_files"), 2 * tables + 1024)
         # only what the run uses is loaded and verified
-        wanted = {prog for proto, prog in PROGRAMS.items() if proto in self.flt.protos and self.walks}
+        wanted = {prog for proto, prog in self._programs().items()
+                  if proto in self.flt.protos and self.walks}
         if self.attributes or self.one_pass:
-            wanted.add(HELD_PROGRAM)
-        for prog_name in (*PROGRAMS.values(), HELD_PROGRAM):
+            wanted.add(self._held_program())
+        for prog_name in (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), *HELD_PROGRAMS.values()):
             prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
             lib.bpf_program__set_autoload(prog, prog_name in wanted)
 
+    def _scoped(self) -> bool:
+        scope = self.scope
+        return scope.cgroup_ids is not None or scope.owned_netns is not None
+
+    def _programs(self) -> dict[str, str]:
+        """proto -> the socket program this run loads: the scoped build only
+        when --cgroup, --container or --pod need a socket's namespace and cgroup."""
+        return SCOPED_PROGRAMS if self._scoped() else PROGRAMS
+
+    def _held_program(self) -> str:
+        return HELD_PROGRAMS[self._scoped()]
+
+    def _map_entries(self) -> dict[str, dict[int, int]]:
+        """map name -> {key: value bits}: the inode map (process filter, own
+        sockets, --container/--pod holders), the cookie map (confirmed
+        sockets), the cgroup map and the namespace map (--cgroup, --container/--pod)."""
+        scope = self.scope
+        maps: dict[str, dict[int, int]] = {"st_inodes": {}, "st_cookies": {}, "st_cgroups": {},
+                                           "st_netns": {}}
+        marks = [("st_inodes", scope.inodes or (), record.INO_SELECT),
+                 ("st_inodes", scope.exclude_inodes, record.INO_EXCLUDE),
+                 ("st_inodes", scope.owned_inodes, record.INO_SCOPE),
+                 ("st_cookies", scope.cookies or (), 1),
+                 ("st_cgroups", scope.cgroup_ids or (), record.CG_SELECT),
+                 ("st_cgroups", scope.owned_cgroups, record.CG_SCOPE),
+                 ("st_netns", scope.owned_netns or (), 1)]
+        for name, keys, mark in marks:
+            entries = maps[name]
+            for key in keys:
+                entries[key] = entries.get(key, 0) | mark
+        return maps
+
     def _fill_maps(self) -> None:
-        """The inode map (process filter, own sockets) and the cookie map (confirmed sockets)."""
-        inodes = self.lib.bpf_map__fd(self._map("st_inodes"))
-        self._update(inodes, self.scope.inodes or (), record.INO_SELECT)
-        self._update(inodes, self.scope.exclude_inodes, record.INO_EXCLUDE)
-        self._update(self._cookies_fd, self.scope.cookies or (), 1)
+        """Fill the maps _map_entries() sized."""
+        val = ctypes.c_uint8()
+        for map_name, entries in self._entries.items():
+            key = ctypes.c_uint32() if map_name == "st_netns" else ctypes.c_uint64()
+            fd = self.lib.bpf_map__fd(self._map(map_name))
+            for value, mark in entries.items():
+                key.value, val.value = value, mark
+                if self.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0):
+                    raise EngineError(f"cannot fill {map_name}: {self._why(ctypes.get_errno())}")
 
     def _update(self, fd: int, keys, mark: int) -> None:
         key, val = ctypes.c_uint64(), ctypes.c_uint8(mark)
@@ -282,7 +323,7 @@ class BpfEngine:
             return self._held
         lib = self.lib
         if self.held_link is None:
-            self.held_link = self._attach(HELD_PROGRAM)
+            self.held_link = self._attach(self._held_program())
         counts_fd = lib.bpf_map__fd(self._map("st_ns"))
         key, zero = ctypes.c_uint32(), record.StNsHeld()
         inodes = sorted(self.scope.namespaces or ())

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-EXPECTED_SECTIONS = {"iter/tcp": "st_tcp", "iter/udp": "st_udp", "iter/task_file": "st_held"}
+# program -> its section (a section may hold several: the plain and scoped builds)
+EXPECTED_PROGRAMS = {"st_tcp": "iter/tcp", "st_tcp_scoped": "iter/tcp", "st_udp": "iter/udp",
+                     "st_udp_scoped": "iter/udp", "st_held": "iter/task_file",
+                     "st_held_scoped": "iter/task_file"}
 
 
 @dataclass
 class ObjectInfo:
     path: str
     sha256: str = ""
-    programs: dict = field(default_factory=dict)    # section -> function name
+    programs: dict = field(default_factory=dict)    # function name -> section
     license: str = ""
     has_btf: bool = False
     problems: list = field(default_factory=list)
@@ -48,12 +51,12 @@ def inspect(path: str) -> ObjectInfo:
             by_index = {i: s.name for i, s in enumerate(elf.iter_sections())}
             for sym in symtab.iter_symbols() if symtab else ():
                 if sym["st_info"]["type"] == "STT_FUNC" and isinstance(sym["st_shndx"], int):
-                    info.programs[by_index[sym["st_shndx"]]] = sym.name
+                    info.programs[sym.name] = by_index[sym["st_shndx"]]
     except (ELFError, OSError, KeyError) as exc:
         info.problems.append(f"unreadable ELF: {exc}")
         return info
-    for section, func in EXPECTED_SECTIONS.items():
-        if info.programs.get(section) != func:
+    for func, section in EXPECTED_PROGRAMS.items():
+        if info.programs.get(func) != section:
             info.problems.append(f"program {func} ({section}) is missing")
     if not info.has_btf:
         info.problems.append("no .BTF section (CO-RE needs it)")

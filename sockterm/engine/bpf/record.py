@@ -13,13 +13,16 @@ u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_u
 
 MAX_ADDRS = 16
 MAX_PORTS = 16
+MAX_UIDS = 16
 
 RES_MATCHED, RES_DESTROYED, RES_DEFERRED = 0, 1, 2
 F_MINI = 0x1
 TCP_CLOSE, TCP_LISTEN = 7, 10     # ST_TCP_*: what the one pass looks at
 ONE_HOLDER_REFS = 2
 CFG_KILL, CFG_INODES, CFG_TCP, CFG_UDP, CFG_COOKIES = 0x1, 0x2, 0x4, 0x8, 0x10
-INO_SELECT, INO_EXCLUDE = 1, 2
+CFG_CGROUPS, CFG_SCOPE = 0x20, 0x40
+INO_SELECT, INO_EXCLUDE, INO_SCOPE = 0x1, 0x2, 0x4
+CG_SELECT, CG_SCOPE = 0x1, 0x2
 
 
 class StRec(ctypes.Structure):
@@ -44,8 +47,8 @@ class StConfig(ctypes.Structure):
         ("dst", StAddrRule * MAX_ADDRS), ("src", StAddrRule * MAX_ADDRS),
         ("dport", StPortRange * MAX_PORTS), ("sport", StPortRange * MAX_PORTS),
         ("n_dst", u32), ("n_src", u32), ("n_dport", u32), ("n_sport", u32),
-        ("states", u32), ("families", u32), ("flags", u32), ("pad", u32),
-        ("probe_ino", u64),
+        ("states", u32), ("families", u32), ("flags", u32), ("n_uids", u32),
+        ("uids", u32 * MAX_UIDS), ("probe_ino", u64),
     ]
 
 
@@ -56,7 +59,8 @@ class StStats(ctypes.Structure):
 
 
 class StHeld(ctypes.Structure):
-    _fields_ = [("rec", StRec), ("netns", u32), ("pid", u32), ("comm", ctypes.c_char * 16)]
+    _fields_ = [("rec", StRec), ("cgroup", u64), ("netns", u32), ("pid", u32),
+                ("comm", ctypes.c_char * 16)]
 
 
 class StNsHeld(ctypes.Structure):

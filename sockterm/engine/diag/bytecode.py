@@ -74,7 +74,7 @@ def port_tree(side: str, rng) -> tuple:
     return _and(parts)
 
 
-def filter_tree(flt) -> tuple:
+def filter_tree(flt, scope=None) -> tuple:
     clauses = []
     for rules, side in ((flt.dst, "d"), (flt.src, "s")):
         if rules:
@@ -83,6 +83,11 @@ def filter_tree(flt) -> tuple:
     for ranges, side in ((flt.dport, "d"), (flt.sport, "s")):
         if ranges:
             clauses.append(_or([port_tree(side, r) for r in ranges]))
+    if scope is not None and scope.cgroup_ids is not None:
+        # an empty set (the cgroup went away meanwhile) must match nothing: not
+        # even a mini socket, whose id the kernel takes as 0; ~0 is no kernfs id
+        ids = sorted(scope.cgroup_ids) or [2**64 - 1]
+        clauses.append(_or([_op(n.INET_DIAG_BC_CGROUP_COND, n.CGROUP_ID.pack(i)) for i in ids]))
     return _and(clauses)
 
 
@@ -133,8 +138,10 @@ def assemble(tree) -> bytes:
     return bytes(out)
 
 
-def compile_bytecode(flt) -> bytes:
-    return assemble(filter_tree(flt))
+def compile_bytecode(flt, scope=None) -> bytes:
+    """--container/--pod (scope.netns...) are not compiled: a held inode is no
+    bytecode condition, so Filter.matches decides them on the dump rows."""
+    return assemble(filter_tree(flt, scope))
 
 
 def state_mask(states) -> int:

@@ -26,7 +26,8 @@ from .destroy import AF, PROTO_NUMS, destroy_with
 _V4_PREFIX = b"\0" * 10 + b"\xff\xff"
 
 def decode_rows(rows, proto, ns, flt, scope):
-    """MSG tuples from a dump of `proto` -> the Socks the filter matches."""
+    """MSG tuples from a dump of `proto` -> the Socks the filter matches.
+    When the scope reads cgroups, each row ends with the socket's cgroup id."""
     Sock = model.Sock
     matches, admits = flt.matches, scope.admits
     out = []
@@ -34,8 +35,12 @@ def decode_rows(rows, proto, ns, flt, scope):
     ntohs = socket.ntohs
     v4 = _V4_PREFIX
     ns_ino, ns_name = ns.ino, ns.name
-    for (length, _t, _f, _s, _p, family, state, timer, _r, sport, dport, src, dst, ifi,
-         c0, c1, _e, _rq, _wq, uid, ino) in rows:
+    cgroups = scope.reads_cgroup
+    for row in rows:
+        if cgroups:
+            cgroup, row = row[21], row[:21]
+        (length, _t, _f, _s, _p, family, state, timer, _r, sport, dport, src, dst, ifi,
+         c0, c1, _e, _rq, _wq, uid, ino) = row
         fam = fam_num.get(family)
         if fam == 4:
             src, dst = v4 + src[:4], v4 + dst[:4]
@@ -47,6 +52,8 @@ def decode_rows(rows, proto, ns, flt, scope):
                     mini=(timer == 3 or state == st.TIME_WAIT
                           or (state == st.SYN_RECV and length <= 96)),
                     ifindex=ifi)
+        if cgroups:
+            sock.cgroup = cgroup
         if not matches(sock) or not admits(sock):
             continue
         out.append(sock)
@@ -75,7 +82,7 @@ class DiagEngine:
         self.warnings: list[str] = []
 
     def open(self) -> None:
-        self.bytecode = compile_bytecode(self.flt)
+        self.bytecode = compile_bytecode(self.flt, self.scope)
         self.states = state_mask(self.flt.states)
         self.targets = [(AF[fam], proto) for proto in ("tcp", "udp") if proto in self.flt.protos
                         for fam in (4, 6) if fam in self.flt.families]
@@ -132,7 +139,8 @@ class DiagEngine:
         """One batch per dump (family x protocol): the matching sockets, each once."""
         for family, proto in handle.targets:
             try:
-                rows = handle.dsock.dump(family, PROTO_NUMS[proto], self.states, self.bytecode)
+                rows = handle.dsock.dump(family, PROTO_NUMS[proto], self.states, self.bytecode,
+                                         cgroup=self.scope.reads_cgroup)
                 socks = decode_rows(rows, proto, ns, self.flt, self.scope)
             except n.NetlinkError as exc:
                 raise OSError(exc.code, f"{proto} dump failed: {exc.args[1]}") from None

@@ -29,9 +29,10 @@ from pyroute2.netlink import nlmsg, nlmsg_base, nlmsg_decoder_generic, nlmsg_enc
 from pyroute2.netlink import diag as _pr_diag
 
 from .wire import *  # noqa: F401,F403 (this module is the diag engine's one netlink namespace)
-from .wire import (ERR, HOSTCOND, INET_DIAG_BC_D_COND, INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE,
-                   INET_DIAG_BC_S_COND, INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE, MSG, OP, REQ,
-                   NetlinkError)
+from .wire import (DiagSocket, NLMSG_DONE, NLMSG_ERROR, SOCK_DESTROY, SOCK_DIAG_BY_FAMILY,  # noqa: F401
+                   CGROUP_ID, ERR, HOSTCOND, INET_DIAG_BC_CGROUP_COND, INET_DIAG_BC_D_COND,
+                   INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE, INET_DIAG_BC_S_COND, INET_DIAG_BC_S_GE,
+                   INET_DIAG_BC_S_LE, MSG, OP, REQ, NetlinkError)
 from . import wire as _wire
 
 __all__ = ["NetlinkError", "SOCK_DESTROY", "SOCK_DIAG_BY_FAMILY", "NLMSG_DONE", "NLMSG_ERROR",
@@ -175,6 +176,9 @@ def describe_bytecode(bytecode: bytes) -> list[dict]:
                             INET_DIAG_BC_D_LE):
             entry["port"] = OP.unpack_from(bytecode, off + OP.size)[2]
             size += OP.size
+        elif op["code"] == INET_DIAG_BC_CGROUP_COND:
+            entry["cgroup"] = CGROUP_ID.unpack_from(bytecode, off + OP.size)[0]
+            size += CGROUP_ID.size
         entry["size"] = size
         ops.append(entry)
         off += op["yes"] if op["yes"] else size

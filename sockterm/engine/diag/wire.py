@@ -10,6 +10,7 @@ exactly what its declarations flatten to, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -39,6 +40,8 @@ INET_DIAG_BC_D_LE = 5
 INET_DIAG_BC_AUTO = 6
 INET_DIAG_BC_S_COND = 7
 INET_DIAG_BC_D_COND = 8
+INET_DIAG_BC_CGROUP_COND = 13    # followed by the cgroup v2 id, a native-order u64
+INET_DIAG_CGROUP_ID = 21         # dump attribute: the socket's cgroup v2 id (full sockets only)
 INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 TCPF_ALL = 0xFFF
 
@@ -62,6 +65,7 @@ ERR = struct.Struct("=IHHIIi")
 OP = struct.Struct("=BBH")              # inet_diag_bc_op
 HOSTCOND = struct.Struct("=BBHi")       # inet_diag_hostcond
 NLA_HDR = struct.Struct("=HH")
+CGROUP_ID = struct.Struct("=Q")
 HEAD = struct.Struct("=IHHI")          # nlmsghdr: length, type, flags, seq
 HDR_LEN = 16
 
@@ -87,6 +91,19 @@ def encode_request(msg_type: int, flags: int, seq: int, *, family: int, proto: i
     return REQ.pack(REQ.size + len(attr), msg_type, flags, seq, 0, family, proto, 0, 0, states,
                     socket.htons(sport), socket.htons(dport), src, dst, ifindex,
                     cookie[0], cookie[1]) + attr
+
+
+def cgroup_of(buf, offset: int, length: int) -> int:
+    """The INET_DIAG_CGROUP_ID attribute of the dump message at offset, or 0."""
+    at, end = offset + MSG.size, offset + length
+    while at + NLA_HDR.size <= end:
+        size, kind = NLA_HDR.unpack_from(buf, at)
+        if size < NLA_HDR.size:
+            break
+        if kind & 0x3FFF == INET_DIAG_CGROUP_ID and size >= NLA_HDR.size + CGROUP_ID.size:
+            return CGROUP_ID.unpack_from(buf, at + NLA_HDR.size)[0]
+        at += (size + 3) & ~3
+    return 0
 
 
 def error_of(buf, offset: int) -> int:
@@ -138,8 +155,11 @@ class DiagSocket:
                 continue
             return memoryview(self.buf)[:n]
 
-    def dump(self, family: int, proto: int, states: int, bytecode: bytes = b""):
-        """Yield MSG tuples for every socket the kernel dumps; NetlinkError on an error reply."""
+    def dump(self, family: int, proto: int, states: int, bytecode: bytes = b"",
+             cgroup: bool = False):
+        """Yield MSG tuples for every socket the kernel dumps; NetlinkError on an
+        error reply. With `cgroup`, each tuple ends with the socket's cgroup v2
+        id (0 for a socket that has none: time-wait, request sockets)."""
         seq = self._next_seq()
         self.sock.send(encode_request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq,
                                       family=family, proto=proto, states=states,
@@ -155,7 +175,10 @@ class DiagSocket:
                     raise NetlinkError(errno.EPROTO, "malformed netlink reply")
                 if mseq == seq:
                     if mtype == SOCK_DIAG_BY_FAMILY:
-                        yield unpack(view, off)
+                        if cgroup:
+                            yield unpack(view, off) + (cgroup_of(view, off, length),)
+                        else:
+                            yield unpack(view, off)
                     elif mtype == NLMSG_DONE:
                         err = error_of(view, off) if length >= ERR.size else 0
                         if err > 0:
