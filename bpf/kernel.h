@@ -38,7 +38,6 @@ enum { false = 0, true = 1 };
 
 enum { BPF_MAP_TYPE_HASH = 1 };
 enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
-enum { BPF_F_NO_PREALLOC = 1 };
 
 /* Pointer-only types named by helper prototypes in bpf_helper_defs.h */
 struct __sk_buff; struct xdp_md; struct sk_msg_md; struct sk_reuseport_md;

@@ -401,11 +401,12 @@ struct {
 } st_ns SEC(".maps");
 
 /* Sockets held through more than one descriptor (dup, fork, SCM_RIGHTS):
- * the ones already counted, by cookie. */
+ * the ones already counted, by cookie. Preallocated, as tracing programs'
+ * hash maps must be before Linux 6.1 (and creating a map that is not costs
+ * a run ~4 ms); full, it makes the counts untrusted, not wrong. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 16);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 14);
 	__type(key, __u64);
 	__type(value, __u8);
 } st_shared SEC(".maps");
@@ -415,7 +416,6 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);  /* sized by user space before load: twice the processes */
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, __u32);
 } st_files SEC(".maps");
