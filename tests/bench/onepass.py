@@ -249,6 +249,8 @@ def write_svg(path: str, points: list[dict]) -> None:
         out.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for a, b in zip(xs, values):
             out.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3" fill="{colour}"/>')
+            out.append(f'<text x="{x(a) + 5:.1f}" y="{y(b) - 6:.1f}" font-size="10" '
+                       f'fill="{colour}">{b:.0f}</text>')
         ly = top + 10 + 20 * i
         out.append(f'<line x1="{width - right + 12}" y1="{ly}" x2="{width - right + 32}" y2="{ly}" '
                    f'stroke="{colour}" stroke-width="2"/>')
@@ -260,8 +262,8 @@ def write_svg(path: str, points: list[dict]) -> None:
 
 def _tick(top: float) -> float:
     """A round step giving 4-8 grid lines up to `top`."""
-    step = 10 ** int(f"{top:e}".split("e")[1])
-    for factor in (1, 2, 5, 10):
-        if top / (step * factor) <= 8:
-            return step * factor
-    return step * 10
+    base = 10 ** (int(f"{top:e}".split("e")[1]) - 1)
+    for factor in (1, 2, 5, 10, 20, 50):
+        if top / (base * factor) <= 8:
+            return base * factor
+    return base * 100
