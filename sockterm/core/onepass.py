@@ -46,8 +46,9 @@ BULK = "bulk"                  # so many to kill that the walk's in-kernel destr
 NO_DESTROY = "no-netlink-destroy"   # netlink cannot destroy here: the walk's kfunc does
 
 WALK_MODES = ("auto", "all", "needed")
-# below this many namespaces, with no process attribution wanted, walking
-# them costs less than the one pass (which visits every descriptor on the host)
+# below this many namespaces walking them costs less than the one pass (which
+# visits every descriptor on the host), unless the bpf engine visits them all
+# anyway to attribute sockets to processes
 MIN_NAMESPACES = 4
 
 # What a kill costs beyond the kernel's own destroy (measured on a 2-CPU VM,

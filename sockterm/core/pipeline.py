@@ -222,7 +222,7 @@ class _Run:
                       namespaces=frozenset(ns.ino for ns in namespaces), **self.owned)
         self.scope = scope
         self.attribute = self.options.processes and not self.planned
-        one_pass, why = self._one_pass_wanted(namespaces)
+        one_pass, why = self._one_pass_wanted(name, namespaces)
         from .. import engine as engines
         try:
             self.engine = engines.create(name, flt=self.flt, scope=scope, kill=self.kill,
@@ -241,14 +241,17 @@ class _Run:
             for nsr in self.nsrs:
                 nsr.walk_reason = onepass.FORCED if self.options.walk == "all" else onepass.NO_ONE_PASS
 
-    def _one_pass_wanted(self, namespaces) -> tuple[bool, str]:
+    def _one_pass_wanted(self, name: str, namespaces) -> tuple[bool, str]:
         if self.planned:
             return False, ""
         if self.options.walk == "all":
             return False, "SOCKTERM_WALK=all"
-        if (self.options.walk == "auto" and not self.attribute
+        # the one pass visits every descriptor on the host: for a few namespaces
+        # their walks cost less, unless the bpf engine's owner pass (the same
+        # visit) runs anyway
+        owner_pass = self.attribute and name == "bpf"
+        if (self.options.walk == "auto" and not owner_pass
                 and len(namespaces) < onepass.MIN_NAMESPACES):
-            # the one pass visits every descriptor on the host; a few walks cost less
             return False, f"{len(namespaces)} namespaces: walking them costs less"
         return True, ""
 
