@@ -184,6 +184,8 @@ class _Run:
         self._fallback_lock = threading.Lock()
         self._closers: list = []
         self.held_socks: dict = {}               # netns inode -> Socks from the one pass
+        self._dsocks: dict = {}                  # netns inode -> its netlink socket, made early
+        self._counting = None                    # _Background opening the namespaces' counters
         self._host_tcp = None
         # kill(plan): cookie -> the planned Sock (for processes, and `gone` reports)
         self.by_cookie = {s.cookie: s for s in planned.sockets} if planned else {}
@@ -223,20 +225,28 @@ class _Run:
         self.scope = scope
         self.attribute = self.options.processes and not self.planned
         one_pass, why = self._one_pass_wanted(name, namespaces)
+        self.nsrs = [model.NamespaceReport(ns=ns, engine=name) for ns in namespaces]
+        if one_pass:
+            if self.kill:
+                self._set_up_destroyer()
+            # the namespaces' counters open (a setns each, for those without a
+            # process) while the engine loads
+            self._counting = _Background(lambda: self._open_counters(self.nsrs))
         from .. import engine as engines
         try:
             self.engine = engines.create(name, flt=self.flt, scope=scope, kill=self.kill,
                                          owners=self.attribute, log=self.log,
                                          held=one_pass and name == "bpf")
         except EngineError as exc:
+            self._drop_counters()
             raise SocktermError(f"{name} engine: {exc}", exc.code) from None
-        self.nsrs = [model.NamespaceReport(ns=ns, engine=name) for ns in namespaces]
         self.report.namespaces.extend(self.nsrs)
         if one_pass:
             why = self._set_up_one_pass(name)
         if self.planned:
             self._set_up_plan()
         elif not self.source:
+            self._drop_counters()
             self.log(f"no one pass ({why}): every namespace is walked")
             for nsr in self.nsrs:
                 nsr.walk_reason = onepass.FORCED if self.options.walk == "all" else onepass.NO_ONE_PASS
@@ -256,26 +266,38 @@ class _Run:
         return True, ""
 
     def _set_up_one_pass(self, name: str) -> str:
-        """The engine that makes the one pass, and (to kill) the netlink
-        destroyer; '' when both are there, else why not."""
+        """The engine that makes the one pass; '' when it is there, else why not."""
         from .. import engine as engines
         if name == "bpf":
             self.source = self.engine
-        else:
-            try:
-                self.source = engines.create("bpf", flt=self.flt, scope=self.scope, kill=False,
-                                             owners=self.attribute, log=self.log,
-                                             held=True, walks=False)
-                self._closers.append(self.source)
-            except EngineError as exc:
-                self.source = None
-                return f"BPF cannot load: {exc}"
-        if self.kill:
-            try:
-                self.destroyer = engines.destroyer(self.log)
-            except EngineError as exc:
-                self.log(f"one pass: {exc}; namespaces are walked to kill")
+            return ""
+        try:
+            self.source = engines.create("bpf", flt=self.flt, scope=self.scope, kill=False,
+                                         owners=self.attribute, log=self.log,
+                                         held=True, walks=False)
+            self._closers.append(self.source)
+        except EngineError as exc:
+            self.source = None
+            return f"BPF cannot load: {exc}"
         return ""
+
+    def _set_up_destroyer(self) -> None:
+        """Netlink SOCK_DESTROY for what the one pass finds (None: the kernel
+        cannot; those namespaces are walked to kill)."""
+        from .. import engine as engines
+        try:
+            self.destroyer = engines.destroyer(self.log)
+        except EngineError as exc:
+            self.log(f"one pass: {exc}; namespaces are walked to kill")
+
+    def _drop_counters(self) -> None:
+        if self._counting is not None:
+            for found in (self._counting.result() or {}).values():
+                if found is not None:
+                    found.close()
+            self._counting = None
+        while self._dsocks:
+            self._dsocks.popitem()[1].close()
 
     def _set_up_plan(self) -> None:
         """kill(plan): a namespace the scan found whole in the one pass has its
@@ -340,6 +362,7 @@ class _Run:
             self.engine.close()
         for other in self._closers:
             other.close()
+        self._drop_counters()
         if self.cancel.is_set():
             self.report.interrupted = True
             self.report.signum = self.cancel.signum
@@ -347,7 +370,8 @@ class _Run:
     def _one_pass(self) -> Iterator[model.Sock]:
         """Count, make the one pass, count again; walk only the namespaces
         whose counts disagree with what their processes hold."""
-        counters = self._open_counters(self.nsrs)
+        counters = self._counting.result() or {}
+        self._counting = None
         try:
             before = _read_counts(counters)
             certain = {r.ns.ino: onepass.certain_walk(self.flt, self.scope, before.get(r.ns.ino))
@@ -415,22 +439,33 @@ class _Run:
 
     def _open_counters(self, nsrs: list) -> dict:
         """netns inode -> its Counters (None: unreadable). Through a process in
-        the namespace where there is one, else from a worker inside it."""
-        netns.reserve_descriptors(3 * len(nsrs))
+        the namespace where there is one, else from a worker inside it, which
+        (to kill) makes the namespace's netlink socket while it is there."""
+        netns.reserve_descriptors(4 * len(nsrs))
         found, inside = {}, []
         for nsr in nsrs:
             counters = netns.Counters.of_process(nsr.ns)
             if counters is None:
                 inside.append(nsr)
             found[nsr.ns.ino] = counters
+        destroyer = self.destroyer
+
+        def here():
+            counters = netns.Counters.here()
+            try:
+                return counters, destroyer.enter() if destroyer else None
+            except OSError:
+                return counters, None
 
         def open_inside(nsr, entry, emit):
             try:
-                emit((nsr.ns.ino, entry.call(nsr.ns, netns.Counters.here)))
+                emit((nsr.ns.ino, entry.call(nsr.ns, here)))
             except OSError:
                 pass
-        for ino, counters in pool.run(inside, open_inside, stop=self.cancel.is_set):
+        for ino, (counters, dsock) in pool.run(inside, open_inside, stop=self.cancel.is_set):
             found[ino] = counters
+            if dsock is not None:
+                self._dsocks[ino] = dsock
         return found
 
     def _pass(self, nsrs: list, owners=None) -> Iterator[model.Sock]:
@@ -509,8 +544,10 @@ class _Run:
         if not socks:
             return
         ns, destroyer = nsr.ns, self.destroyer
+        dsock = self._dsocks.pop(ns.ino, None)
         try:
-            dsock = entry.call(ns, destroyer.enter)
+            if dsock is None:
+                dsock = entry.call(ns, destroyer.enter)
         except OSError as exc:
             self._namespace_failed(nsr, exc, emit)
             return
@@ -636,6 +673,26 @@ class _Run:
 
 
 HELD_BATCH = 256      # sockets of the one pass per batch: destroys between two stop checks
+
+
+class _Background(threading.Thread):
+    """fn() on a thread of its own; result() waits for it (None if it failed:
+    what it was for is then done without it)."""
+
+    def __init__(self, fn):
+        super().__init__(name="sockterm-setup", daemon=True)
+        self._fn, self._value = fn, None
+        self.start()
+
+    def run(self):
+        try:
+            self._value = self._fn()
+        except (OSError, EngineError):
+            self._value = None
+
+    def result(self):
+        self.join()
+        return self._value
 
 
 def _read_counts(counters: dict) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
+import re
 import stat
 import threading
 from typing import NamedTuple
@@ -320,19 +321,32 @@ class Counters:
         return cls(fds)
 
     def read(self) -> Counts:
-        stat4, stat6, snmp = (os.pread(fd, 16384, 0).decode() for fd in self._fds)
-        fields = _fields(stat4 + stat6)
-        tcp4, tcp6 = fields.get("TCP", {}), fields.get("TCP6", {})
-        udp4, udp6 = fields.get("UDP", {}), fields.get("UDP6", {})
-        tcp_mib = _snmp(snmp, "Tcp")
-        return Counts(tcp=tcp4.get("inuse", 0) + tcp6.get("inuse", 0), tw=tcp4.get("tw", 0),
-                      udp=udp4.get("inuse", 0) + udp6.get("inuse", 0),
-                      opens=tcp_mib.get("ActiveOpens", 0) + tcp_mib.get("PassiveOpens", 0))
+        stat4, stat6, snmp = (os.pread(fd, 4096, 0) for fd in self._fds)
+        tcp, tw = _TCP4.search(stat4).groups()
+        (udp,) = _UDP4.search(stat4).groups()
+        (tcp6,) = _TCP6.search(stat6).groups()
+        (udp6,) = _UDP6.search(stat6).groups()
+        return Counts(tcp=int(tcp) + int(tcp6), tw=int(tw), udp=int(udp) + int(udp6),
+                      opens=_opens(snmp))
 
     def close(self) -> None:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+
+# the counts read twice per namespace per run (one run may cover hundreds)
+_TCP4 = re.compile(rb"^TCP: inuse (\d+) orphan \d+ tw (\d+)", re.M)
+_UDP4 = re.compile(rb"^UDP: inuse (\d+)", re.M)
+_TCP6 = re.compile(rb"^TCP6: inuse (\d+)", re.M)
+_UDP6 = re.compile(rb"^UDP6: inuse (\d+)", re.M)
+
+
+def _opens(snmp: bytes) -> int:
+    """ActiveOpens + PassiveOpens from /proc/net/snmp's Tcp lines (names, then values)."""
+    names, values = (line.split() for line in snmp.splitlines() if line.startswith(b"Tcp:"))
+    row = dict(zip(names, values))
+    return int(row[b"ActiveOpens"]) + int(row[b"PassiveOpens"])
 
 
 def _fields(text: str) -> dict:
@@ -343,14 +357,6 @@ def _fields(text: str) -> dict:
         words = rest.split()
         out[proto] = {k: int(v) for k, v in zip(words[::2], words[1::2])}
     return out
-
-
-def _snmp(text: str, proto: str) -> dict:
-    """One protocol of /proc/net/snmp: a line of names, then a line of values."""
-    rows = [line.split()[1:] for line in text.splitlines() if line.startswith(proto + ":")]
-    if len(rows) < 2:
-        return {}
-    return {k: int(v) for k, v in zip(rows[0], rows[1])}
 
 
 def host_tcp_sockets() -> int:

@@ -45,6 +45,7 @@ def _peerless(sock) -> bool:
 
 
 CHUNK = 256      # destroys per netlink send; a stop request is honoured between sends
+ACK_BUFFER = 8192   # what a destroy-only socket reads its acks into
 
 
 def destroy_with(dsock, socks, log=lambda msg: None, rng=None, stop=None) -> None:
@@ -201,8 +202,9 @@ class Destroyer:
             raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
 
     def enter(self):
-        """Inside the namespace: its netlink socket (usable from any thread)."""
-        return n.DiagSocket()
+        """Inside the namespace: its netlink socket (usable from any thread).
+        Acks only: a small buffer (a batch of CHUNK acks takes a few reads)."""
+        return n.DiagSocket(recv_size=ACK_BUFFER)
 
     def destroy(self, dsock, socks: list, stop=None) -> None:
         """Destroy the socks not yet attempted (result MATCHED), setting results."""
