@@ -169,6 +169,9 @@ def kill(target: Filter | Plan, report: Report, options: Options | None = None, 
 
 # -- one run -----------------------------------------------------------------------------
 
+OTHERS_NEED_ROOT = "other network namespaces need root (CAP_SYS_ADMIN in the initial user namespace)"
+
+
 class _Run:
     def __init__(self, flt: Filter, report: Report, options: Options, *, kill: bool,
                  planned: Plan | None = None, paced: bool = False):
@@ -194,16 +197,28 @@ class _Run:
 
     # -- set-up: everything refusable is refused here ----------------------------
     def find_namespaces(self) -> list[model.Namespace]:
-        found, skipped = netns.discover()
+        self.host = probe.probe()
+        # not root, or in a user namespace of its own: only where it runs, as ss
+        own_only = not self.host.enters_other_namespaces
+        found, skipped = netns.discover(own_only)
         self.report.skipped.extend(skipped)
         for note in skipped:
             self.log(f"skipped {note}")
+        if own_only and not self.flt.netns:
+            self.report.warnings.append(f"searched only this process's network namespace: "
+                                        f"{OTHERS_NEED_ROOT}")
         self.node.attribute(found)      # pods and containers name their namespaces (--netns too)
         if self.flt.netns:
             try:
-                found = netns.resolve(self.flt.netns, found)
+                chosen = netns.resolve(self.flt.netns, found)
             except netns.NamespaceError as exc:
+                if own_only:      # it may well exist: this caller cannot see it
+                    raise SocktermError(f"cannot search namespace {', '.join(self.flt.netns)}: "
+                                        f"{OTHERS_NEED_ROOT}") from None
                 raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+            if own_only and any(ns not in found for ns in chosen):
+                raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
+            found = chosen
         found, self.owned = resolve_host_names(self.flt, found, self.node)
         return found
 
@@ -211,7 +226,7 @@ class _Run:
         if self.options.walk not in onepass.WALK_MODES:
             raise SocktermError(f"unknown walk mode {self.options.walk!r}: expected "
                                 + ", ".join(onepass.WALK_MODES), ExitCode.USAGE)
-        host = probe.probe()
+        host = getattr(self, "host", None) or probe.probe()
         name = self.planned.engine if self.planned else choose_engine(
             self.options.backend, self.kill, host, self.log)
         self.report.engine = name

@@ -7,6 +7,7 @@ entered by worker threads (core/pool.py); the main thread never moves.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import queue
 import re
@@ -15,6 +16,7 @@ import threading
 from typing import NamedTuple
 
 from ..model import Namespace
+from ..text import shown
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
@@ -70,13 +72,15 @@ def _unescape(field: str) -> str:
 def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """Mount points of network namespace bind mounts (ip netns, container runtimes)."""
     try:
-        with open(mountinfo, errors="surrogateescape") as f:   # paths are bytes
-            lines = f.read().splitlines()
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            lines = f.read().split("\n")
     except OSError:
         return []
     found = []
     for line in lines:
-        fields = line.split()
+        # the kernel escapes only space, tab, newline and backslash in paths:
+        # a mount point may hold a CR or any other byte str.split() would cut at
+        fields = line.split(" ")
         try:
             sep = fields.index("-")
         except ValueError:
@@ -86,12 +90,40 @@ def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     return found
 
 
-def _comm(pid: str) -> str:
+def _ino(path: str) -> int | None:
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
+        return os.stat(path).st_ino
     except OSError:
-        return "?"
+        return None
+
+
+def _comm(pid: str) -> str:
+    from .procs import comm_of
+    return comm_of(int(pid)) or "?"
+
+
+HOST = "host"
+# the initial namespace's inode on kernels that fix it (6.18 and later); older
+# kernels number namespaces from 0xF0000000 up, so no other can have it
+INIT_NET_INO = 0xEFFFFFF9
+
+
+def kthreadd_netns() -> str | None:
+    """An nsfs path of the host's initial network namespace: kthreadd's (pid 2,
+    parent 0), which kernel threads never leave, seen from any namespace that
+    shares the host's pid namespace (/proc/1/ns is not always readable, even
+    for root). None when there is no kthreadd here or its ns is unreadable."""
+    try:
+        with open("/proc/2/stat") as f:
+            stat_line = f.read()
+        comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
+        ppid = stat_line[stat_line.rindex(")") + 2:].split()[1]
+        if comm == "kthreadd" and ppid == "0":
+            os.stat("/proc/2/ns/net")
+            return "/proc/2/ns/net"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class Discovery:
@@ -124,28 +156,38 @@ class Discovery:
         if pid is not None:
             ns.pids.append(pid)
 
-    def run(self) -> list[Namespace]:
-        self_ino = os.stat("/proc/self/ns/net").st_ino
-        self._add(f"/proc/{os.getpid()}/ns/net", pid=os.getpid())
+    def run(self, own_only: bool = False) -> list[Namespace]:
+        """Every namespace; with own_only, just sockterm's own (named as
+        usual), for a caller who could not enter the others anyway."""
+        host_path = kthreadd_netns()
+        if host_path:
+            self._add(host_path, name=HOST)
+        own = f"/proc/{os.getpid()}/ns/net"
+        self._add(own, pid=os.getpid())
         try:
             names = sorted(os.listdir("/run/netns"))
         except OSError:
             names = []
         for name in names:
             self._add(os.path.join("/run/netns", name), name=name)
-        for mount in _nsfs_mounts():
-            self._add(mount)
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        if not own_only:
+            for mount in _nsfs_mounts():
+                self._add(mount)
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        host = self.by_ino.get(_ino(host_path) if host_path else INIT_NET_INO)
+        if own_only:
+            own_ino = _ino(own)
+            self.by_ino = {ino: ns for ino, ns in self.by_ino.items() if ino == own_ino}
+        if host is not None:
+            host.name = HOST     # even when `ip netns` also names it
         for ns in self.by_ino.values():
-            if not ns.name:
-                ns.name = self._fallback_name(ns, self_ino)
-        return sorted(self.by_ino.values(), key=lambda n: (n.ino != self_ino, n.name))
+            if not ns.name or (ns.name == HOST and ns is not host):
+                ns.name = self._fallback_name(ns)
+        return sorted(self.by_ino.values(), key=lambda n: (n is not host, n.name))
 
-    def _fallback_name(self, ns: Namespace, self_ino: int) -> str:
-        if ns.ino == self_ino:
-            return "host"
+    def _fallback_name(self, ns: Namespace) -> str:
         procs = sorted(p for p in ns.pids)
         if procs:
             return f"{_comm(str(procs[0]))}[{procs[0]}]"
@@ -154,9 +196,9 @@ class Discovery:
         return f"net:[{ns.ino}]"
 
 
-def discover() -> tuple[list[Namespace], list[str]]:
+def discover(own_only: bool = False) -> tuple[list[Namespace], list[str]]:
     d = Discovery()
-    found = d.run()
+    found = d.run(own_only)
     return found, d.skipped
 
 
@@ -170,7 +212,9 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
         ino = None
         if key.startswith("net:[") and key.endswith("]"):
             key = key[5:-1]
-        named = [ns for ns in namespaces if ns.name == key or key in ns.aliases]
+        named = ([ns for ns in namespaces if ns.name == key or key in ns.aliases]
+                 # the name as sockterm shows it (control characters escaped) names it too
+                 or [ns for ns in namespaces if shown(ns.name) == key])
         if key.isdigit():
             ino = int(key)
             if ino not in by_ino:
@@ -194,6 +238,8 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
 def run_in(ns: Namespace, fn, home: int):
     """fn() run inside ns by the calling thread, which must not be the main
     thread; the thread is back in its namespace `home` (an fd) afterwards."""
+    if ns.ino == os.fstat(home).st_ino:
+        return fn()      # already there: setns would need CAP_SYS_ADMIN even for this
     fd = None
     last = None
     for path in ns.paths():
@@ -207,7 +253,9 @@ def run_in(ns: Namespace, fn, home: int):
         os.close(fd)   # the path was reused for another namespace
         fd = None
     if fd is None:
-        raise NamespaceError(getattr(last, "errno", 0) or 0,
+        # every way in failed, or leads elsewhere now (an `ip netns del` caught
+        # between unmount and unlink, a pid reused): the namespace is gone for us
+        raise NamespaceError(getattr(last, "errno", 0) or errno.ENOENT,
                              f"namespace {ns.name} is gone ({getattr(last, 'strerror', 'no path left')})")
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:

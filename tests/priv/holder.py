@@ -161,6 +161,54 @@ def op_owner(uid=None):
     return True
 
 
+def op_comm(name_hex):
+    """Set the process name to these bytes (prctl PR_SET_NAME), as any user can."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(15, ctypes.c_char_p(bytes.fromhex(name_hex)), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+    with open("/proc/self/comm", "rb") as f:
+        return f.read().hex()
+
+
+def op_pairs_in(path, port, count=1):
+    """Connections over loopback in the namespace at `path`, made from here:
+    setns there, listen/connect/accept, setns back. The namespace then holds
+    sockets but no process (it is named by its bind mount)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(there, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+        try:
+            subprocess_free_lo_up()
+            lst = op_listen(addr="127.0.0.1", port=port)
+            out = op_connect(dst="127.0.0.1", port=port, count=count)
+            op_accept(lst["id"], count=count)
+        finally:
+            if libc.setns(home, 0x40000000) != 0:
+                raise SystemExit("holder: cannot return to its namespace")
+    finally:
+        os.close(home)
+        os.close(there)
+    return out
+
+
+def subprocess_free_lo_up():
+    """`ip link set lo up` for the calling thread's namespace (SIOCSIFFLAGS)."""
+    import fcntl
+    import struct
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]   # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))   # SIOCSIFFLAGS, IFF_UP
+    finally:
+        s.close()
+
+
 # -- sharing and passing sockets (tests/priv/test_onepass.py) ----------------------------
 
 children = {}        # pid -> child holding copies of every socket at fork time

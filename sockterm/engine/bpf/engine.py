@@ -71,7 +71,7 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
             continue
         holder = alone.get((pid, raw))
         if holder is None:
-            holder = alone[(pid, raw)] = ((pid, raw.split(b"\0", 1)[0].decode(errors="replace")),)
+            holder = alone[(pid, raw)] = ((pid, raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")),)
         if sock.processes is None:
             sock.processes = holder
         elif holder[0] not in sock.processes:
