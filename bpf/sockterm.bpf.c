@@ -595,8 +595,9 @@ static __always_inline int held_one(struct bpf_iter__task_file *ctx, const bool 
 
 	if ((cfg.flags & (tcp ? ST_CFG_TCP : ST_CFG_UDP))) {
 		read_common(&h.rec, &sk->__sk_common);
-		h.rec.uid = sk->sk_uid.val;
-		if (wanted(&h.rec) && uid_allowed(h.rec.uid)) {
+		/* sk_uid shares a cache line with sk_protocol: read only for a
+		 * socket the rest of the filter wants */
+		if (wanted(&h.rec) && uid_allowed(h.rec.uid = sk->sk_uid.val)) {
 			h.rec.proto = tcp ? IPPROTO_TCP : IPPROTO_UDP;
 			h.rec.ino = socket_ino(sock);
 			if (scoped)

@@ -539,18 +539,13 @@ class _Run:
 
     def _held_targets(self, nsr) -> list:
         """What to destroy in a namespace the one pass found whole: the
-        planned sockets (fresh copies), or the pass's, checked once more
-        against the filter in Python before anything is destroyed."""
+        planned sockets (fresh copies), or the pass's own (the kernel applied
+        the filter and the Scope to them, as it does to what the bpf engine's
+        walks destroy)."""
         ino = nsr.ns.ino
         if self.planned:
             return [_copy(s) for s in self.by_cookie.values() if s.netns == ino]
-        matches, admits = self.flt.matches, self.scope.admits
-        socks = self.held_socks.get(ino, ())
-        out = [s for s in socks if matches(s) and admits(s)]
-        if len(out) != len(socks):
-            self.report.warnings.append(f"namespace {nsr.ns.name}: {len(socks) - len(out)} "
-                                        "sockets of the one pass left the filter; not destroyed")
-        return out
+        return list(self.held_socks.get(ino, ()))
 
     def _destroy_held(self, nsr, entry: pool.Entry, emit) -> None:
         """Destroy by exact tuple and cookie over netlink, from a socket made
