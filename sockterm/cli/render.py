@@ -150,7 +150,7 @@ def ns_dict(nsr: model.NamespaceReport) -> dict:
     place = nsr.ns.place
     return {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
             "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
-            "error": nsr.error or None,
+            "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason,
             "container": container_dict(place.container if place else None),
             "pod": pod_dict(place.pod if place else None)}
 

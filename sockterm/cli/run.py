@@ -37,8 +37,11 @@ def build_filter(filter_kwargs: dict, default_states):
 def core_options(ctx, *, processes: bool):
     from ..core import Options
     from ..signals import CANCEL
+    # SOCKTERM_WALK=all walks every namespace (no one pass), as sockterm did
+    # before it; =needed makes the one pass even where a few walks cost less
     return Options(backend=ctx.obj["backend"], processes=processes,
-                   log=stderr_log(ctx.obj["verbose"]), cancel=CANCEL)
+                   log=stderr_log(ctx.obj["verbose"]), cancel=CANCEL,
+                   walk=os.environ.get("SOCKTERM_WALK") or "auto")
 
 
 def stream(start, renderer, meta: dict, *, kill: bool, on_done=None, hints=()) -> int:

@@ -235,6 +235,62 @@ def subprocess_free_lo_up():
         s.close()
 
 
+# -- sharing and passing sockets (tests/priv/test_onepass.py) ----------------------------
+
+children = {}        # pid -> child holding copies of every socket at fork time
+in_flight = []       # unix socket pairs with a socket in a message nobody received
+
+
+def op_shutdown(ids, how="wr"):
+    """Send a FIN, keep the descriptor: the socket's state stays observable."""
+    for sid in ids:
+        socks[sid].shutdown({"wr": socket.SHUT_WR, "rdwr": socket.SHUT_RDWR}[how])
+    return True
+
+
+def op_dup(id):
+    """A second descriptor for the same socket, under a new id."""
+    return info(add(socket.socket(fileno=os.dup(socks[id].fileno()))))
+
+
+def op_fork():
+    """A child process holding every socket this one holds now, until reaped."""
+    pid = os.fork()
+    if pid == 0:
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+        sys.stdin.close()
+        while True:
+            signal.pause()
+    children[pid] = True
+    return pid
+
+
+def op_reap(pid):
+    import signal
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    children.pop(pid, None)
+    return True
+
+
+def op_send_away(id):
+    """Put the socket in a message on a unix socket nobody reads, and close
+    this process's descriptor: only the message holds it."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s = socks.pop(id)
+    socket.send_fds(a, [b"x"], [s.fileno()])
+    s.close()
+    in_flight.append((a, b))
+    return True
+
+
+def op_setsockopt(id, level, option, value):
+    socks[id].setsockopt(level, option, value)
+    return True
+
+
 def main():
     for line in sys.stdin:
         req = json.loads(line)

@@ -30,10 +30,12 @@ from conftest import Topology
 VIP4 = "10.213.0.5"
 VIP6 = "fd2b::5"
 MAPPED_VIP = f"::ffff:{VIP4}"
-BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_tcp_scoped", "st_udp_scoped", "st_owners"}
+BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_tcp_scoped", "st_udp_scoped", "st_held",
+                  "st_held_scoped"}
 # the object's maps as the kernel names them (libbpf prefixes internal maps
 # with the object's name, cut to 15 characters)
-BPF_MAP_NAMES = {"st_inodes", "st_cookies", "st_kill_errors", ".rodata.cfg"}
+BPF_MAP_NAMES = {"st_inodes", "st_cookies", "st_kill_errors", ".rodata.cfg", "st_ns",
+                 "st_shared", "st_files"}
 
 # ss(8)'s state column -> the kernel's TCP_* number (request sockets show as SYN-RECV)
 SS_STATES = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
@@ -838,7 +840,8 @@ def loopback_pairs(topo, role: str, port: int, count: int = 2):
     return ns, h, [c["id"] for c in conns], lst["id"]
 
 
-def run_core(command: str, flt, engine: str, processes: bool = False, target=None):
+def run_core(command: str, flt, engine: str, processes: bool = False, target=None,
+             walk: str | None = None):
     """sockterm's pipeline in-process (no interpreter start): (sockets, report).
     The one place the privileged tier calls the core's API; a kill must be
     limited to this session's namespaces (flt.netns), as confine.check_kill asks
@@ -849,6 +852,8 @@ def run_core(command: str, flt, engine: str, processes: bool = False, target=Non
             f"refusing an in-process kill outside this session's namespaces: {flt.netns}"
     report = core.Report()
     options = core.Options(backend=engine, processes=processes)
+    if walk:
+        options.walk = walk
     if command == "kill":
         socks = list(core.kill(flt if target is None else target, report, options))
     else:

@@ -1,6 +1,6 @@
 """Hygiene: sockterm leaves the host as it found it.
 
-- no BPF program, map or link of sockterm's (st_tcp, st_udp, st_owners and
+- no BPF program, map or link of sockterm's (st_tcp, st_udp, st_held and
   their maps) stays loaded after a run, none is pinned under /sys/fs/bpf, and
   the test process itself holds none after in-process runs (checked after
   every test here), asked of the kernel through libbpf, not bpftool;
@@ -53,7 +53,7 @@ def test_the_leak_check_sees_a_loaded_object():
         engine.owners()
         progs, links = held_by_me()
         k = kernel_objects()
-        assert {k["progs"][p][0] for p in progs} <= BPF_PROG_NAMES and "st_owners" in {
+        assert {k["progs"][p][0] for p in progs} <= BPF_PROG_NAMES and "st_held" in {
             k["progs"][p][0] for p in progs}
         assert {k["links"][l] for l in links} <= progs and len(links) == 3
         maps = {m for p in progs for m in k["progs"][p][1]}
