@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+import confine
 from conftest import HOLDER, Holder, Topology, sh, sockterm
 from test_operator_terminal import run_pty
 
@@ -67,6 +68,7 @@ class Hostile:
         self.h2.call("pairs_in", path=f"/proc/{self.h2.pid}/ns/net", port=7602)
         self.h2.call("comm", name_hex=COMM2.hex())
         self.ino2 = os.stat(f"/proc/{self.h2.pid}/ns/net").st_ino
+        confine.adopt(f"/proc/{self.h2.pid}/ns/net")     # made here: a kill may name it
         # a namespace held only by a bind mount at a hostile path
         b = topo.ns("injb")
         self.h1.call("pairs_in", path=f"/run/netns/{b}", port=7603)
@@ -77,6 +79,7 @@ class Hostile:
             pass
         subprocess.run([b"mount", b"--bind", f"/run/netns/{b}".encode(), self.mount], check=True)
         self.ino3 = os.stat(self.mount).st_ino
+        confine.adopt(self.mount)
         sh("ip", "netns", "del", b)
         topo.namespaces.remove(b)
         # 3 sockets each (listener, client, accepted); match and kill take 2 each

@@ -7,8 +7,9 @@ v4-mapped; loopback and veth) in several namespaces: every state ss names.
 The ss parser is first checked against the applications' own sockets. For
 hundreds of random filters, `match` must name exactly the sockets that the
 README's rules, evaluated here over `ss -tuanHe` (tests/priv/rel_util.py:
-oracle), name, and nothing ss never listed; most filters must select
-something. Every state name and group is checked alone, on both engines.
+oracle), name, and nothing ss never listed; a fifth of the filters at
+least must select something. Every state name and group is checked alone,
+on both engines.
 Random kills must kill exactly those, and reset the TCP peers the kernel
 resets (tcp_abort: not from syn-sent, closing, last-ack or a timewait or
 request socket).
@@ -181,7 +182,8 @@ def test_match_agrees_with_ss(population, engine):
     print(f"\noracle[{engine}]: {MATCH_FILTERS} filters ({cli_runs} via CLI, {nonempty} "
           f"selecting something), {len(mismatches)} disagreements")
     assert not unknown, "sockets ss never listed:\n" + "\n".join(unknown[:8])
-    assert nonempty >= MATCH_FILTERS // 3, f"only {nonempty} filters selected anything"
+    # ~30-50% do (the --uid/--cgroup ones narrow a lot); a broken view selects nothing
+    assert nonempty >= MATCH_FILTERS // 5, f"only {nonempty} filters selected anything"
     print(f"--uid/--cgroup in {sum(owner_filters)} filters, {owner_filters[1]} of them "
           f"selecting something")
     assert owner_filters[1] >= 3, "too few --uid/--cgroup filters selected anything"

@@ -680,3 +680,8 @@ def test_dump_rows_carry_the_cgroup_attribute():
     miss = diag_engine.decode_rows([row + (31336,)], "tcp", NS, flt,
                                    Scope(cgroup_ids=frozenset({31337})))
     assert [(s.ino, s.cgroup, s.uid) for s in hit] == [(555, 31337, 1000)] and miss == []
+
+
+def test_an_empty_cgroup_set_is_the_id_no_cgroup_has():
+    bc = bytecode.compile_bytecode(build_filter(cgroup=["x"]), Scope(cgroup_ids=frozenset()))
+    assert bc.endswith(struct.pack("=Q", 2**64 - 1))

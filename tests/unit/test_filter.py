@@ -212,3 +212,23 @@ def test_describe_says_every_option_in_command_line_words():
         "--state close-wait,closing,established,fin-wait-1,fin-wait-2,last-ack,syn-recv,syn-sent")
     assert build_filter(proto=["udp", "tcp"], ipv4=True, ipv6=True,
                         state=["all"]).describe().startswith("--state ")
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"container": [" "]}, "--container needs a NAME or ID"),
+    ({"container": ["a\0b"]}, "--container needs a NAME or ID"),
+    ({"cgroup": [""]}, "--cgroup needs a PATH or unit name"),
+    ({"pod": [" "]}, "--pod needs a [NAMESPACE/]NAME"),
+    ({"pod": ["ns/"]}, "invalid pod 'ns/': expected NAME or NAMESPACE/NAME"),
+    ({"uid": ["4294967295"]}, "invalid uid '4294967295': above the largest uid"),
+    ({"uid": ["no-such-user-here"]}, "unknown user 'no-such-user-here': expected a user name or a uid"),
+    ({"uid": [str(u) for u in range(17)]}, "at most 16 --uid values per run"),
+])
+def test_scope_refusals_say_exactly_what_is_wrong(kw, message):
+    with pytest.raises(FilterError) as exc:
+        build_filter(**kw)
+    assert str(exc.value) == message
+
+
+def test_sixteen_uids_fit():
+    assert build_filter(uid=[str(u) for u in range(16)]).uids == tuple(range(16))

@@ -446,3 +446,31 @@ def test_hostile_pod_names_never_reach_the_terminal_raw():
         assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
     for line in render.summary_lines(report_of(socks), kill=False):
         assert "\x1b" not in line and "\x07" not in line
+
+
+def test_refusals_render_the_summary_and_no_socket():
+    rep = report_of([])
+    rep.refused = "5 sockets match, more than --max 3"
+    meta = {"command": "kill", "filter": "--dport 80"}
+    for fmt in ("json", "jsonl"):
+        out = io.StringIO()
+        r = render.RENDERERS[fmt](kill=True, header=True, out=out)
+        r.refusal(rep, meta)
+        lines = out.getvalue().splitlines()
+        doc = json.loads(out.getvalue()) if fmt == "json" else json.loads(lines[0])
+        assert doc["command"] == "kill" and doc["filter"] == "--dport 80" and doc["engine"] == "bpf"
+        assert doc["summary"]["refused"] == "5 sockets match, more than --max 3"
+        assert doc["summary"]["killed"] == 0 and doc.get("sockets", []) == []
+        assert fmt == "json" or len(lines) == 1
+
+
+def test_interrupted_summary_names_the_signal():
+    import signal
+    rep = report_of([sock(0, result=model.KILLED)], kill=True)
+    rep.interrupted, rep.signum = True, signal.SIGTERM
+    assert render.summary_lines(rep, kill=True)[-1] == (
+        "interrupted by SIGTERM: no further socket was destroyed; every one destroyed is "
+        "reported above")
+    rep.signum = 0
+    assert render.summary_lines(rep, kill=False)[-1] == (
+        "interrupted by a signal: the listing is incomplete")
