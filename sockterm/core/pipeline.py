@@ -604,7 +604,15 @@ class _Run:
                             done = True
                             break
                         if self.kill:
-                            batch = self._settle(entry, ns, handle, batch)
+                            try:
+                                batch = self._settle(entry, ns, handle, batch)
+                            except (OSError, EngineError):
+                                # what died before the failure is reported all the same
+                                settled = [s for s in batch if s.result not in
+                                           (model.MATCHED, model.DEFERRED)]
+                                if settled:
+                                    emit((nsr, settled))
+                                raise
                         seen.update(s.cookie for s in batch)
                         if batch:
                             emit((nsr, batch))

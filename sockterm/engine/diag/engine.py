@@ -155,10 +155,32 @@ class DiagEngine:
     def destroy(self, handle: _Handle, socks: list, stop=None) -> None:
         """SOCK_DESTROY each unattempted sock by its exact tuple and cookie."""
         todo = [s for s in socks if s.result == model.MATCHED]
-        destroy_with(handle.dsock, todo, self.log, stop=stop)
+        try:
+            destroy_with(handle.dsock, todo, self.log, stop=stop)
+        except (OSError, n.NetlinkError):
+            self._settle_unacked(handle, todo)
+            raise
         if todo and all(s.error == errno.EOPNOTSUPP for s in todo):
             self.log("diag: the kernel refused every destroy with EOPNOTSUPP: "
                      "it lacks CONFIG_INET_DIAG_DESTROY")
+
+    def _settle_unacked(self, handle: _Handle, socks: list) -> None:
+        """Reading the acks failed: requests sent may have been carried out
+        unreported. Ask the kernel which of those sockets still exist; the
+        ones it no longer has were destroyed (the caller reports them)."""
+        unknown = [s for s in socks if s.result == model.MATCHED]
+        if not unknown:
+            return
+        alive = set()
+        try:
+            for fam, proto in {(s.family, s.proto) for s in unknown}:
+                for row in handle.dsock.dump(AF[fam], PROTO_NUMS[proto], n.TCPF_ALL):
+                    alive.add(row[14] | row[15] << 32)
+        except (OSError, n.NetlinkError):
+            return                  # cannot tell: report none of them as killed
+        for sock in unknown:
+            if sock.cookie not in alive:
+                model.set_error(sock, 0)
 
     def pin(self, cookies) -> None:
         """Restrict the next reads to these cookies (paced kills)."""
