@@ -567,7 +567,15 @@ class _Run:
                 if stop():
                     return
                 batch = socks[start:start + HELD_BATCH]
-                destroyer.destroy(dsock, batch, stop)
+                try:
+                    destroyer.destroy(dsock, batch, stop)
+                except OSError as exc:
+                    # what died before the failure is reported all the same
+                    settled = [s for s in batch if s.result != model.MATCHED]
+                    if settled:
+                        emit((nsr, settled))
+                    self._namespace_failed(nsr, exc, emit)
+                    return
                 if start == 0 and any(s.error == errno.EOPNOTSUPP for s in batch):
                     break          # netlink cannot here: the walk's destroy may
                 emit((nsr, [s for s in batch if s.result != model.MATCHED]))

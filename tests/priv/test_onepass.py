@@ -418,3 +418,31 @@ def test_cli_reports_walks_per_namespace(topo):
         {(True, "no-one-pass")}
     code, out, err = cli(*args, env={"SOCKTERM_WALK": "some"})
     assert code == 2 and "unknown walk mode 'some'" in err and "Traceback" not in err
+
+
+def test_netlink_error_mid_kill_reports_what_died(topo, monkeypatch):
+    """The acks of the one pass's destroys cannot be read (EIO, injected) after
+    the first few hundred: the kernel is asked which of those sockets are gone,
+    they are reported killed, the namespace's error is reported, nothing
+    escapes, and the sockets never asked for stay alive."""
+    from sockterm.engine.diag import destroy, wire
+    ns = topo.ns("eio")
+    h = topo.holder(ns)
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.core.somaxconn=1024")
+    _, clients, _ = loopback(h, PORT + 4, 300)
+    named = {c["cookie"] for c in h.call("infos", ids=clients)}
+    recv, calls = wire.DiagSocket._recv, []
+
+    def failing(self):
+        if len(self.buf) == destroy.ACK_BUFFER:      # a destroyer's socket
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(errno.EIO, "injected")
+        return recv(self)
+    monkeypatch.setattr(wire.DiagSocket, "_recv", failing)
+    socks, report = run("kill", [ns], "diag", "needed", dport=[str(PORT + 4)])
+    died = named - set(ss_view([ns]))
+    assert 0 < len(died) < len(named), len(died)
+    assert {s.cookie for s in socks if s.result == "killed"} == died
+    [nsr] = report.namespaces
+    assert not nsr.walked and nsr.error and report.ns_errors

@@ -207,8 +207,36 @@ class Destroyer:
         return n.DiagSocket(recv_size=ACK_BUFFER)
 
     def destroy(self, dsock, socks: list, stop=None) -> None:
-        """Destroy the socks not yet attempted (result MATCHED), setting results."""
-        destroy_with(dsock, [s for s in socks if s.result == model.MATCHED], self.log, stop=stop)
+        """Destroy the socks not yet attempted (result MATCHED), setting results.
+        A failure to read the acks is raised as OSError once the kernel was
+        asked which of those sockets are gone (they were destroyed)."""
+        todo = [s for s in socks if s.result == model.MATCHED]
+        try:
+            destroy_with(dsock, todo, self.log, stop=stop)
+        except (OSError, n.NetlinkError) as exc:
+            settle_unacked(dsock, todo)
+            if isinstance(exc, OSError):
+                raise
+            raise OSError(exc.code, f"netlink destroy failed: {exc.args[1]}") from None
 
     def release(self, dsock) -> None:
         dsock.close()
+
+
+def settle_unacked(dsock, socks: list) -> None:
+    """Reading the acks failed: requests sent may have been carried out
+    unreported. Ask the kernel which of those sockets still exist; the ones
+    it no longer has were destroyed (the caller reports them)."""
+    unknown = [s for s in socks if s.result == model.MATCHED]
+    if not unknown:
+        return
+    alive = set()
+    try:
+        for fam, proto in {(s.family, s.proto) for s in unknown}:
+            for row in dsock.dump(AF[fam], PROTO_NUMS[proto], n.TCPF_ALL):
+                alive.add(row[14] | row[15] << 32)
+    except (OSError, n.NetlinkError):
+        return                  # cannot tell: report none of them as killed
+    for sock in unknown:
+        if sock.cookie not in alive:
+            model.set_error(sock, 0)

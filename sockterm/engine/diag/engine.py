@@ -21,7 +21,7 @@ from ...host import netns, procs
 from .. import EngineError, Scope
 from . import netlink as n
 from .bytecode import compile_bytecode, state_mask
-from .destroy import AF, PROTO_NUMS, destroy_with
+from .destroy import AF, PROTO_NUMS, destroy_with, settle_unacked
 
 _V4_PREFIX = b"\0" * 10 + b"\xff\xff"
 
@@ -165,22 +165,7 @@ class DiagEngine:
                      "it lacks CONFIG_INET_DIAG_DESTROY")
 
     def _settle_unacked(self, handle: _Handle, socks: list) -> None:
-        """Reading the acks failed: requests sent may have been carried out
-        unreported. Ask the kernel which of those sockets still exist; the
-        ones it no longer has were destroyed (the caller reports them)."""
-        unknown = [s for s in socks if s.result == model.MATCHED]
-        if not unknown:
-            return
-        alive = set()
-        try:
-            for fam, proto in {(s.family, s.proto) for s in unknown}:
-                for row in handle.dsock.dump(AF[fam], PROTO_NUMS[proto], n.TCPF_ALL):
-                    alive.add(row[14] | row[15] << 32)
-        except (OSError, n.NetlinkError):
-            return                  # cannot tell: report none of them as killed
-        for sock in unknown:
-            if sock.cookie not in alive:
-                model.set_error(sock, 0)
+        settle_unacked(handle.dsock, socks)
 
     def pin(self, cookies) -> None:
         """Restrict the next reads to these cookies (paced kills)."""
