@@ -32,9 +32,12 @@ enum { false = 0, true = 1 };
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define EEXIST 17
 
 enum { BPF_MAP_TYPE_HASH = 1 };
-enum { BPF_ANY = 0 };
+enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
 
 /* Pointer-only types named by helper prototypes in bpf_helper_defs.h */
 struct __sk_buff; struct xdp_md; struct sk_msg_md; struct sk_reuseport_md;
@@ -44,7 +47,7 @@ struct bpf_pidns_info; struct bpf_redir_neigh; struct bpf_spin_lock; struct bpf_
 struct bpf_dynptr; struct bpf_fib_lookup; struct bpf_map; struct btf_ptr; struct linux_binprm;
 struct mptcp_sock; struct path; struct pt_regs; struct seq_file; struct sk_buff; struct tcp6_sock;
 struct tcp_request_sock; struct tcp_sock; struct udp6_sock;
-struct unix_sock; struct bpf_iter_num; struct user_pt_regs;
+struct unix_sock; struct bpf_iter_num; struct user_pt_regs; struct proto;
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 
@@ -56,8 +59,9 @@ struct in6_addr {
 	} in6_u;
 };
 
-/* The namespace and cgroup types are relocated only by the *_owner programs
- * (--cgroup, --container, --pod): a run without those does not load them. */
+/* The namespace types are relocated by the one pass (st_held) and the
+ * scoped builds, the cgroup types by the scoped builds only (--cgroup,
+ * --container, --pod): a run that does not load those does not pay them. */
 struct ns_common {
 	unsigned int inum;
 };
@@ -78,14 +82,40 @@ struct sock_common {
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	int skc_bound_dev_if;
+	struct proto *skc_prot;      /* compared, never read */
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+typedef struct {
+	long counter;
+} atomic_long_t;
+
+typedef struct {
+	__u32 val;
+} kuid_t;
+
 struct inode {
 	unsigned long i_ino;
 };
+
+/* The one pass reads a file's reference count (Linux >= 6.13: stored as
+ * count - 1 in f_ref; before: f_count). */
+typedef struct {
+	atomic_long_t refcnt;
+} file_ref_t;
+
+struct file {
+	file_ref_t f_ref;
+	atomic_long_t f_count;
+};
+
+struct files_struct;
 
 struct kernfs_node {
 	__u64 id;
@@ -116,8 +146,19 @@ struct socket_alloc {
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
+	__u16 sk_type;
+	kuid_t sk_uid;
+	__u32 sk_ack_backlog;
 	struct socket *sk_socket;
 	struct sock_cgroup_data sk_cgrp_data;
+};
+
+struct request_sock_queue {
+	atomic_t qlen;
+};
+
+struct inet_connection_sock {
+	struct request_sock_queue icsk_accept_queue;
 };
 
 struct inet_timewait_sock {
@@ -140,11 +181,10 @@ struct task_struct {
 	int pid;
 	int tgid;
 	char comm[16];
+	struct files_struct *files;
 };
 
 #pragma clang attribute pop
-
-struct file;
 
 /* Iterator contexts: fixed 8-byte slots (__bpf_md_ptr), part of the BPF ABI
  * since 5.8/5.9, and checked by the verifier against the kernel's own

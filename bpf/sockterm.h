@@ -25,6 +25,15 @@
 #define ST_TCP_TIME_WAIT    6
 #define ST_TCP_SYN_RECV     3
 #define ST_TCP_NEW_SYN_RECV 12
+/* ... and the ones the one pass (st_held) looks at */
+#define ST_TCP_CLOSE        7
+#define ST_TCP_LISTEN       10
+
+/* File references the one pass sees on a socket held through one descriptor:
+ * that descriptor's and the iterator's own (checked on a probe socket, see
+ * st_stats.probe_refs). More: the socket may be seen again, so it is counted
+ * through st_shared. */
+#define ST_ONE_HOLDER_REFS 2
 
 /* st_config.flags */
 #define ST_CFG_KILL       0x1 /* destroy what matches */
@@ -92,6 +101,7 @@ struct st_config {
 	__u32 flags;        /* ST_CFG_* */
 	__u32 n_uids;
 	__u32 uids[ST_MAX_UIDS]; /* socket owner, as inet_diag reports it */
+	__u64 probe_ino;    /* st_held: inode of a socket sockterm holds through one descriptor */
 };
 
 /* Counters the programs keep in .bss, read after a run. */
@@ -101,14 +111,27 @@ struct st_stats {
 	__u64 destroyed;
 	__u64 destroy_failed;
 	__u64 errors_lost;  /* failures that did not fit in st_kill_errors */
+	__u64 held_lost;    /* the one pass could not tell whether it had seen a socket before */
+	__u64 probe_refs;   /* file references the one pass saw on st_held_probe's socket */
 };
 
-/* One (process, socket) pair from the iter/task_file program. */
-struct st_owner {
-	__u64 ino;
+/* One matching socket a process holds, from the one pass (iter/task_file):
+ * one per (process, descriptor), so a shared socket comes once per holder. */
+struct st_held {
+	struct st_rec rec;  /* result is ST_RES_MATCHED */
+	__u64 cgroup;       /* cgroup v2 id (st_held_scoped; else 0) */
+	__u32 netns;        /* network namespace inode (the pass crosses them all) */
 	__u32 pid;
-	__u32 pad;
 	char comm[16];
+};
+
+/* What the processes of one namespace hold, counted once per socket whatever
+ * the number of descriptors and processes sharing it (map st_ns, by netns inode). */
+struct st_ns_held {
+	__u32 tcp;          /* hashed TCP sockets: listening or with a connection */
+	__u32 udp;          /* hashed (bound) UDP sockets */
+	__u32 pending;      /* request sockets queued on held listeners (accept queue qlen) */
+	__u32 backlog;      /* children waiting in held listeners' accept queues */
 };
 
 #endif

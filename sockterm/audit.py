@@ -13,6 +13,8 @@ import pwd
 import socket
 import time
 
+from .text import shown
+
 SOCKET_ENV = "SOCKTERM_SYSLOG_SOCKET"
 DEFAULT_SOCKET = "/dev/log"
 IDENT = "sockterm"
@@ -62,7 +64,7 @@ def who(environ=None) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def message(*, filter_text: str, report, error: str = "", environ=None) -> str:
@@ -82,6 +84,9 @@ def message(*, filter_text: str, report, error: str = "", environ=None) -> str:
         items.append(f"... {len(touched) - MAX_NAMESPACES} more")
     text = head + (" per-netns(name(inode):engine:matched/killed/failed)=" + ",".join(items)
                    if items else "")
+    # names, SUDO_USER and error text are anyone's to choose: no newline may
+    # forge a second record, no escape sequence reach whoever reads the log
+    text = shown(text)
     if len(text.encode()) > MAX_RECORD:
         text = text.encode()[:MAX_RECORD - 14].decode(errors="ignore") + " ...truncated"
     return text

@@ -1,11 +1,16 @@
 """`sockterm doctor`: what works on this host, and why not. Each check is
-real (the object is loaded, netlink is asked), so its verdict can be trusted."""
+real (the object is loaded, netlink is asked, a namespace walk is timed), so
+its verdict can be trusted; the engine it names is the one auto picks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import time
+from dataclasses import dataclass, field
 
-from .host import probe
+from .host import caveats, probe
+
+SYSCTLS = ("net.ipv4.tcp_child_ehash_entries", "net.ipv4.udp_child_hash_entries")
 
 
 @dataclass
@@ -13,6 +18,16 @@ class Check:
     name: str
     ok: bool | None          # None: informational
     detail: str
+
+
+@dataclass
+class Findings:
+    checks: list
+    can_kill: bool
+    auto: str = ""                 # the engine --backend auto picks here
+    auto_why: str = ""             # why not bpf, when it is diag
+    caveats: list = field(default_factory=list)      # dicts, for JSON
+    hash_tables: dict = field(default_factory=dict)
 
 
 def _bpf_load(kill: bool) -> str:
@@ -41,8 +56,101 @@ def _diag_checks(host) -> list[Check]:
             Check("diag destroy", destroy == "", destroy or "SOCK_DESTROY works (CONFIG_INET_DIAG_DESTROY)")]
 
 
-def run() -> tuple[list[Check], bool]:
-    """All checks, and whether sockterm can kill on this host."""
+def _sysctl(name: str) -> int | None:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def walk_ms() -> float | None:
+    """Wall time of one namespace walk, as the diag engine does it (TCP and UDP,
+    IPv4 and IPv6) with a filter matching nothing: the fixed cost each namespace
+    pays when the hash tables are shared."""
+    from .engine.diag import netlink as n
+    from .engine.diag.bytecode import compile_bytecode, state_mask
+    from .engine.diag.destroy import AF, PROTO_NUMS
+    from .filter import build_filter
+    from . import states
+    flt = build_filter(sport=["1"], dport=["1"], default_states=states.ALL)
+    code, mask = compile_bytecode(flt), state_mask(flt.states)
+    try:
+        dsock = n.DiagSocket()
+    except OSError:
+        return None
+    try:
+        start = time.perf_counter()
+        for proto in ("tcp", "udp"):
+            for fam in (4, 6):
+                for _ in dsock.dump(AF[fam], PROTO_NUMS[proto], mask, code):
+                    pass
+        return (time.perf_counter() - start) * 1000
+    except Exception:
+        return None
+    finally:
+        dsock.close()
+
+
+def _shared_namespaces(host) -> tuple[int, int] | None:
+    """(namespaces sharing the host's TCP hash table, namespaces looked at):
+    a namespace's own tcp_ehash_entries reads negative when it shares."""
+    if not host.enters_other_namespaces:
+        return None
+    from .host import netns
+
+    def reads_shared():
+        try:
+            with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+                return int(f.read()) < 0
+        except (OSError, ValueError):
+            return False
+
+    found, _ = netns.discover()
+    others = [ns for ns in found if ns.name != netns.HOST]
+    shared = 0
+    with netns.Worker() as worker:
+        for ns in others:
+            try:
+                shared += worker.call(ns, reads_shared)
+            except OSError:
+                continue
+    return shared, len(others)
+
+
+def hash_tables(host) -> dict:
+    """Do namespaces share the host-wide socket hash tables, what one walk costs,
+    and what giving new namespaces their own would save."""
+    values = {name: _sysctl(name) for name in SYSCTLS}
+    ms = walk_ms()
+    counted = _shared_namespaces(host)
+    doc = {"sysctls": values, "shared": not any(values.values()),
+           "walk_ms": None if ms is None else round(ms, 2),
+           "namespaces": None if counted is None else counted[1],
+           "namespaces_sharing": None if counted is None else counted[0]}
+    if ms is not None and counted is not None:
+        doc["saving_ms"] = round(ms * counted[0], 1)
+    return doc
+
+
+def _tables_check(doc: dict) -> Check:
+    ms, sharing = doc["walk_ms"], doc["namespaces_sharing"]
+    cost = f"a namespace walk costs {ms:.1f} ms here" if ms is not None else "walk not timed"
+    where = ("" if sharing is None else
+             f"{sharing} of {doc['namespaces']} namespaces besides the host's share them; ")
+    if not doc["shared"]:
+        settings = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in doc["sysctls"].items())
+        return Check("hash tables", True, f"new namespaces get their own ({settings}); {where}{cost}")
+    text = f"shared: every namespace walk covers every socket on the host; {where}{cost}"
+    if doc.get("saving_ms") is not None:
+        text += (f"; {SYSCTLS[0]} and {SYSCTLS[1].split('.')[-1]} set before namespaces are "
+                 f"created would save ~{doc['saving_ms']:.0f} ms per full search")
+    return Check("hash tables", None, text)
+
+
+def run(timed: bool = True) -> Findings:
+    """All checks, the engine auto picks, the caveats that apply, and (timed)
+    the hash table finding."""
     from .engine.bpf import libbpf, objinfo
     from .engine.bpf.engine import object_path
     host = probe.probe()
@@ -53,13 +161,22 @@ def run() -> tuple[list[Check], bool]:
                         "iter/tcp and iter/udp" if host.bpf_can_list else "missing (Linux >= 5.9)"))
     checks.append(Check("bpf_sock_destroy", host.bpf_can_kill,
                         "kfunc present" if host.bpf_can_kill else "missing (Linux >= 6.5)"))
-    missing = host.missing_caps(host.auto_engine(), kill=True)
+    auto_why = host.why_not_bpf(kill=True)
+    auto = "diag" if auto_why else "bpf"
+    missing = host.missing_caps(auto, kill=True)
     checks.append(Check("capabilities", not missing,
                         "have " + (", ".join(sorted(host.caps)) or "none")
                         + (f"; missing {', '.join(missing)}" if missing else "")))
+    checks.append(Check("namespaces", host.enters_other_namespaces,
+                        "can enter every network namespace" if host.enters_other_namespaces else
+                        "only its own: entering others needs CAP_SYS_ADMIN in the initial user "
+                        "namespace" + ("" if host.initial_userns else " (this is a user namespace)")))
+    if host.lockdown:
+        checks.append(Check("lockdown", host.lockdown != "confidentiality", host.lockdown))
     try:
         lib = libbpf.load()
-        checks.append(Check("libbpf", True, f"{lib.version} ({lib.path})"))
+        source = "pylibbpf" if "pylibbpf" in os.path.basename(lib.path) else lib.path
+        checks.append(Check("libbpf", True, f"{lib.version} ({source})"))
     except libbpf.LibbpfUnavailable as exc:
         checks.append(Check("libbpf", False, str(exc)))
     info = objinfo.inspect(object_path())
@@ -74,7 +191,21 @@ def run() -> tuple[list[Check], bool]:
         checks.append(Check("BPF load", not why, why or "loaded, verified and attached"))
     checks += _diag_checks(host)
     diag_ok = all(c.ok for c in checks if c.name in ("tcp diag", "udp diag", "diag destroy"))
-    auto = "bpf" if host.bpf_can_kill else "diag"
-    checks.append(Check("auto engine", None, auto + ("" if auto == "bpf" else f" ({host.why_not_bpf(True)})")))
+    if auto == "bpf" and not bpf_ok:
+        # the cheap decision said yes and the real load said no: trust the load
+        auto, auto_why = "diag", "the BPF load failed (see above)"
+    checks.append(Check("auto engine", None, auto + (f" ({auto_why})" if auto_why else "")))
+    found = []
+    for caveat, verdict in caveats.applicable(host.kernel):
+        found.append({"id": caveat.ident, "verdict": verdict, "summary": caveat.summary,
+                      "fixed_in": ".".join(map(str, caveat.fixed)), "auto": caveat.auto})
+        where = (f"this kernel is affected (fixed in {found[-1]['fixed_in']})" if verdict == "affected"
+                 else f"fixed in {found[-1]['fixed_in']}: check whether your kernel has the fix")
+        checks.append(Check(f"caveat {caveat.ident}", None,
+                            f"{caveat.summary}; {where}. {caveat.auto}"))
+    tables = {}
+    if timed:
+        tables = hash_tables(host)
+        checks.append(_tables_check(tables))
     can_kill = (bpf_ok if auto == "bpf" else diag_ok) and not missing
-    return checks, can_kill
+    return Findings(checks, can_kill, auto, auto_why, found, tables)

@@ -46,6 +46,9 @@ class AddrRule:
     net: ipaddress.IPv6Network
     ports: PortRange = ANY_PORT
     text: str = ""
+    # an unbracketed IPv6 address ending in what looks like a port: the
+    # bracketed form the user may have meant, for a hint when nothing matched
+    meant: str = ""
 
     def matches(self, addr16: bytes, port: int) -> bool:
         value = int.from_bytes(addr16, "big")
@@ -120,7 +123,24 @@ def parse_addr_rule(text: str) -> AddrRule:
     ports = ANY_PORT if port_text is None else parse_port_range(port_text)
     if port_text == "":
         raise FilterError(f"invalid address {text!r}: empty port")
-    return AddrRule(_network(addr, text), ports, raw)
+    meant = _port_lookalike(addr) if port_text is None and not raw.startswith("[") else ""
+    return AddrRule(_network(addr, text), ports, raw, meant)
+
+
+def _port_lookalike(addr: str) -> str:
+    """'fd66::5:7080' -> '[fd66::5]:7080': the last group is decimal, a valid
+    port, and what precedes it is an IPv6 address by itself; else ''."""
+    if addr.count(":") < 2 or "/" in addr:
+        return ""
+    head, _, tail = addr.rpartition(":")
+    # two digits at least: 'fd66::5' is an address, not 'fd66::' and port 5
+    if not re.fullmatch(r"\d{2,5}", tail) or int(tail) > 65535:
+        return ""
+    try:
+        ipaddress.IPv6Address(head)
+    except ValueError:
+        return ""
+    return f"[{head}]:{tail}"
 
 
 @dataclass(frozen=True)
@@ -171,6 +191,13 @@ class Filter:
         if self.dport and not any(sock.dport in r for r in self.dport):
             return False
         return not self.sport or any(sock.sport in r for r in self.sport)
+
+    def hints(self) -> list[str]:
+        """What to tell a user whose filter matched nothing, when it reads as a slip."""
+        return [f"{opt} {r.text} is the IPv6 address {r.text}, without a port; "
+                f"did you mean {r.meant}?"
+                for opt, rules in (("--dst", self.dst), ("--src", self.src))
+                for r in rules if r.meant]
 
     def describe(self) -> str:
         """The filter in the words of the command line (audit trail, messages)."""

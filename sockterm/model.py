@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import states as st
 
@@ -124,6 +125,46 @@ class Owners:
         return self.by_ino.get(ino, ())
 
 
+class HeldCounts(NamedTuple):
+    """What one namespace's processes hold, each socket once (the one pass)."""
+
+    tcp: int          # hashed TCP sockets (listening, or with a connection)
+    udp: int          # hashed (bound) UDP sockets
+    pending: int      # request sockets queued on held listeners
+    backlog: int      # children waiting in held listeners' accept queues
+
+
+class Held:
+    """The one pass: the sockets the filter selects that processes hold
+    (cookie -> Sock, holders attributed when asked; decoded when first
+    asked for), and per namespace inode what its processes hold in all."""
+
+    def __init__(self, decode, counts: dict, uncounted: str = ""):
+        self._decode = decode
+        self._sockets = None
+        self.counts = counts            # netns inode -> HeldCounts
+        self.uncounted = uncounted      # why the counts cannot be trusted ("": they can)
+
+    @property
+    def sockets(self) -> dict:
+        if self._sockets is None:
+            self._sockets = self._decode()
+        return self._sockets
+
+    def by_namespace(self) -> dict:
+        out: dict = {}
+        for sock in self.sockets.values():
+            out.setdefault(sock.netns, []).append(sock)
+        return out
+
+    def owners(self) -> "Owners":
+        found = Owners()
+        for sock in self.sockets.values():
+            if sock.processes and sock.ino:
+                found.by_ino[sock.ino] = sock.processes
+        return found
+
+
 def set_error(sock: Sock, err: int) -> None:
     """Record that destroying sock failed with errno err (0: it was destroyed)."""
     err = abs(err)
@@ -152,3 +193,5 @@ class NamespaceReport:
     matched: int = 0
     killed: int = 0
     failed: int = 0
+    walked: bool = True           # searched by a walk of its tables (not the one pass alone)
+    walk_reason: str | None = None   # why it was walked (see core/onepass.py)

@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..exitcodes import ExitCode
+from ..text import shown
 
 COMMANDS = {
     "list": ("sockterm.cli.show", "list_cmd", "Show sockets in every network namespace."),
@@ -72,6 +73,9 @@ def main(argv=None) -> None:
     from ..signals import install
     install()     # first: a signal from here on is a flag the run honours, never lost
     debug = bool(os.environ.get("SOCKTERM_DEBUG")) or "--debug" in (argv or sys.argv[1:])
+    if "_SOCKTERM_COMPLETE" in os.environ:
+        from .completion import register
+        register()
     try:
         code = cli.main(args=argv, prog_name="sockterm", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -86,7 +90,7 @@ def main(argv=None) -> None:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f" (see '{exc.ctx.command_path} --help')"
-        click.echo(f"sockterm: error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"sockterm: error: {shown(exc.format_message())}{hint}", err=True)
         code = exc.exit_code
     except KeyboardInterrupt:
         click.echo("sockterm: interrupted", err=True)
@@ -96,8 +100,10 @@ def main(argv=None) -> None:
         code = ExitCode.OK
     except Exception as exc:
         if debug:
-            raise
-        click.echo(f"sockterm: internal error: {type(exc).__name__}: {exc} "
-                   "(run with --debug for a traceback)", err=True)
+            from .console import print_traceback
+            print_traceback(exc)
+        else:
+            click.echo(f"sockterm: internal error: {type(exc).__name__}: {shown(str(exc))} "
+                       "(run with --debug for a traceback)", err=True)
         code = ExitCode.FAILURE
     sys.exit(int(code or 0))

@@ -7,15 +7,15 @@ import sys
 import click
 
 from ..exitcodes import ExitCode
-from .options import filter_args, filter_options, output_options
+from ..text import shown
+from .options import filter_args, filter_options, global_options, output_options
 from .run import abort, build_filter, core_options, renderer_for, show, stderr_log, stream
-
-SAMPLE = 10
 
 
 @click.command("kill")
 @filter_options
 @output_options
+@global_options
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
 @click.option("--max", "max_kills", type=click.IntRange(min=0), metavar="N",
               help="Refuse, killing nothing, when more than N sockets match.")
@@ -60,7 +60,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
         # between is not part of what the operator agreed to
         target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes)
     return stream(lambda report: core.kill(target, report, opts, rate=rate), renderer, meta,
-                  kill=True, on_done=audit)
+                  kill=True, on_done=audit, hints=flt.hints())
 
 
 def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
@@ -82,6 +82,8 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
     if not confirm:
         return the_plan          # --yes: even when nothing matched, the kill pass reports as usual
     if not matched:
+        for hint in flt.hints():
+            click.echo(f"sockterm: hint: {shown(hint)}", err=True)
         report.refused = "nothing matches"
         _refuse(renderer, report, meta, "nothing matches; nothing killed", ExitCode.NO_MATCH)
     answer = _ask(the_plan, report)
@@ -97,7 +99,9 @@ def _ask(the_plan, report):
     the number of a terminating signal that arrived at the prompt."""
     from ..signals import Interrupted, at_prompt
     import signal
-    _show_sample(the_plan.sockets, report)
+    from .confirm import sample, show as show_kill
+    counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
+    show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets))
     try:
         with at_prompt():
             return click.confirm("Kill them?", default=False, err=True)
@@ -127,30 +131,7 @@ def _audit(flt, report, error: str, log) -> None:
     if problem and problem.startswith("no syslog socket"):
         log(problem)
     elif problem:
-        click.echo(f"sockterm: warning: {problem}", err=True)
+        click.echo(f"sockterm: warning: {shown(problem)}", err=True)
     else:
         log(f"audit record written to {audit.socket_path()}")
 
-
-def _show_sample(socks, report) -> None:
-    """What is about to die: counts per namespace and rows drawn from every
-    namespace, not just the first one walked."""
-    from .render import COLUMNS, fit_widths, folded_lines, row, terminal_width
-    by_ns: dict = {}
-    for sock in socks:
-        by_ns.setdefault(sock.netns, []).append(sock)
-    nss = len(by_ns)
-    click.echo(f"About to kill {len(socks)} socket{'s' if len(socks) != 1 else ''} in "
-               f"{nss} namespace{'s' if nss != 1 else ''} (engine {report.engine}):", err=True)
-    sample, queues = [], [list(v) for v in by_ns.values()]
-    while len(sample) < SAMPLE and any(queues):
-        for q in queues:
-            if q and len(sample) < SAMPLE:
-                sample.append(q.pop(0))
-    rows = [row(s, kill=False) for s in sample]
-    widths = fit_widths(COLUMNS, rows, terminal_width(sys.stderr) - 2)
-    for cells in rows:
-        for line in folded_lines(cells, widths, None):
-            click.echo("  " + line, err=True)
-    if len(socks) > SAMPLE:
-        click.echo(f"  ... and {len(socks) - SAMPLE} more", err=True)

@@ -21,7 +21,9 @@ def _complete_netns(ctx, param, incomplete):
         found, _ = netns.discover()
     except OSError:
         return []
-    names = [ns.name for ns in found] + [str(ns.ino) for ns in found]
+    from ..text import shown
+    # as shown: a name with a newline would break the completion protocol
+    names = [shown(ns.name) for ns in found] + [str(ns.ino) for ns in found]
     return [n for n in names if n.startswith(incomplete)]
 
 
@@ -118,6 +120,25 @@ output_options = _compose(
                  help="Omit the header line of table and tsv output."),
     click.option("--no-processes", "no_processes", is_flag=True,
                  help="Do not attribute sockets to processes (faster)."),
+)
+
+
+def _set_global(ctx, param, value):
+    """The group's callback has run and set ctx.obj: a value given after the
+    subcommand overrides it (`sockterm list -v` = `sockterm -v list`)."""
+    if value and ctx.obj is not None:
+        ctx.obj[param.name] = value
+
+
+# the global options, also accepted after the subcommand
+global_options = _compose(
+    click.option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default=None,
+                 expose_value=False, callback=_set_global, is_eager=True,
+                 help="Engine, as the global option (before the command)."),
+    click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_global,
+                 is_eager=True, help="Explain decisions on stderr, as the global option."),
+    click.option("--debug", is_flag=True, expose_value=False, callback=_set_global,
+                 is_eager=True, help="Show tracebacks on errors, as the global option."),
 )
 
 

@@ -1,14 +1,16 @@
-"""A one-line progress display on stderr for runs that take more than a moment.
+"""A progress display on stderr for runs that take more than a moment.
 
-A thread redraws the line from counters the run updates; nothing is drawn
-for runs shorter than DELAY, and the line is erased before any output.
-Plain ANSI (carriage return, erase line): no rich import, no colour.
+A thread redraws a rich spinner line from counters the run updates; nothing
+is drawn (and rich is not even imported) for runs shorter than DELAY, and the
+line is erased before any output. The line holds counts only: no name from
+the host reaches it.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 
 DELAY = 0.4       # seconds before the line appears
 INTERVAL = 0.1
@@ -22,7 +24,6 @@ class Progress:
         self.err = err or sys.stderr
         self._stop = threading.Event()
         self._thread = None
-        self._drawn = False
 
     def __enter__(self):
         if self.enabled:
@@ -37,10 +38,8 @@ class Progress:
         if self._thread is None:
             return
         self._stop.set()
-        self._thread.join()
+        self._thread.join()     # the thread erases its line before it ends
         self._thread = None
-        if self._drawn:
-            self._write("\r\x1b[K")
 
     def line(self) -> str:
         report = self.report
@@ -52,11 +51,33 @@ class Progress:
     def _run(self) -> None:
         if self._stop.wait(DELAY):
             return
-        while True:
-            self._write("\r\x1b[K" + self.line())
-            self._drawn = True
-            if self._stop.wait(INTERVAL):
-                return
+        try:
+            from rich.spinner import Spinner
+            from .console import console
+            con = console(self.err)
+            utf = (getattr(self.err, "encoding", "") or "").lower().startswith("utf")
+            spinner = Spinner("dots" if utf else "line", style="cyan")
+        except Exception:       # the display is a courtesy: never fail a run over it
+            return
+        drawn = False
+        try:
+            while True:
+                spinner.update(text=self.line())
+                # rich renders the frame and its colours; the line is drawn and
+                # erased in place (CR, erase line), never scrolled: what follows
+                # on the terminal starts where the line was
+                with con.capture() as captured:
+                    con.print(spinner.render(time.monotonic()), end="", no_wrap=True,
+                              overflow="ellipsis", crop=True)
+                self._write("\r\x1b[K" + captured.get())
+                drawn = True
+                if self._stop.wait(INTERVAL):
+                    return
+        except Exception:
+            return
+        finally:
+            if drawn:
+                self._write("\r\x1b[K")
 
     def _write(self, text: str) -> None:
         try:

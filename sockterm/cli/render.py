@@ -12,6 +12,7 @@ import sys
 
 from .. import model
 from ..signals import held
+from ..text import shown
 
 COLUMNS = ("NETNS", "PROTO", "STATE", "LOCAL", "PEER", "PROCESS")
 
@@ -149,21 +150,18 @@ def ns_dict(nsr: model.NamespaceReport) -> dict:
     place = nsr.ns.place
     return {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
             "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
-            "error": nsr.error or None,
+            "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason,
             "container": container_dict(place.container if place else None),
             "pod": pod_dict(place.pod if place else None)}
 
 
-# Process and namespace names are anyone's to choose: no tab may split a tsv
-# column, no escape sequence may reach root's terminal.
-_CONTROL = {c: "?" for c in list(range(32)) + [127]}
-
-
 def row(sock: model.Sock, kill: bool) -> tuple:
-    cells = (sock.netns_name.translate(_CONTROL), sock.proto, sock.state_name(),
+    # process and namespace names are anyone's to choose: no tab may split a
+    # tsv column, no escape sequence may reach root's terminal
+    cells = (shown(sock.netns_name), sock.proto, sock.state_name(),
              endpoint(sock.src_text(), sock.sport, sock.family),
              endpoint(sock.dst_text(), sock.dport, sock.family),
-             process_text(sock).translate(_CONTROL))
+             shown(process_text(sock)))
     return cells + (result_text(sock),) if kill else cells
 
 
@@ -330,11 +328,14 @@ SHRINK = (("PROCESS", 7), ("NETNS", 12), ("PEER", 21), ("LOCAL", 21), ("PEER", 1
 
 
 def terminal_width(stream=None) -> int:
-    """COLUMNS, else the terminal's width, else 80 (as shutil does, for any stream)."""
+    """COLUMNS, else the terminal's width, else 80 (as shutil does, for any stream).
+    A COLUMNS that is not a positive number (0, -5, junk) is ignored."""
     try:
-        return max(20, int(os.environ["COLUMNS"]))
+        columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
-        pass
+        columns = 0
+    if columns > 0:
+        return max(20, columns)
     try:
         return os.get_terminal_size((stream or sys.stdout).fileno()).columns or 80
     except (AttributeError, ValueError, OSError):
@@ -342,7 +343,8 @@ def terminal_width(stream=None) -> int:
 
 
 def use_color(out) -> bool:
-    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    """Colour only on a terminal, never when NO_COLOR is present and not empty
+    (no-color.org), never on TERM=dumb."""
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
     try:
@@ -423,10 +425,10 @@ def summary_lines(report, kill: bool) -> list[str]:
     lines = []
     if len(touched) > 1:
         touched.sort(key=lambda r: (-r.matched, r.ns.name))
-        names = [r.ns.name.translate(_CONTROL) for r in touched[:MAX_NS_LINES]]
-        width = max(len(n) for n in names)
-        for r, name in zip(touched, names):
-            lines.append(f"  {name:<{width}}  {_counts(r.matched, r.killed, r.failed, kill)}")
+        names = {id(r): shown(r.ns.name) for r in touched[:MAX_NS_LINES]}
+        width = max(map(len, names.values()))
+        for r in touched[:MAX_NS_LINES]:
+            lines.append(f"  {names[id(r)]:<{width}}  {_counts(r.matched, r.killed, r.failed, kill)}")
         if len(touched) > MAX_NS_LINES:
             lines.append(f"  ... and {len(touched) - MAX_NS_LINES} more namespaces")
     if touched:

@@ -11,18 +11,19 @@ from typing import NoReturn
 import click
 
 from ..exitcodes import ExitCode
+from ..text import shown
 
 
 def abort(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
     """One line on stderr, then exit: the only way commands fail."""
-    click.echo(f"sockterm: error: {message}", err=True)
+    click.echo(f"sockterm: error: {shown(message)}", err=True)
     sys.exit(int(code))
 
 
 def stderr_log(enabled: bool):
     if not enabled:
         return lambda msg: None
-    return lambda msg: click.echo(f"sockterm: {msg}", err=True)
+    return lambda msg: click.echo(f"sockterm: {shown(msg)}", err=True)
 
 
 def build_filter(filter_kwargs: dict, default_states):
@@ -36,11 +37,14 @@ def build_filter(filter_kwargs: dict, default_states):
 def core_options(ctx, *, processes: bool):
     from ..core import Options
     from ..signals import CANCEL
+    # SOCKTERM_WALK=all walks every namespace (no one pass), as sockterm did
+    # before it; =needed makes the one pass even where a few walks cost less
     return Options(backend=ctx.obj["backend"], processes=processes,
-                   log=stderr_log(ctx.obj["verbose"]), cancel=CANCEL)
+                   log=stderr_log(ctx.obj["verbose"]), cancel=CANCEL,
+                   walk=os.environ.get("SOCKTERM_WALK") or "auto")
 
 
-def stream(start, renderer, meta: dict, *, kill: bool, on_done=None) -> int:
+def stream(start, renderer, meta: dict, *, kill: bool, on_done=None, hints=()) -> int:
     """Feed the sockets start(report) streams to the renderer, finish the
     output, return the exit code.
 
@@ -48,13 +52,17 @@ def stream(start, renderer, meta: dict, *, kill: bool, on_done=None) -> int:
     before the output is finished (the kill audit record: sockets may be gone
     even when the run failed). A reader that goes away (`| head`, a closed
     stdout) ends a list early; a kill still completes, its output dropped.
-    Either way the exit code is the run's own, whatever the format.
+    Either way the exit code is the run's own, whatever the format. Output
+    that cannot be written (disk full, EIO, an encoding that cannot show a
+    name) ends a list at once, a kill once it completed and was audited: one
+    line, exit 3. `hints` go to stderr when nothing matched.
     """
     from ..core import Report, SocktermError
     from .progress import Progress, wanted
     from ..signals import CANCEL
     report = Report()
     reader_gone = False
+    unwritable = ""
     try:
         with Progress(report, kill=kill, enabled=wanted(renderer.fmt)):
             sockets = start(report)
@@ -63,9 +71,9 @@ def stream(start, renderer, meta: dict, *, kill: bool, on_done=None) -> int:
                     continue          # only a kill gets here: let it finish
                 try:
                     renderer.socket(sock)
-                except OSError as exc:
-                    if exc.errno != errno.EPIPE:
-                        raise
+                except (OSError, UnicodeEncodeError) as exc:
+                    if not _reader_gone(exc):
+                        unwritable = output_problem(exc)
                     reader_gone = True
                     _silence_stdout()
                     if not kill:
@@ -85,18 +93,39 @@ def stream(start, renderer, meta: dict, *, kill: bool, on_done=None) -> int:
         try:
             renderer.finish(report, meta)
             sys.stdout.flush()
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
+        except (OSError, UnicodeEncodeError) as exc:
+            if not _reader_gone(exc):
+                unwritable = output_problem(exc)
             _silence_stdout()
+    if unwritable and not kill:
+        abort(unwritable)      # a list's summary would only restate what failed
     _epilogue(report, kill)
-    return report.exit_code(kill, CANCEL.signum)
+    if unwritable:
+        abort(unwritable)
+    code = report.exit_code(kill, CANCEL.signum)
+    if code == ExitCode.NO_MATCH:
+        for hint in hints:
+            click.echo(f"sockterm: hint: {shown(hint)}", err=True)
+    return code
+
+
+def _reader_gone(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+def output_problem(exc: BaseException) -> str:
+    """One line for output that could not be written."""
+    if isinstance(exc, UnicodeEncodeError):
+        encoding = getattr(sys.stdout, "encoding", None) or exc.encoding
+        return (f"cannot write output: {ascii(exc.object[exc.start:exc.end])} cannot be written "
+                f"in the output's encoding ({encoding}); use a UTF-8 locale or -o json")
+    return f"cannot write output: {getattr(exc, 'strerror', None) or exc}"
 
 
 def _epilogue(report, kill: bool) -> None:
     from .render import summary_lines
     for warning in report.warnings:
-        click.echo(f"sockterm: warning: {warning}", err=True)
+        click.echo(f"sockterm: warning: {shown(warning)}", err=True)
     for line in summary_lines(report, kill):
         click.echo(line, err=True)
 
@@ -114,7 +143,7 @@ def show(ctx, command: str, flt, options: dict) -> int:
     opts = core_options(ctx, processes=not options["no_processes"])
     renderer = renderer_for(options["output"], options["no_header"], kill=False)
     return stream(lambda report: core.scan(flt, report, opts), renderer,
-                  {"command": command, "filter": flt.describe()}, kill=False)
+                  {"command": command, "filter": flt.describe()}, kill=False, hints=flt.hints())
 
 
 def renderer_for(output, no_header: bool, kill: bool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import filter_args, filter_options, output_options
+from .options import filter_args, filter_options, global_options, output_options
 from .run import build_filter, show
 
 
@@ -17,6 +17,7 @@ def _show(ctx, command: str, kwargs: dict) -> int:
 @click.command("list")
 @filter_options
 @output_options
+@global_options
 @click.pass_context
 def list_cmd(ctx, **kwargs):
     """Show sockets in every network namespace (all states unless --state).
@@ -29,6 +30,7 @@ def list_cmd(ctx, **kwargs):
 @click.command("match")
 @filter_options
 @output_options
+@global_options
 @click.pass_context
 def match_cmd(ctx, **kwargs):
     """Show exactly what `kill` with the same filter would destroy.

@@ -14,6 +14,12 @@ pipeline owns the namespace workers, the ordering, the accounting and
 cancellation: once Options.cancel is set, no new destroy starts (at most the
 batch in hand finishes) and everything already destroyed is reported.
 Nothing here imports click or rich.
+
+Where BPF can load, a run starts with the one pass (core/onepass.py): one
+kernel pass over every process's descriptors finds the sockets processes
+hold in every namespace; only the namespaces whose own counts say it missed
+something are walked. The sockets of the others are listed as found, and
+destroyed by exact tuple and cookie over netlink.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from ..engine import EngineError, Scope
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from ..host import cgroups, containers, netns, probe, procs
-from . import pool
+from . import onepass, pool
 from ..cancel import Cancel
 
 
@@ -59,6 +65,7 @@ class Options:
     processes: bool = True             # attribute sockets to processes
     log: Callable[[str], None] = _quiet
     cancel: Cancel = field(default_factory=Cancel)
+    walk: str = "auto"                 # auto | all | needed: which namespaces to walk (onepass.py)
 
 
 @dataclass
@@ -108,6 +115,9 @@ class Plan:
     engine: str
     sockets: list                      # model.Sock, processes attributed when asked
     namespaces: list                   # model.Namespace holding them
+    walked: dict = field(default_factory=dict)   # netns inode -> walk_reason, for the
+                                                 # namespaces the scan walked; the others'
+                                                 # sockets came whole from the one pass
 
     @property
     def cookies(self) -> frozenset:
@@ -134,7 +144,8 @@ def plan(flt: Filter, report: Report, options: Options | None = None, *,
     by_ino = {r.ns.ino: r.ns for r in report.namespaces}
     held = {s.netns for s in socks}
     return Plan(flt=flt, engine=report.engine, sockets=socks,
-                namespaces=[ns for ino, ns in by_ino.items() if ino in held])
+                namespaces=[ns for ino, ns in by_ino.items() if ino in held],
+                walked={r.ns.ino: r.walk_reason for r in report.namespaces if r.walked})
 
 
 def kill(target: Filter | Plan, report: Report, options: Options | None = None, *,
@@ -151,24 +162,34 @@ def kill(target: Filter | Plan, report: Report, options: Options | None = None, 
         run = _Run(target, report, options, kill=True)
         run.prepare(run.find_namespaces())
         return run.stream()
-    run = _Run(the_plan.flt, report, options, kill=True, planned=the_plan)
+    run = _Run(the_plan.flt, report, options, kill=True, planned=the_plan, paced=bool(rate))
     run.prepare(the_plan.namespaces)
     return run.stream_paced(rate) if rate else run.stream()
 
 
 # -- one run -----------------------------------------------------------------------------
 
+OTHERS_NEED_ROOT = "other network namespaces need root (CAP_SYS_ADMIN in the initial user namespace)"
+
+
 class _Run:
     def __init__(self, flt: Filter, report: Report, options: Options, *, kill: bool,
-                 planned: Plan | None = None):
+                 planned: Plan | None = None, paced: bool = False):
         self.flt, self.report, self.options = flt, report, options
         self.kill = kill
         self.planned = planned
+        self.paced = paced              # a plan in small batches: never a walk for bulk
         self.cancel = options.cancel
         self.log = options.log
         self.engine = None
-        self._fallback = None                    # diag, for what the bpf kfunc cannot take
+        self.source = None                       # what makes the one pass (a bpf engine)
+        self.destroyer = None                    # netlink SOCK_DESTROY by exact tuple
         self._fallback_lock = threading.Lock()
+        self._closers: list = []
+        self.held_socks: dict = {}               # netns inode -> Socks from the one pass
+        self._dsocks: dict = {}                  # netns inode -> its netlink socket, made early
+        self._counting = None                    # _Background opening the namespaces' counters
+        self._host_tcp = None
         # kill(plan): cookie -> the planned Sock (for processes, and `gone` reports)
         self.by_cookie = {s.cookie: s for s in planned.sockets} if planned else {}
         self.node = containers.Node()          # containers and pods (cheap when none)
@@ -176,21 +197,36 @@ class _Run:
 
     # -- set-up: everything refusable is refused here ----------------------------
     def find_namespaces(self) -> list[model.Namespace]:
-        found, skipped = netns.discover()
+        self.host = probe.probe()
+        # not root, or in a user namespace of its own: only where it runs, as ss
+        own_only = not self.host.enters_other_namespaces
+        found, skipped = netns.discover(own_only)
         self.report.skipped.extend(skipped)
         for note in skipped:
             self.log(f"skipped {note}")
+        if own_only and not self.flt.netns:
+            self.report.warnings.append(f"searched only this process's network namespace: "
+                                        f"{OTHERS_NEED_ROOT}")
         self.node.attribute(found)      # pods and containers name their namespaces (--netns too)
         if self.flt.netns:
             try:
-                found = netns.resolve(self.flt.netns, found)
+                chosen = netns.resolve(self.flt.netns, found)
             except netns.NamespaceError as exc:
+                if own_only:      # it may well exist: this caller cannot see it
+                    raise SocktermError(f"cannot search namespace {', '.join(self.flt.netns)}: "
+                                        f"{OTHERS_NEED_ROOT}") from None
                 raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+            if own_only and any(ns not in found for ns in chosen):
+                raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
+            found = chosen
         found, self.owned = resolve_host_names(self.flt, found, self.node)
         return found
 
     def prepare(self, namespaces: list[model.Namespace]) -> None:
-        host = probe.probe()
+        if self.options.walk not in onepass.WALK_MODES:
+            raise SocktermError(f"unknown walk mode {self.options.walk!r}: expected "
+                                + ", ".join(onepass.WALK_MODES), ExitCode.USAGE)
+        host = getattr(self, "host", None) or probe.probe()
         name = self.planned.engine if self.planned else choose_engine(
             self.options.backend, self.kill, host, self.log)
         self.report.engine = name
@@ -199,22 +235,116 @@ class _Run:
             command = "kill" if self.kill else "list"
             raise SocktermError(f"sockterm {command} needs {', '.join(missing)} (run it as root)")
         scope = Scope(inodes=resolve_processes(self.flt), exclude_inodes=procs.own_inodes(),
-                      cookies=self.planned.cookies if self.planned else None, **self.owned)
+                      cookies=self.planned.cookies if self.planned else None,
+                      namespaces=frozenset(ns.ino for ns in namespaces), **self.owned)
         self.scope = scope
         self.attribute = self.options.processes and not self.planned
+        one_pass, why = self._one_pass_wanted(name, namespaces)
+        self.nsrs = [model.NamespaceReport(ns=ns, engine=name) for ns in namespaces]
+        if one_pass:
+            if self.kill:
+                self._set_up_destroyer()
+            # the namespaces' counters open (a setns each, for those without a
+            # process) while the engine loads
+            self._counting = _Background(lambda: self._open_counters(self.nsrs))
         from .. import engine as engines
         try:
             self.engine = engines.create(name, flt=self.flt, scope=scope, kill=self.kill,
-                                         owners=self.attribute, log=self.log)
+                                         owners=self.attribute, log=self.log,
+                                         held=one_pass and name == "bpf")
         except EngineError as exc:
+            self._drop_counters()
             raise SocktermError(f"{name} engine: {exc}", exc.code) from None
-        self.nsrs = [model.NamespaceReport(ns=ns, engine=name) for ns in namespaces]
         self.report.namespaces.extend(self.nsrs)
+        if one_pass:
+            why = self._set_up_one_pass(name)
+        if self.planned:
+            self._set_up_plan()
+        elif not self.source:
+            self._drop_counters()
+            self.log(f"no one pass ({why}): every namespace is walked")
+            for nsr in self.nsrs:
+                nsr.walk_reason = onepass.FORCED if self.options.walk == "all" else onepass.NO_ONE_PASS
+
+    def _one_pass_wanted(self, name: str, namespaces) -> tuple[bool, str]:
+        if self.planned:
+            return False, ""
+        if self.options.walk == "all":
+            return False, "SOCKTERM_WALK=all"
+        # the one pass visits every descriptor on the host: for a few namespaces
+        # their walks cost less, unless the bpf engine's owner pass (the same
+        # visit) runs anyway
+        owner_pass = self.attribute and name == "bpf"
+        if (self.options.walk == "auto" and not owner_pass
+                and len(namespaces) < onepass.MIN_NAMESPACES):
+            return False, f"{len(namespaces)} namespaces: walking them costs less"
+        return True, ""
+
+    def _set_up_one_pass(self, name: str) -> str:
+        """The engine that makes the one pass; '' when it is there, else why not."""
+        from .. import engine as engines
+        if name == "bpf":
+            self.source = self.engine
+            return ""
+        try:
+            self.source = engines.create("bpf", flt=self.flt, scope=self.scope, kill=False,
+                                         owners=self.attribute, log=self.log,
+                                         held=True, walks=False)
+            self._closers.append(self.source)
+        except EngineError as exc:
+            self.source = None
+            return f"BPF cannot load: {exc}"
+        return ""
+
+    def _set_up_destroyer(self) -> None:
+        """Netlink SOCK_DESTROY for what the one pass finds (None: the kernel
+        cannot; those namespaces are walked to kill)."""
+        from .. import engine as engines
+        try:
+            self.destroyer = engines.destroyer(self.log)
+        except EngineError as exc:
+            self.log(f"one pass: {exc}; namespaces are walked to kill")
+
+    def _drop_counters(self) -> None:
+        if self._counting is not None:
+            for found in (self._counting.result() or {}).values():
+                if found is not None:
+                    found.close()
+            self._counting = None
+        while self._dsocks:
+            self._dsocks.popitem()[1].close()
+
+    def _set_up_plan(self) -> None:
+        """kill(plan): a namespace the scan found whole in the one pass has its
+        sockets destroyed by exact tuple over netlink; the others are walked
+        again, pinned to the plan's cookies."""
+        held = [r for r in self.nsrs if r.ns.ino not in self.planned.walked]
+        if held:
+            from .. import engine as engines
+            try:
+                self.destroyer = engines.destroyer(self.log)
+            except EngineError as exc:
+                self.log(f"plan: {exc}; its namespaces are walked")
+        counts: dict = {}
+        for sock in self.planned.sockets:
+            counts[sock.netns] = counts.get(sock.netns, 0) + 1
+        for nsr in self.nsrs:
+            if nsr.ns.ino in self.planned.walked:
+                nsr.walk_reason = self.planned.walked[nsr.ns.ino]
+            elif self.destroyer is None:
+                nsr.walk_reason = onepass.NO_DESTROY
+            elif not self.paced and self._bulk(counts.get(nsr.ns.ino, 0)):
+                nsr.walk_reason = onepass.BULK
+            else:
+                nsr.walked = False
 
     # -- streaming ----------------------------------------------------------------------
     def stream(self) -> Iterator[model.Sock]:
         try:
-            yield from self._pass(self.nsrs)
+            if self.source is not None:
+                yield from self._one_pass()
+            else:
+                yield from self._pass(self.nsrs)
         finally:
             self._finish()
 
@@ -245,33 +375,141 @@ class _Run:
         if self.engine is not None:
             self.report.warnings.extend(self.engine.warnings)
             self.engine.close()
-        if self._fallback is not None:
-            self._fallback.close()
+        for other in self._closers:
+            other.close()
+        self._drop_counters()
         if self.cancel.is_set():
             self.report.interrupted = True
             self.report.signum = self.cancel.signum
 
-    def _pass(self, nsrs: list) -> Iterator[model.Sock]:
-        """One walk of these namespaces, several at once; account each batch."""
+    def _one_pass(self) -> Iterator[model.Sock]:
+        """Count, make the one pass, count again; walk only the namespaces
+        whose counts disagree with what their processes hold."""
+        counters = self._counting.result() or {}
+        self._counting = None
+        try:
+            before = _read_counts(counters)
+            certain = {r.ns.ino: onepass.certain_walk(self.flt, self.scope, before.get(r.ns.ino))
+                       for r in self.nsrs}
+            if not self.attribute and all(certain.values()):
+                # every namespace is walked whatever the pass finds: skip it
+                for nsr in self.nsrs:
+                    nsr.walk_reason = certain[nsr.ns.ino]
+                    self.log(f"namespace {nsr.ns.name}: walked ({nsr.walk_reason})")
+                self.log("one pass skipped: every namespace needs a walk")
+                yield from self._pass(self.nsrs)
+                return
+            started = time.monotonic()
+            try:
+                held = self.source.held([r.ns for r in self.nsrs])
+            except (OSError, EngineError) as exc:
+                self.log(f"no one pass ({exc}): every namespace is walked")
+                for nsr in self.nsrs:
+                    nsr.walk_reason = onepass.NO_ONE_PASS
+                self.source = None
+                yield from self._pass(self.nsrs)
+                return
+            after = _read_counts(counters)
+        finally:
+            for found in counters.values():
+                if found is not None:
+                    found.close()
+        elapsed = time.monotonic() - started
+        self.held_socks = held.by_namespace()
+        walked = 0
+        for nsr in self.nsrs:
+            ino = nsr.ns.ino
+            reason, detail = onepass.walk_reason(self.flt, self.scope, before.get(ino),
+                                                 after.get(ino), held.counts.get(ino),
+                                                 held.uncounted)
+            if reason is None and self.kill:
+                reason, detail = self._kill_reason(self.held_socks.get(ino, ()))
+            nsr.walked, nsr.walk_reason = reason is not None, reason
+            walked += nsr.walked
+            self.log(f"namespace {nsr.ns.name}: " + (f"walked ({reason}: {detail})" if reason
+                                                     else f"not walked: {detail}"))
+        self.log(f"one pass: {len(held.sockets)} matching sockets held, {elapsed * 1000:.0f} ms; "
+                 f"{walked} of {len(self.nsrs)} namespaces to walk")
+        owners = held.owners() if self.attribute else None
+        yield from self._pass(self.nsrs, owners=owners)
+
+    def _kill_reason(self, socks) -> tuple[str | None, str]:
+        """Why a namespace the pass found whole is walked to kill anyway."""
+        if not socks:
+            return None, "nothing to destroy"
+        if self.destroyer is None:
+            return onepass.NO_DESTROY, "netlink cannot destroy here"
+        if onepass.reuseport_groups(socks):
+            return onepass.REUSEPORT, "UDP servers share a port: destroyed in table order"
+        if self._bulk(len(socks)):
+            return onepass.BULK, f"{len(socks)} sockets: the walk destroys them in the kernel for less"
+        return None, f"{len(socks)} sockets to destroy by exact tuple"
+
+    def _bulk(self, kills: int) -> bool:
+        if self.engine.name != "bpf":
+            return False             # the diag engine's walk destroys over netlink too
+        if self._host_tcp is None:
+            self._host_tcp = netns.host_tcp_sockets()
+        return onepass.walk_cheaper(kills, self._host_tcp)
+
+    def _open_counters(self, nsrs: list) -> dict:
+        """netns inode -> its Counters (None: unreadable). Through a process in
+        the namespace where there is one, else from a worker inside it, which
+        (to kill) makes the namespace's netlink socket while it is there."""
+        netns.reserve_descriptors(4 * len(nsrs))
+        found, inside = {}, []
+        for nsr in nsrs:
+            counters = netns.Counters.of_process(nsr.ns)
+            if counters is None:
+                inside.append(nsr)
+            found[nsr.ns.ino] = counters
+        destroyer = self.destroyer
+
+        def here():
+            counters = netns.Counters.here()
+            try:
+                return counters, destroyer.enter() if destroyer else None
+            except OSError:
+                return counters, None
+
+        def open_inside(nsr, entry, emit):
+            try:
+                emit((nsr.ns.ino, entry.call(nsr.ns, here)))
+            except OSError:
+                pass
+        for ino, (counters, dsock) in pool.run(inside, open_inside, stop=self.cancel.is_set):
+            found[ino] = counters
+            if dsock is not None:
+                self._dsocks[ino] = dsock
+        return found
+
+    def _pass(self, nsrs: list, owners=None) -> Iterator[model.Sock]:
+        """One search of these namespaces, several at once (walks, and the one
+        pass's sockets listed or destroyed); account each batch."""
         if self.cancel.is_set() or not nsrs:
             return
-        attribution = _Attribution(self.engine, self.report) if self.attribute else None
+        attribution = None
+        if owners is None and self.attribute and any(r.walked for r in nsrs):
+            attribution = _Attribution(self.engine, self.report)
+            owners = attribution
         ready = attribution.ready if attribution else None
         try:
-            for nsr, batch in pool.run(nsrs, lambda nsr, entry, emit: self._namespace(
+            for nsr, batch in pool.run(nsrs, lambda nsr, entry, emit: self._search(
                     nsr, entry, emit, ready), stop=self.cancel.is_set):
-                self._account(nsr, batch, attribution)
+                self._account(nsr, batch, owners)
                 yield from batch
         finally:
             if attribution:
                 attribution.join()
 
-    def _account(self, nsr, batch: list, attribution) -> None:
-        owners = attribution.owners if attribution else None
+    def _account(self, nsr, batch: list, owners) -> None:
+        if isinstance(owners, _Attribution):
+            owners = owners.owners          # done: reads waited for it
         if owners is not None:
             held = owners.get
             for sock in batch:
-                sock.processes = held(sock.ino)
+                if sock.processes is None:
+                    sock.processes = held(sock.ino)
         elif self.planned:
             for sock in batch:
                 planned = self.by_cookie[sock.cookie]
@@ -287,6 +525,60 @@ class _Run:
                     nsr.failed += 1
 
     # -- in a pool worker -----------------------------------------------------------
+    def _search(self, nsr, entry: pool.Entry, emit, ready) -> None:
+        if nsr.walked:
+            self._namespace(nsr, entry, emit, ready)
+        elif self.kill:
+            self._destroy_held(nsr, entry, emit)
+        else:
+            socks = self.held_socks.get(nsr.ns.ino, ())
+            for start in range(0, len(socks), HELD_BATCH):
+                if self.cancel.is_set():
+                    return
+                emit((nsr, socks[start:start + HELD_BATCH]))
+
+    def _held_targets(self, nsr) -> list:
+        """What to destroy in a namespace the one pass found whole: the
+        planned sockets (fresh copies), or the pass's own (the kernel applied
+        the filter and the Scope to them, as it does to what the bpf engine's
+        walks destroy)."""
+        ino = nsr.ns.ino
+        if self.planned:
+            return [_copy(s) for s in self.by_cookie.values() if s.netns == ino]
+        return list(self.held_socks.get(ino, ()))
+
+    def _destroy_held(self, nsr, entry: pool.Entry, emit) -> None:
+        """Destroy by exact tuple and cookie over netlink, from a socket made
+        inside the namespace; a socket already gone is reported `gone`."""
+        socks = self._held_targets(nsr)
+        if not socks:
+            return
+        ns, destroyer = nsr.ns, self.destroyer
+        dsock = self._dsocks.pop(ns.ino, None)
+        try:
+            if dsock is None:
+                dsock = entry.call(ns, destroyer.enter)
+        except OSError as exc:
+            self._namespace_failed(nsr, exc, emit)
+            return
+        stop = self.cancel.is_set
+        try:
+            for start in range(0, len(socks), HELD_BATCH):
+                if stop():
+                    return
+                batch = socks[start:start + HELD_BATCH]
+                destroyer.destroy(dsock, batch, stop)
+                if start == 0 and any(s.error == errno.EOPNOTSUPP for s in batch):
+                    break          # netlink cannot here: the walk's destroy may
+                emit((nsr, [s for s in batch if s.result != model.MATCHED]))
+            else:
+                return
+        finally:
+            destroyer.release(dsock)
+        self.log(f"namespace {ns.name}: netlink cannot destroy here; walking it")
+        nsr.walked, nsr.walk_reason = True, onepass.NO_DESTROY
+        self._namespace(nsr, entry, emit, None)
+
     def _namespace(self, nsr, entry: pool.Entry, emit, ready) -> None:
         """One namespace: enter, read (and destroy), emit batches. Its failure
         is recorded on nsr, never raised."""
@@ -345,34 +637,28 @@ class _Run:
 
     def _destroy_deferred(self, entry, ns, socks: list) -> None:
         """TIME_WAIT and request sockets have no full struct sock for the
-        kfunc: netlink SOCK_DESTROY (the diag engine) takes them."""
+        kfunc: netlink SOCK_DESTROY takes them."""
         try:
-            fallback = self._diag_fallback()
-            handle = entry.call(ns, fallback.enter)
+            destroyer = self._netlink_destroyer()
+            dsock = entry.call(ns, destroyer.enter)
         except (OSError, EngineError) as exc:
             for sock in socks:
                 model.set_error(sock, getattr(exc, "errno", None) or errno.EOPNOTSUPP)
             self.report.warnings.append(f"time-wait/syn-recv sockets not destroyed: {exc}")
             return
         try:
-            if handle is None:
-                for sock in socks:
-                    model.set_error(sock, errno.ENOENT)
-                return
             for sock in socks:
                 sock.result = model.MATCHED
-            fallback.destroy(handle, socks, self.cancel.is_set)
+            destroyer.destroy(dsock, socks, self.cancel.is_set)
         finally:
-            if handle is not None:
-                fallback.release(handle)
+            destroyer.release(dsock)
 
-    def _diag_fallback(self):
+    def _netlink_destroyer(self):
         with self._fallback_lock:
-            if self._fallback is None:
+            if self.destroyer is None:
                 from .. import engine as engines
-                self._fallback = engines.create("diag", flt=self.flt, scope=self.scope, kill=True,
-                                                owners=False, log=self.log)
-            return self._fallback
+                self.destroyer = engines.destroyer(self.log)
+            return self.destroyer
 
     def _emit_gone(self, nsr, seen: set, emit) -> None:
         """Planned sockets of this namespace that the kill pass did not find:
@@ -396,10 +682,47 @@ class _Run:
             self._emit_gone(nsr, set(), emit)
 
 
-def _gone_copy(sock: model.Sock) -> model.Sock:
-    copy = model.Sock(sock.netns, sock.family, sock.proto, sock.state, sock.src, sock.sport,
+HELD_BATCH = 256      # sockets of the one pass per batch: destroys between two stop checks
+
+
+class _Background(threading.Thread):
+    """fn() on a thread of its own; result() waits for it (None if it failed:
+    what it was for is then done without it)."""
+
+    def __init__(self, fn):
+        super().__init__(name="sockterm-setup", daemon=True)
+        self._fn, self._value = fn, None
+        self.start()
+
+    def run(self):
+        try:
+            self._value = self._fn()
+        except (OSError, EngineError):
+            self._value = None
+
+    def result(self):
+        self.join()
+        return self._value
+
+
+def _read_counts(counters: dict) -> dict:
+    out = {}
+    for ino, found in counters.items():
+        try:
+            out[ino] = found.read() if found is not None else None
+        except OSError:
+            out[ino] = None
+    return out
+
+
+def _copy(sock: model.Sock) -> model.Sock:
+    return model.Sock(sock.netns, sock.family, sock.proto, sock.state, sock.src, sock.sport,
                       sock.dst, sock.dport, sock.cookie, sock.uid, sock.ino,
                       netns_name=sock.netns_name, mini=sock.mini, ifindex=sock.ifindex)
+
+
+def _gone_copy(sock: model.Sock) -> model.Sock:
+    copy = _copy(sock)
     model.set_error(copy, errno.ENOENT)
     return copy
 

@@ -14,8 +14,10 @@ the run's Scope (what the run derived from it), then asked, per namespace:
                           cannot take as DEFERRED (the core hands those on)
   release(handle)
 
-plus owners() (who holds the sockets, host-wide) and close(). Threads,
-ordering, accounting and cancellation are the core's (sockterm.core).
+plus owners() (who holds the sockets, host-wide) and close(). The bpf engine
+also makes the one pass, held(): every socket every process holds, host-wide,
+and what each namespace's processes hold in all (see core/onepass.py).
+Threads, ordering, accounting and cancellation are the core's (sockterm.core).
   bpf  - socket iterators + the bpf_sock_destroy kfunc (kernel >= 6.5)
   diag - NETLINK_SOCK_DIAG dumps + SOCK_DESTROY, as `ss -K` does
 """
@@ -41,12 +43,14 @@ class EngineError(RuntimeError):
 class Scope:
     """What a run derived from the filter, kept apart from it: the socket
     inodes --pid/--comm resolved to, the cookies a kill is pinned to (what
-    was confirmed or counted), sockterm's own sockets, and what --cgroup,
-    --container and --pod resolved to on the host (host/containers.py)."""
+    was confirmed or counted), sockterm's own sockets, the namespaces the run
+    covers, and what --cgroup, --container and --pod resolved to on the host
+    (host/containers.py)."""
 
     inodes: frozenset | None = None       # None: no process option
     cookies: frozenset | None = None      # None: not pinned
     exclude_inodes: frozenset = frozenset()
+    namespaces: frozenset | None = None   # inodes of the namespaces the run covers
     cgroup_ids: frozenset | None = None   # --cgroup: the socket's cgroup is one of these
     # --container/--pod (owned_netns None: not given): a namespace wholly
     # theirs, or a socket their processes hold, or one created in their cgroups
@@ -73,8 +77,11 @@ class Scope:
             or (sock.cgroup and sock.cgroup in self.owned_cgroups))
 
 
-def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool = True, log=None):
-    """The engine called `name` ('bpf' or 'diag'), opened and ready to read."""
+def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool = True, log=None,
+           held: bool = False, walks: bool = True):
+    """The engine called `name` ('bpf' or 'diag'), opened and ready to read.
+    bpf only: held (held() will be asked), walks (False: only held() and
+    owners(), no iterators loaded)."""
     try:
         if name == "bpf":
             from .bpf.engine import BpfEngine as cls
@@ -84,10 +91,21 @@ def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool =
             raise EngineError(f"unknown engine {name!r}", ExitCode.USAGE)
     except ImportError as exc:
         raise EngineError(f"the {name} engine cannot be imported ({exc}): reinstall sockterm") from None
-    engine = cls(flt=flt, scope=scope, kill=kill, owners=owners, log=log or (lambda msg: None))
+    extra = {"held": held, "walks": walks} if name == "bpf" else {}
+    engine = cls(flt=flt, scope=scope, kill=kill, owners=owners, log=log or (lambda msg: None),
+                 **extra)
     try:
         engine.open()
     except BaseException:
         engine.close()
         raise
     return engine
+
+
+def destroyer(log=None):
+    """Netlink SOCK_DESTROY by exact tuple and cookie, whichever engine runs
+    (engine/diag/destroy.py: Destroyer), checked to work here."""
+    from .diag.destroy import Destroyer
+    found = Destroyer(log or (lambda msg: None))
+    found.open()
+    return found

@@ -7,12 +7,16 @@ entered by worker threads (core/pool.py); the main thread never moves.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import queue
+import re
 import stat
 import threading
+from typing import NamedTuple
 
 from ..model import Namespace
+from ..text import shown
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
@@ -68,13 +72,15 @@ def _unescape(field: str) -> str:
 def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """Mount points of network namespace bind mounts (ip netns, container runtimes)."""
     try:
-        with open(mountinfo, errors="surrogateescape") as f:   # paths are bytes
-            lines = f.read().splitlines()
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            lines = f.read().split("\n")
     except OSError:
         return []
     found = []
     for line in lines:
-        fields = line.split()
+        # the kernel escapes only space, tab, newline and backslash in paths:
+        # a mount point may hold a CR or any other byte str.split() would cut at
+        fields = line.split(" ")
         try:
             sep = fields.index("-")
         except ValueError:
@@ -84,12 +90,40 @@ def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     return found
 
 
-def _comm(pid: str) -> str:
+def _ino(path: str) -> int | None:
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
+        return os.stat(path).st_ino
     except OSError:
-        return "?"
+        return None
+
+
+def _comm(pid: str) -> str:
+    from .procs import comm_of
+    return comm_of(int(pid)) or "?"
+
+
+HOST = "host"
+# the initial namespace's inode on kernels that fix it (6.18 and later); older
+# kernels number namespaces from 0xF0000000 up, so no other can have it
+INIT_NET_INO = 0xEFFFFFF9
+
+
+def kthreadd_netns() -> str | None:
+    """An nsfs path of the host's initial network namespace: kthreadd's (pid 2,
+    parent 0), which kernel threads never leave, seen from any namespace that
+    shares the host's pid namespace (/proc/1/ns is not always readable, even
+    for root). None when there is no kthreadd here or its ns is unreadable."""
+    try:
+        with open("/proc/2/stat") as f:
+            stat_line = f.read()
+        comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
+        ppid = stat_line[stat_line.rindex(")") + 2:].split()[1]
+        if comm == "kthreadd" and ppid == "0":
+            os.stat("/proc/2/ns/net")
+            return "/proc/2/ns/net"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class Discovery:
@@ -122,28 +156,38 @@ class Discovery:
         if pid is not None:
             ns.pids.append(pid)
 
-    def run(self) -> list[Namespace]:
-        self_ino = os.stat("/proc/self/ns/net").st_ino
-        self._add(f"/proc/{os.getpid()}/ns/net", pid=os.getpid())
+    def run(self, own_only: bool = False) -> list[Namespace]:
+        """Every namespace; with own_only, just sockterm's own (named as
+        usual), for a caller who could not enter the others anyway."""
+        host_path = kthreadd_netns()
+        if host_path:
+            self._add(host_path, name=HOST)
+        own = f"/proc/{os.getpid()}/ns/net"
+        self._add(own, pid=os.getpid())
         try:
             names = sorted(os.listdir("/run/netns"))
         except OSError:
             names = []
         for name in names:
             self._add(os.path.join("/run/netns", name), name=name)
-        for mount in _nsfs_mounts():
-            self._add(mount)
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        if not own_only:
+            for mount in _nsfs_mounts():
+                self._add(mount)
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    self._add(f"/proc/{entry.name}/ns/net", pid=int(entry.name))
+        host = self.by_ino.get(_ino(host_path) if host_path else INIT_NET_INO)
+        if own_only:
+            own_ino = _ino(own)
+            self.by_ino = {ino: ns for ino, ns in self.by_ino.items() if ino == own_ino}
+        if host is not None:
+            host.name = HOST     # even when `ip netns` also names it
         for ns in self.by_ino.values():
-            if not ns.name:
-                ns.name = self._fallback_name(ns, self_ino)
-        return sorted(self.by_ino.values(), key=lambda n: (n.ino != self_ino, n.name))
+            if not ns.name or (ns.name == HOST and ns is not host):
+                ns.name = self._fallback_name(ns)
+        return sorted(self.by_ino.values(), key=lambda n: (n is not host, n.name))
 
-    def _fallback_name(self, ns: Namespace, self_ino: int) -> str:
-        if ns.ino == self_ino:
-            return "host"
+    def _fallback_name(self, ns: Namespace) -> str:
         procs = sorted(p for p in ns.pids)
         if procs:
             return f"{_comm(str(procs[0]))}[{procs[0]}]"
@@ -152,9 +196,9 @@ class Discovery:
         return f"net:[{ns.ino}]"
 
 
-def discover() -> tuple[list[Namespace], list[str]]:
+def discover(own_only: bool = False) -> tuple[list[Namespace], list[str]]:
     d = Discovery()
-    found = d.run()
+    found = d.run(own_only)
     return found, d.skipped
 
 
@@ -168,7 +212,9 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
         ino = None
         if key.startswith("net:[") and key.endswith("]"):
             key = key[5:-1]
-        named = [ns for ns in namespaces if ns.name == key or key in ns.aliases]
+        named = ([ns for ns in namespaces if ns.name == key or key in ns.aliases]
+                 # the name as sockterm shows it (control characters escaped) names it too
+                 or [ns for ns in namespaces if shown(ns.name) == key])
         if key.isdigit():
             ino = int(key)
             if ino not in by_ino:
@@ -192,6 +238,8 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
 def run_in(ns: Namespace, fn, home: int):
     """fn() run inside ns by the calling thread, which must not be the main
     thread; the thread is back in its namespace `home` (an fd) afterwards."""
+    if ns.ino == os.fstat(home).st_ino:
+        return fn()      # already there: setns would need CAP_SYS_ADMIN even for this
     fd = None
     last = None
     for path in ns.paths():
@@ -205,7 +253,9 @@ def run_in(ns: Namespace, fn, home: int):
         os.close(fd)   # the path was reused for another namespace
         fd = None
     if fd is None:
-        raise NamespaceError(getattr(last, "errno", 0) or 0,
+        # every way in failed, or leads elsewhere now (an `ip netns del` caught
+        # between unmount and unlink, a pid reused): the namespace is gone for us
+        raise NamespaceError(getattr(last, "errno", 0) or errno.ENOENT,
                              f"namespace {ns.name} is gone ({getattr(last, 'strerror', 'no path left')})")
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
@@ -262,6 +312,127 @@ class Worker:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Counts(NamedTuple):
+    """A namespace's own socket counts (procfs), what the one pass is checked against."""
+
+    tcp: int          # hashed TCP sockets, IPv4 and IPv6 (sockstat inuse)
+    tw: int           # time-wait sockets, orphaned fin-wait-2 ones included (sockstat tw)
+    udp: int          # hashed (bound) UDP sockets, IPv4 and IPv6
+    opens: int        # TCP connections ever opened, actively or passively (snmp Tcp)
+
+
+_COUNTER_FILES = ("sockstat", "sockstat6", "snmp")
+
+
+class Counters:
+    """One namespace's counter files, opened once (a procfs net file stays
+    bound to the namespace it was opened in) and read any number of times
+    from any thread."""
+
+    def __init__(self, fds: list[int]):
+        self._fds = fds
+
+    @classmethod
+    def here(cls) -> "Counters":
+        """The calling thread's namespace (a worker inside it)."""
+        return cls._open("/proc/thread-self/net")
+
+    @classmethod
+    def of_process(cls, ns: Namespace) -> "Counters | None":
+        """Through a process in ns, without entering it; None when none of the
+        first few is still there (the pid is checked to be in ns around the open)."""
+        for pid in ns.pids[:3]:
+            link = f"/proc/{pid}/ns/net"
+            try:
+                if os.stat(link).st_ino != ns.ino:
+                    continue
+                found = cls._open(f"/proc/{pid}/net")
+                if os.stat(link).st_ino == ns.ino:
+                    return found
+                found.close()
+            except OSError:
+                continue
+        return None
+
+    @classmethod
+    def _open(cls, base: str) -> "Counters":
+        fds: list[int] = []
+        try:
+            for name in _COUNTER_FILES:
+                fds.append(os.open(f"{base}/{name}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return cls(fds)
+
+    def read(self) -> Counts:
+        stat4, stat6, snmp = (os.pread(fd, 4096, 0) for fd in self._fds)
+        tcp, tw = _TCP4.search(stat4).groups()
+        (udp,) = _UDP4.search(stat4).groups()
+        (tcp6,) = _TCP6.search(stat6).groups()
+        (udp6,) = _UDP6.search(stat6).groups()
+        return Counts(tcp=int(tcp) + int(tcp6), tw=int(tw), udp=int(udp) + int(udp6),
+                      opens=_opens(snmp))
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+# the counts read twice per namespace per run (one run may cover hundreds)
+_TCP4 = re.compile(rb"^TCP: inuse (\d+) orphan \d+ tw (\d+)", re.M)
+_UDP4 = re.compile(rb"^UDP: inuse (\d+)", re.M)
+_TCP6 = re.compile(rb"^TCP6: inuse (\d+)", re.M)
+_UDP6 = re.compile(rb"^UDP6: inuse (\d+)", re.M)
+
+
+def _opens(snmp: bytes) -> int:
+    """ActiveOpens + PassiveOpens from /proc/net/snmp's Tcp lines (names, then values)."""
+    names, values = (line.split() for line in snmp.splitlines() if line.startswith(b"Tcp:"))
+    row = dict(zip(names, values))
+    return int(row[b"ActiveOpens"]) + int(row[b"PassiveOpens"])
+
+
+def _fields(text: str) -> dict:
+    """sockstat lines ("TCP: inuse 3 orphan 0 tw 1 ...") -> {"TCP": {"inuse": 3, ...}}."""
+    out = {}
+    for line in text.splitlines():
+        proto, _, rest = line.partition(":")
+        words = rest.split()
+        out[proto] = {k: int(v) for k, v in zip(words[::2], words[1::2])}
+    return out
+
+
+def host_tcp_sockets() -> int:
+    """TCP sockets on the whole host (sockstat's alloc is not per namespace):
+    what a walk of any namespace goes over."""
+    try:
+        with open("/proc/self/net/sockstat") as f:
+            return _fields(f.read()).get("TCP", {}).get("alloc", 0)
+    except OSError:
+        return 0
+
+
+def reserve_descriptors(count: int) -> None:
+    """Room for `count` more open files: raise the soft limit toward the hard
+    one if need be (counters keep three files per namespace open)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 64
+    want = used + count + 64
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def busy_protocols() -> set[str]:

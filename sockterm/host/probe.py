@@ -66,12 +66,70 @@ def btf_names(path: str = VMLINUX_BTF) -> dict[str, bool]:
         return {key: False for key in BTF_FEATURES}
 
 
+def in_initial_userns(path: str = "/proc/self/uid_map") -> bool:
+    """The initial user namespace maps every uid to itself; any other maps less.
+    Capabilities held in a user namespace of one's own (`unshare -r`) do not
+    let the kernel load BPF tracing programs or enter the host's namespaces."""
+    try:
+        with open(path) as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True       # no user namespaces in this kernel
+
+
+def lockdown(path: str = "/sys/kernel/security/lockdown") -> str:
+    """The kernel lockdown mode (none, integrity, confidentiality); '' when unknown."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else ""
+
+
+def seccomp_filtered() -> bool:
+    """Is a seccomp filter installed (a container runtime's profile may refuse bpf())?"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return line.split()[1] == "2"
+    except (OSError, IndexError):
+        pass
+    return False
+
+
+def bpf_syscall_refused() -> str:
+    """A tiny real probe, for when nothing cheaper can tell: create (and drop)
+    a one-slot array map. '' when the kernel lets this process use bpf()."""
+    import ctypes
+    import errno
+    import platform
+    nr = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351,
+          "riscv64": 280, "armv7l": 386, "i686": 357}.get(platform.machine())
+    if nr is None:
+        return ""
+    attr = (ctypes.c_uint32 * 32)(2, 4, 4, 1)   # BPF_MAP_TYPE_ARRAY, key 4, value 4, 1 entry
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_int(0), attr, ctypes.c_uint(ctypes.sizeof(attr)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        return f"the bpf() system call is refused here ({errno.errorcode.get(err, err)}: a seccomp profile?)"
+    os.close(fd)
+    return ""
+
+
 @dataclass
 class HostProbe:
     kernel: str
     btf: bool
     features: dict
     caps: set = field(default_factory=set)
+    initial_userns: bool = True
+    lockdown: str = ""
+    seccomp: bool = False
+    _refused: str | None = field(default=None, repr=False)
 
     @property
     def bpf_can_list(self) -> bool:
@@ -81,24 +139,44 @@ class HostProbe:
     def bpf_can_kill(self) -> bool:
         return self.bpf_can_list and self.features["sock_destroy_kfunc"]
 
+    @property
+    def enters_other_namespaces(self) -> bool:
+        """setns() into a namespace of the host needs CAP_SYS_ADMIN over the
+        user namespace owning it: the initial one."""
+        return self.initial_userns and "CAP_SYS_ADMIN" in self.caps
+
     def auto_engine(self) -> str:
-        return "bpf" if self.bpf_can_kill else "diag"
+        return "diag" if self.why_not_bpf(kill=True) else "bpf"
 
     def why_not_bpf(self, kill: bool) -> str:
+        """Why a real load of the BPF engine would fail here ('' when it would
+        not). Decided from the kernel's BTF, the user namespace, capabilities
+        and lockdown; a bpf() probe only under a seccomp filter (~50 us)."""
         if not self.btf:
             return f"the kernel has no BTF ({VMLINUX_BTF} is missing; needs CONFIG_DEBUG_INFO_BTF)"
         if not self.bpf_can_list:
             return "the kernel has no TCP/UDP socket iterators (needs Linux >= 5.9)"
         if kill and not self.bpf_can_kill:
             return "the kernel lacks the bpf_sock_destroy kfunc (needs Linux >= 6.5)"
+        if not self.initial_userns:
+            return ("sockterm runs in a user namespace: the kernel loads BPF iterators "
+                    "only for the initial one")
+        if "CAP_SYS_ADMIN" not in self.caps and not {"CAP_BPF", "CAP_PERFMON"} <= self.caps:
+            return "loading BPF programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
+        if self.lockdown == "confidentiality":
+            return ("the kernel is locked down (confidentiality): BPF programs may not "
+                    "read kernel memory")
+        if self.seccomp:
+            if self._refused is None:
+                self._refused = bpf_syscall_refused()
+            return self._refused
         return ""
 
     def missing_caps(self, engine: str, kill: bool) -> list[str]:
-        """Capabilities a run needs and this process lacks."""
+        """Capabilities a run needs and this process lacks. list and match
+        need none: without CAP_SYS_ADMIN they search only their own namespace."""
         have = self.caps
-        need = ["CAP_SYS_ADMIN"]          # setns into other namespaces
-        if kill:
-            need.append("CAP_NET_ADMIN")
+        need = ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"] if kill else []   # setns; destroy
         if engine == "bpf" and "CAP_SYS_ADMIN" not in have:
             need += ["CAP_BPF", "CAP_PERFMON"]
         return [cap for cap in need if cap not in have]
@@ -107,4 +185,5 @@ class HostProbe:
 def probe() -> HostProbe:
     features = btf_names()
     return HostProbe(kernel=os.uname().release, btf=os.path.exists(VMLINUX_BTF),
-                     features=features, caps=effective_caps())
+                     features=features, caps=effective_caps(), initial_userns=in_initial_userns(),
+                     lockdown=lockdown(), seccomp=seccomp_filtered())

@@ -28,11 +28,15 @@ def _socket_inodes(pid: int) -> set[int]:
 
 
 def comm_of(pid: int) -> str | None:
+    """The process name: any bytes its owner chose (prctl), undecodable ones
+    kept as surrogates (text.shown writes them back as \\xNN)."""
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().rstrip("\n")
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            raw = f.read()
     except OSError:
         return None
+    return raw[:-1].decode("utf-8", "surrogateescape") if raw.endswith(b"\n") else \
+        raw.decode("utf-8", "surrogateescape")
 
 
 def pids_by_comm(names) -> list[int]:

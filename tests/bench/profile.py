@@ -98,19 +98,27 @@ def instrument():
     patch(bpf.BpfEngine, "_configure", "BPF filter config")
     patch(bpf.BpfEngine, "_attach", "BPF iterator attach")
     patch(bpf.BpfEngine, "_fill_maps", "BPF map fill (inodes, cookies)")
-    patch(bpf.BpfEngine, "owners", "process attribution: decoding into the owner index")
+    patch(bpf.BpfEngine, "owners", "process attribution: the owner index")
     patch(pool.Entry, "call", "per-namespace setns + engine.enter (worker)")
     patch(bpf.BpfEngine, "enter", "engine.enter: iterator creation (inside the namespace)")
     walk = timed_gen("iterator reads (kernel walk + destroy)", bpf._read_all)
-    owners_walk = timed_gen("process attribution: task_file walk (kernel)", bpf._read_all)
+    held_walk = timed_gen("one pass: task_file walk (kernel)", bpf._read_all)
 
     def read_all(fd, size=record.REC.size):
-        return (owners_walk if size == record.OWNER.size else walk)(fd, size)
+        return (held_walk if size == record.HELD.size else walk)(fd, size)
     bpf._read_all = read_all
+    patch(bpf.BpfEngine, "held", "one pass: map fill and counts")
+    patch(bpf, "decode_held", "one pass: decoding records -> Sock objects")
+    patch(pipeline._Run, "_open_counters", "namespace counts: opening procfs files")
+    patch(pipeline, "_read_counts", "namespace counts: reading")
+    from sockterm.engine.diag import destroy
+    patch(destroy.Destroyer, "open", "netlink destroy: probe")
+    patch(destroy.Destroyer, "enter", "netlink destroy: socket inside the namespace")
+    patch(destroy.Destroyer, "destroy", "netlink destroy: SOCK_DESTROY by exact tuple")
     patch(bpf, "decode", "record decoding -> Sock objects")
     patch(bpf.BpfEngine, "destroy", "kill settle (stats, error map)")
     patch(pipeline._Run, "_account", "accounting (processes onto sockets, counts)")
-    patch(pipeline._Run, "_diag_fallback", "diag fallback engine (TIME_WAIT, SYN-RECV)")
+    patch(pipeline._Run, "_netlink_destroyer", "netlink destroyer (TIME_WAIT, SYN-RECV)")
     init = libbpf.Libbpf.__init__
 
     def init_timed(self, path):

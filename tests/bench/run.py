@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from . import measure, workload
+from . import measure, onepass, workload
 from .workload import LOOPBACK, VIP, LoopbackWorkload, LoopSpec, Spec, Workload
 
 PY = sys.executable
@@ -51,7 +51,7 @@ QUICK = dict(target=Spec(4, 250, 750, 50), repeats=1, start_repeats=5, curve_rep
              socket_curve=[(2, t) for t in (31, 312, 1250)],
              ns_curve=[1, 5, 10], ns_curve_connections=4_000,
              loopback=(LoopSpec(10, 250, 1750), 4), small=(LoopSpec(4, 31, 969), 4))
-SECTIONS = ("start", "target", "loopback", "small", "curves")
+SECTIONS = ("start", "target", "loopback", "small", "curves", "onepass")
 LOOPBACK_RATIO = 0.65        # target: bpf kill / ss loop, median over the passes
 SMALL_RATIO = 4.0
 
@@ -458,6 +458,7 @@ def report_targets(res: dict, cfg: dict) -> list:
     for key, number, limit in (("loopback", 5, LOOPBACK_RATIO), ("small", 6, SMALL_RATIO)):
         if key in res:
             checks.append(_ratio_check(number, res[key], limit))
+    checks += onepass.report(res, table, fmt_ms)      # its tables, then its targets
     table("targets", [[n, "PASS" if ok else "FAIL", why] for n, ok, why in checks],
           ["target", "result", "measured"])
     return checks
@@ -567,6 +568,8 @@ def main(argv=None) -> None:
                          "the figures; every contender gets the same")
     ap.add_argument("--only", metavar="SECTION[,SECTION]",
                     help=f"run only these sections, of {', '.join(SECTIONS)}")
+    ap.add_argument("--svg", metavar="FILE",
+                    help="where the onepass section draws its curve (default: the temp dir)")
     ap.add_argument("--cleanup", action="store_true",
                     help=f"delete leftover {workload.PREFIX}* namespaces and exit")
     args = ap.parse_args(argv)
@@ -617,6 +620,8 @@ def main(argv=None) -> None:
         report_curve("scale: sockets", res["socket_curve"], _point_label)
         res["ns_curve"] = ns_curve(cfg, floor_obj)
         report_curve("scale: namespaces (same total connections)", res["ns_curve"], _point_label)
+    if "onepass" in sections:
+        onepass.section(args.quick, log, res, args.svg or os.path.join(tmp, "onepass-curve.svg"))
     checks = report_targets(res, cfg)
     res["targets"] = [{"target": n, "ok": ok, "measured": why} for n, ok, why in checks]
     res["loadavg_end"] = os.getloadavg()

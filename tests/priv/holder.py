@@ -187,6 +187,110 @@ def op_owner(uid=None):
     return True
 
 
+def op_comm(name_hex):
+    """Set the process name to these bytes (prctl PR_SET_NAME), as any user can."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(15, ctypes.c_char_p(bytes.fromhex(name_hex)), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+    with open("/proc/self/comm", "rb") as f:
+        return f.read().hex()
+
+
+def op_pairs_in(path, port, count=1):
+    """Connections over loopback in the namespace at `path`, made from here:
+    setns there, listen/connect/accept, setns back. The namespace then holds
+    sockets but no process (it is named by its bind mount)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(there, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+        try:
+            subprocess_free_lo_up()
+            lst = op_listen(addr="127.0.0.1", port=port)
+            out = op_connect(dst="127.0.0.1", port=port, count=count)
+            op_accept(lst["id"], count=count)
+        finally:
+            if libc.setns(home, 0x40000000) != 0:
+                raise SystemExit("holder: cannot return to its namespace")
+    finally:
+        os.close(home)
+        os.close(there)
+    return out
+
+
+def subprocess_free_lo_up():
+    """`ip link set lo up` for the calling thread's namespace (SIOCSIFFLAGS)."""
+    import fcntl
+    import struct
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]   # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))   # SIOCSIFFLAGS, IFF_UP
+    finally:
+        s.close()
+
+
+# -- sharing and passing sockets (tests/priv/test_onepass.py) ----------------------------
+
+children = {}        # pid -> child holding copies of every socket at fork time
+in_flight = []       # unix socket pairs with a socket in a message nobody received
+
+
+def op_shutdown(ids, how="wr"):
+    """Send a FIN, keep the descriptor: the socket's state stays observable."""
+    for sid in ids:
+        socks[sid].shutdown({"wr": socket.SHUT_WR, "rdwr": socket.SHUT_RDWR}[how])
+    return True
+
+
+def op_dup(id):
+    """A second descriptor for the same socket, under a new id."""
+    return info(add(socket.socket(fileno=os.dup(socks[id].fileno()))))
+
+
+def op_fork():
+    """A child process holding every socket this one holds now, until reaped."""
+    pid = os.fork()
+    if pid == 0:
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+        sys.stdin.close()
+        while True:
+            signal.pause()
+    children[pid] = True
+    return pid
+
+
+def op_reap(pid):
+    import signal
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    children.pop(pid, None)
+    return True
+
+
+def op_send_away(id):
+    """Put the socket in a message on a unix socket nobody reads, and close
+    this process's descriptor: only the message holds it."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s = socks.pop(id)
+    socket.send_fds(a, [b"x"], [s.fileno()])
+    s.close()
+    in_flight.append((a, b))
+    return True
+
+
+def op_setsockopt(id, level, option, value):
+    socks[id].setsockopt(level, option, value)
+    return True
+
+
 def main():
     for line in sys.stdin:
         req = json.loads(line)

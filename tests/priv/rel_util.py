@@ -30,7 +30,12 @@ from conftest import Topology
 VIP4 = "10.213.0.5"
 VIP6 = "fd2b::5"
 MAPPED_VIP = f"::ffff:{VIP4}"
-BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_tcp_scoped", "st_udp_scoped", "st_owners"}
+BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_tcp_scoped", "st_udp_scoped", "st_held",
+                  "st_held_scoped"}
+# the object's maps as the kernel names them (libbpf prefixes internal maps
+# with the object's name, cut to 15 characters)
+BPF_MAP_NAMES = {"st_inodes", "st_cookies", "st_kill_errors", ".rodata.cfg", "st_ns",
+                 "st_shared", "st_files"}
 
 # ss(8)'s state column -> the kernel's TCP_* number (request sockets show as SYN-RECV)
 SS_STATES = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
@@ -728,14 +733,14 @@ def _loopback(addr: int) -> bool:
 
 # -- BPF objects -------------------------------------------------------------------------
 
-def _fd_bpf_ids(pid="self") -> tuple[set, set]:
-    """(prog ids, link ids) the process holds descriptors to (fdinfo)."""
-    progs, links = set(), set()
+def _fd_bpf_ids(pid="self", maps: bool = False):
+    """(prog ids, link ids[, map ids]) the process holds descriptors to (fdinfo)."""
+    progs, links, map_ids = set(), set(), set()
     base = f"/proc/{pid}/fdinfo"
     try:
         names = os.listdir(base)
     except OSError:
-        return progs, links
+        return (progs, links, map_ids) if maps else (progs, links)
     for name in names:
         try:
             with open(f"{base}/{name}") as f:
@@ -747,32 +752,41 @@ def _fd_bpf_ids(pid="self") -> tuple[set, set]:
                 progs.add(int(line.split()[1]))
             elif line.startswith("link_id:"):
                 links.add(int(line.split()[1]))
-    return progs, links
+            elif line.startswith("map_id:"):
+                map_ids.add(int(line.split()[1]))
+    return (progs, links, map_ids) if maps else (progs, links)
 
 
 def held_by_me() -> tuple[set, set]:
     return _fd_bpf_ids("self")
 
 
-def _kernel_lists():
-    progs = json.loads(sh("bpftool", "-j", "prog", "show").stdout or "[]")
-    links = json.loads(sh("bpftool", "-j", "link", "show").stdout or "[]")
-    ours = {p["id"] for p in progs if p.get("name") in BPF_PROG_NAMES}
-    return ours, {l["id"]: l.get("prog_id") for l in links if l.get("prog_id") in ours}
+def _ours_map(name: str) -> bool:
+    return name in BPF_MAP_NAMES or name.startswith("sockterm.")
 
 
 def bpf_orphans() -> dict:
-    """sockterm's programs/links the kernel keeps that no process holds (a leak:
-    pinned, or held by something that outlived its run), and pins in bpffs.
-    Other sockterm runs on the host hold theirs, so they do not count."""
-    ours, links = _kernel_lists()
-    held_progs, held_links = set(), set()
+    """sockterm's programs, maps and links the kernel keeps that no process
+    holds (a leak: pinned, or held by something that outlived its run), and
+    pins in bpffs. Other sockterm runs on the host hold theirs, so they do not
+    count; a map a live program uses is that program's. Asked through libbpf
+    (bpf_objects.py), so no bpftool is needed."""
+    from bpf_objects import kernel_objects
+    k = kernel_objects()
+    ours = {i for i, (name, _) in k["progs"].items() if name in BPF_PROG_NAMES}
+    links = {l: p for l, p in k["links"].items() if p in ours}
+    our_maps = {m for m, name in k["maps"].items() if _ours_map(name)}
+    held_progs, held_links, held_maps = set(), set(), set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            p, l = _fd_bpf_ids(entry)
+            p, l, m = _fd_bpf_ids(entry, maps=True)
             held_progs |= p
             held_links |= l
+            held_maps |= m
     held_progs |= {links[l] for l in held_links if l in links}
+    for prog, (_, map_ids) in k["progs"].items():
+        if prog in held_progs or prog not in ours:
+            held_maps |= set(map_ids)     # in use by a live program
     pins = []
     if os.path.isdir("/sys/fs/bpf"):
         for root, dirs, files in os.walk("/sys/fs/bpf"):
@@ -780,14 +794,16 @@ def bpf_orphans() -> dict:
     # the kernel's own preloaded iterators (CONFIG_BPF_PRELOAD) are not pins
     pins = [p for p in pins if p not in ("/sys/fs/bpf/maps.debug", "/sys/fs/bpf/progs.debug")]
     return {"progs": sorted(ours - held_progs),
+            "maps": sorted(our_maps - held_maps),
             "links": sorted(l for l, p in links.items() if l not in held_links and p not in held_progs),
             "pins": sorted(pins)}
 
 
-def wait_no_orphans(timeout: float = 5.0) -> dict:
-    """The kernel frees programs asynchronously (RCU): poll until none of the
-    orphans seen first is left. Only those count: on a shared host other runs
-    keep passing through the same unheld moment, each for an instant."""
+def wait_no_orphans(timeout: float = 20.0) -> dict:
+    """The kernel frees programs asynchronously (RCU, and RCU tasks trace for
+    iterators: seconds on a loaded machine): poll until none of the orphans
+    seen first is left. Only those count: on a shared host other runs keep
+    passing through the same unheld moment, each for an instant."""
     deadline = time.monotonic() + timeout
     left = bpf_orphans()
     while True:
@@ -824,7 +840,8 @@ def loopback_pairs(topo, role: str, port: int, count: int = 2):
     return ns, h, [c["id"] for c in conns], lst["id"]
 
 
-def run_core(command: str, flt, engine: str, processes: bool = False, target=None):
+def run_core(command: str, flt, engine: str, processes: bool = False, target=None,
+             walk: str | None = None):
     """sockterm's pipeline in-process (no interpreter start): (sockets, report).
     The one place the privileged tier calls the core's API; a kill must be
     limited to this session's namespaces (flt.netns), as confine.check_kill asks
@@ -835,6 +852,8 @@ def run_core(command: str, flt, engine: str, processes: bool = False, target=Non
             f"refusing an in-process kill outside this session's namespaces: {flt.netns}"
     report = core.Report()
     options = core.Options(backend=engine, processes=processes)
+    if walk:
+        options.walk = walk
     if command == "kill":
         socks = list(core.kill(flt if target is None else target, report, options))
     else:

@@ -25,4 +25,38 @@ def test_doctor_text_is_one_screen():
     code, out, err = sockterm("doctor")
     assert code == 0
     lines = out.splitlines()
-    assert len(lines) < 25 and lines[-1].startswith("sockterm can kill")
+    assert len(lines) < 30 and lines[-1].startswith("sockterm can kill")
+    assert all(line == line.rstrip() for line in lines)      # no padding to the table width
+
+
+def test_doctor_reports_caveats_hash_tables_and_auto():
+    """The JSON keeps its keys and grows: the engine auto picks, the kernel
+    caveats the man page lists that apply to this kernel, the hash tables."""
+    import os
+    from sockterm.host import caveats
+    code, out, err = sockterm("doctor", "-o", "json")
+    doc = json.loads(out)
+    assert {"can_kill", "checks", "auto_engine", "caveats", "hash_tables"} <= set(doc)
+    assert doc["auto_engine"] == {"engine": "bpf", "why_not_bpf": None}
+    expected = [c.ident for c, _ in caveats.applicable(os.uname().release)]
+    assert [c["id"] for c in doc["caveats"]] == expected
+    for c in doc["caveats"]:
+        assert c["auto"] and c["fixed_in"] and c["verdict"] in ("affected", "unknown")
+    names = {c["name"] for c in doc["checks"]}
+    assert {f"caveat {i}" for i in expected} <= names and "hash tables" in names
+    tables = doc["hash_tables"]
+    with open("/proc/sys/net/ipv4/tcp_child_ehash_entries") as f:
+        child = int(f.read())
+    assert tables["sysctls"]["net.ipv4.tcp_child_ehash_entries"] == child
+    assert tables["shared"] is (child == 0 and tables["sysctls"]["net.ipv4.udp_child_hash_entries"] == 0)
+    assert tables["walk_ms"] > 0 and tables["namespaces"] >= tables["namespaces_sharing"] >= 0
+    assert tables["saving_ms"] >= 0
+
+
+def test_this_kernel_release_and_the_caveat():
+    from sockterm.host import caveats
+    [(cve, verdict)] = caveats.applicable("6.18.44-fc-v595")
+    assert cve.ident == "CVE-2026-74714" and verdict == "affected"
+    assert caveats.applicable("6.18.45") == [] and caveats.applicable("6.19.1") == []
+    assert caveats.applicable("6.6.50")[0][1] == "unknown"
+    assert caveats.applicable("5.4.0") == []

@@ -1,8 +1,9 @@
 """Hygiene: sockterm leaves the host as it found it.
 
-- no BPF program or link of sockterm's (st_tcp, st_udp, st_owners) stays
-  loaded after a run, none is pinned under /sys/fs/bpf, and the test process
-  itself holds none after in-process runs (checked after every test here);
+- no BPF program, map or link of sockterm's (st_tcp, st_udp, st_held and
+  their maps) stays loaded after a run, none is pinned under /sys/fs/bpf, and
+  the test process itself holds none after in-process runs (checked after
+  every test here), asked of the kernel through libbpf, not bpftool;
 - no descriptor or thread growth across 1,000 in-process runs of
   the core's scan and kill (list, match and kill, both engines);
 - the bpf kill path exits cleanly (regression: a 16-byte heap overflow in
@@ -35,6 +36,48 @@ def no_bpf_leftovers():
     assert held_by_me() == (set(), set()), "the test process still holds BPF programs/links"
     left = wait_no_orphans()
     assert not any(left.values()), f"sockterm BPF objects left in the kernel: {left}"
+
+
+def test_the_leak_check_sees_a_loaded_object():
+    """The check asks the kernel through libbpf (no bpftool): while an engine
+    is open, its programs, maps and links are listed under their names, and
+    they are held (so not orphans); once closed, they are gone."""
+    from bpf_objects import kernel_objects
+    from rel_util import BPF_MAP_NAMES, BPF_PROG_NAMES, bpf_orphans
+    from sockterm.engine import Scope
+    from sockterm.engine.bpf.engine import BpfEngine
+    from sockterm.filter import build_filter
+    engine = BpfEngine(flt=build_filter(), scope=Scope(), kill=True)
+    engine.open()
+    try:
+        engine.owners()
+        progs, links = held_by_me()
+        k = kernel_objects()
+        assert {k["progs"][p][0] for p in progs} <= BPF_PROG_NAMES and "st_held" in {
+            k["progs"][p][0] for p in progs}
+        assert {k["links"][l] for l in links} <= progs and len(links) == 3
+        maps = {m for p in progs for m in k["progs"][p][1]}
+        assert BPF_MAP_NAMES <= {k["maps"][m] for m in maps}
+        left = bpf_orphans()
+        assert not (set(left["progs"]) & progs or set(left["links"]) & links
+                    or set(left["maps"]) & maps)
+    finally:
+        engine.close()
+    assert held_by_me() == (set(), set())
+    k = wait_gone(progs, maps)
+    assert not set(k["progs"]) & progs and not set(k["maps"]) & maps
+
+
+def wait_gone(progs, maps, timeout=5.0):
+    """Programs, then their maps, are freed after RCU grace periods: poll."""
+    import time
+    from bpf_objects import kernel_objects
+    deadline = time.monotonic() + timeout
+    while True:
+        k = kernel_objects()
+        if not (set(k["progs"]) & progs or set(k["maps"]) & maps) or time.monotonic() > deadline:
+            return k
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

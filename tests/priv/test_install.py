@@ -18,8 +18,9 @@ SHIPPED = ["pyproject.toml", "README.md", "sockterm", "man", "completions"]
 
 def run(*args, env=None):
     # cwd "/": with the working tree as cwd, `python -c` would import it instead
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd="/",
-                          env=env or os.environ)
+    env = dict(env or os.environ)
+    env.pop("PYTHONPATH", None)        # the venv's own copy, not a checkout on the path
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd="/", env=env)
 
 
 @pytest.fixture(scope="module")

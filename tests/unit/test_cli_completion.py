@@ -86,3 +86,29 @@ def test_committed_completions_are_current():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_completions.py"),
                            "--check"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_bash_candidates_are_quoted_not_globbed(tmp_path):
+    """`comm[pid]` is a glob pattern: click's own script expanded it against the
+    current directory (python31 here) and `read` ate backslashes. Ours inserts
+    each candidate verbatim, quoted for the command line."""
+    (tmp_path / "python31").touch()
+    fake = tmp_path / "bin" / "sockterm"        # answers as sockterm would, for hostile names
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf '%s\\n' 'plain,python3[12]' 'plain,a b' "
+                    "'plain,z\\x0aFAKE[7]' 'plain,*'\n")
+    fake.chmod(0o755)
+    script = (f"source {ROOT}/completions/sockterm.bash; "
+              "COMP_WORDS=(sockterm list --netns ''); COMP_CWORD=3; "
+              "_sockterm_completion sockterm; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=60)
+    assert proc.stdout.splitlines() == ["python3\\[12\\]", "a\\ b", "z\\\\x0aFAKE\\[7\\]", "\\*"], \
+        proc.stderr
+
+
+def test_global_options_after_the_command_in_help_import_nothing_heavy():
+    proc = run(["list", "-v", "--backend", "diag", "--help"])
+    assert proc.returncode == 0 and "--backend" in proc.stdout
+    assert heavy(imported(proc.stderr)) == []

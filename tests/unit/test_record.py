@@ -94,6 +94,27 @@ def test_decode_round_trip():
     assert b.state_name() == "unconnected" and b.result == model.MATCHED
 
 
+def test_held_records_decode_once_per_socket_with_every_holder():
+    """The one pass writes a record per (process, descriptor): a socket held
+    by a forked pair and dup'ed comes back once, with each process once."""
+    def held(cookie, pid, comm, netns=4026531840):
+        rec = record.StHeld(pid=pid, comm=comm, netns=netns)
+        rec.rec.cookie, rec.rec.ino = cookie, 1000 + cookie
+        rec.rec.family, rec.rec.proto, rec.rec.state = socket.AF_INET6, socket.IPPROTO_TCP, 1
+        rec.rec.sport, rec.rec.dport, rec.rec.ifindex = 5000, 80, 3
+        return bytes(rec)
+    buf = held(1, 10, b"nginx") + held(1, 11, b"nginx") + held(1, 10, b"nginx") + held(2, 12, b"curl")
+    found: dict = {}
+    bpf_engine.decode_held(buf, {4026531840: "web"}, found, processes=True)
+    a, b = found[1], found[2]
+    assert a.processes == ((10, "nginx"), (11, "nginx")) and b.processes == ((12, "curl"),)
+    assert (a.ino, a.netns_name, a.ifindex, a.family, a.proto, a.dport) == (1001, "web", 3, 6, "tcp", 80)
+    assert a.result == model.MATCHED and not a.mini
+    quiet: dict = {}
+    bpf_engine.decode_held(buf, {}, quiet, processes=False)
+    assert quiet[1].processes is None and len(quiet) == 2
+
+
 def test_config_compiles_prefixes_as_network_order_words():
     from sockterm.filter import build_filter
     flt = build_filter(dst=["10.0.0.0/8:80-90"], dport=["443"])
@@ -122,6 +143,9 @@ def test_mirrored_constants_match_header():
         "TCP_TIME_WAIT": [states.TIME_WAIT],
         "TCP_SYN_RECV": [states.SYN_RECV],
         "TCP_NEW_SYN_RECV": [states.NEW_SYN_RECV],
+        "TCP_CLOSE": [states.CLOSE, record.TCP_CLOSE],
+        "TCP_LISTEN": [states.LISTEN, record.TCP_LISTEN],
+        "ONE_HOLDER_REFS": [record.ONE_HOLDER_REFS],
     }
     for prefix in ("RES_", "F_", "CFG_", "INO_", "CG_"):
         for name in defines:

@@ -259,8 +259,8 @@ def test_ns_dict_and_summary_dict():
     nsr = model.NamespaceReport(ns=model.Namespace(7, "web", ""), engine="diag")
     nsr.matched, nsr.killed, nsr.failed = 3, 2, 1
     assert render.ns_dict(nsr) == {"netns": 7, "netns_name": "web", "engine": "diag", "matched": 3,
-                                   "killed": 2, "failed": 1, "error": None, "container": None,
-                                   "pod": None}
+                                   "killed": 2, "failed": 1, "error": None, "walked": True,
+                                   "walk_reason": None, "container": None, "pod": None}
     nsr.error = "gone"
     assert render.ns_dict(nsr)["error"] == "gone"
     socks = [sock(0, result=model.KILLED), sock(1, result=model.FAILED, error=5)]
@@ -278,6 +278,7 @@ def test_json_document_layout(cold_caches):
     assert doc["engine"] == "bpf"
     assert doc["namespaces"] == [{"netns": s.netns, "netns_name": "st-c0", "engine": "bpf",
                                   "matched": 1, "killed": 0, "failed": 0, "error": None,
+                                  "walked": True, "walk_reason": None,
                                   "container": None, "pod": None}]
     # pretty, two spaces, one socket object a line
     assert text.startswith('{\n  "command": "match",\n  "filter": "--dst x",\n  "engine": "bpf",\n'

@@ -1,4 +1,5 @@
-"""The progress line: only for a person at a terminal, only for slow runs, erased after."""
+"""The progress display (rich): only for a person at a terminal, only for slow
+runs, erased after, and never importing rich for a fast run."""
 
 import io
 import time
@@ -28,7 +29,22 @@ def test_slow_run_draws_then_erases(monkeypatch):
         time.sleep(0.2)
     text = err.getvalue()
     assert "sockterm: searching 2 namespaces... 6 matched, 4 killed" in text
-    assert text.endswith("\r\x1b[K")
+    assert text.endswith("\r\x1b[K")                      # the line is erased in place
+    assert "\n" not in text                                # and never scrolled
+
+
+def test_fast_run_does_not_import_rich():
+    import subprocess
+    import sys
+    code = ("import io, sys\n"
+            "from sockterm.cli import progress\n"
+            "from sockterm.core import Report\n"
+            "class Tty(io.StringIO):\n"
+            "    def isatty(self): return True\n"
+            "with progress.Progress(Report(), kill=False, enabled=True, err=Tty()): pass\n"
+            "print('rich' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_fast_run_draws_nothing():

@@ -1,5 +1,7 @@
 """The BPF engine: CO-RE socket iterators that filter, and in kill mode
-destroy, inside the kernel; one iterator pass per namespace.
+destroy, inside the kernel; one iterator pass per namespace. And the one
+pass (held()): every socket every process holds, host-wide, in one
+iter/task_file pass, with what each namespace's processes hold in all.
 
 The object is loaded and its iterators attached once per run; each namespace
 costs an iterator creation (in the worker thread, inside the namespace) and
@@ -24,7 +26,7 @@ READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer pe
 PROGRAMS = {"tcp": "st_tcp", "udp": "st_udp"}
 # the builds that also read a socket's namespace and cgroup (--cgroup, --container, --pod)
 SCOPED_PROGRAMS = {"tcp": "st_tcp_scoped", "udp": "st_udp_scoped"}
-OWNERS_PROGRAM = "st_owners"
+HELD_PROGRAMS = {False: "st_held", True: "st_held_scoped"}       # the one pass: by scoped
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
@@ -51,20 +53,50 @@ _RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLE
             record.RES_DEFERRED: model.DEFERRED}
 
 
+def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
+    """st_held records -> Sock objects in found (cookie -> Sock): one per
+    socket, its holders merged (a socket comes once per descriptor)."""
+    Sock, MATCHED = model.Sock, model.MATCHED
+    protos, families = PROTO_NAMES, FAMILIES
+    alone: dict = {}
+    for (cookie, sock_ino, src, dst, uid, _flags, ifindex, sport, dport, family, proto,
+         state, _result, cgroup, ns_ino, pid, raw) in record.HELD.iter_unpack(buf):
+        sock = found.get(cookie)
+        if sock is None:
+            sock = found[cookie] = Sock(ns_ino, families.get(family, family), protos.get(proto, proto),
+                                        state, src, sport, dst, dport, cookie, uid, sock_ino,
+                                        MATCHED, 0, names.get(ns_ino, ""), False, ifindex)
+            sock.cgroup = cgroup
+        if not processes:
+            continue
+        holder = alone.get((pid, raw))
+        if holder is None:
+            holder = alone[(pid, raw)] = ((pid, raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")),)
+        if sock.processes is None:
+            sock.processes = holder
+        elif holder[0] not in sock.processes:
+            sock.processes += holder
+
+
 class BpfEngine:
     name = "bpf"
 
-    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None):
+    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, walks: bool = True,
+                 held: bool = False, log=lambda msg: None):
         self.flt = flt
         self.scope = scope
         self.kill = kill
-        self.attributes = owners            # owners() will be asked: load its program
+        self.attributes = owners            # owners() will be asked: load st_held
+        self.walks = walks                  # enter()/read() will be asked: load the iterators
+        self.one_pass = held                # held() will be asked: load st_held
         self.log = log
         self.lib = None
         self.obj = None
         self.links: dict[str, int] = {}     # proto -> link pointer
         self.link_fds: dict[str, int] = {}
-        self.owner_link = None
+        self.held_link = None
+        self._held: model.Held | None = None
+        self._probe = None                  # a socket held through one descriptor (see held())
         self._errors_fd = -1
         self._cookies_fd = -1
         self._stats_map = -1
@@ -98,7 +130,7 @@ class BpfEngine:
         if err:
             raise self._load_error(-err)
         for proto, prog_name in self._programs().items():
-            if proto in self.flt.protos:
+            if proto in self.flt.protos and self.walks:
                 self.links[proto] = self._attach(prog_name)
                 self.link_fds[proto] = lib.bpf_link__fd(self.links[proto])
         self._errors_fd = lib.bpf_map__fd(self._map("st_kill_errors"))
@@ -119,6 +151,9 @@ class BpfEngine:
     def _configure(self) -> None:
         lib, scope = self.lib, self.scope
         cfg = compile_config(self.flt, scope, self.kill)
+        if self.attributes or self.one_pass:
+            self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            cfg.probe_ino = os.fstat(self._probe.fileno()).st_ino
         err = lib.bpf_map__set_initial_value(self._map(".rodata.cfg"), ctypes.byref(cfg),
                                              ctypes.sizeof(cfg))
         if err:
@@ -126,20 +161,32 @@ class BpfEngine:
         self._entries = self._map_entries()
         for name, entries in self._entries.items():
             lib.bpf_map__set_max_entries(self._map(name), max(1, len(entries)))
+        lib.bpf_map__set_max_entries(self._map("st_ns"), max(1, len(scope.namespaces or ())))
+        if self.attributes or self.one_pass:
+            # one entry per descriptor table the pass visits (a process's);
+            # a full map makes the pass's counts untrusted, not wrong
+            tables = sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
+            lib.bpf_map__set_max_entries(self._map("st_files"), 2 * tables + 1024)
         # only what the run uses is loaded and verified
-        wanted = {prog for proto, prog in self._programs().items() if proto in self.flt.protos}
-        if self.attributes:
-            wanted.add(OWNERS_PROGRAM)
-        for prog_name in (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), OWNERS_PROGRAM):
+        wanted = {prog for proto, prog in self._programs().items()
+                  if proto in self.flt.protos and self.walks}
+        if self.attributes or self.one_pass:
+            wanted.add(self._held_program())
+        for prog_name in (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), *HELD_PROGRAMS.values()):
             prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
             lib.bpf_program__set_autoload(prog, prog_name in wanted)
+
+    def _scoped(self) -> bool:
+        scope = self.scope
+        return scope.cgroup_ids is not None or scope.owned_netns is not None
 
     def _programs(self) -> dict[str, str]:
         """proto -> the socket program this run loads: the scoped build only
         when --cgroup, --container or --pod need a socket's namespace and cgroup."""
-        scope = self.scope
-        scoped = scope.cgroup_ids is not None or scope.owned_netns is not None
-        return SCOPED_PROGRAMS if scoped else PROGRAMS
+        return SCOPED_PROGRAMS if self._scoped() else PROGRAMS
+
+    def _held_program(self) -> str:
+        return HELD_PROGRAMS[self._scoped()]
 
     def _map_entries(self) -> dict[str, dict[int, int]]:
         """map name -> {key: value bits}: the inode map (process filter, own
@@ -265,35 +312,72 @@ class BpfEngine:
         return record.StStats.from_buffer_copy(self._bss_buf)
 
     # -- host-wide -------------------------------------------------------------
-    def owners(self) -> model.Owners:
-        """Who holds the sockets the filter selects, every process on the host,
-        in one kernel pass."""
-        if self.owner_link is None:
-            self.owner_link = self._attach(OWNERS_PROGRAM)
-        fd = self.lib.bpf_iter_create(self.lib.bpf_link__fd(self.owner_link))
+    def held(self, namespaces=None) -> model.Held:
+        """The one pass: every socket the filter selects that a process holds,
+        in every namespace of the run's Scope, with its holders; and per
+        namespace, what its processes hold in all (st_ns_held), each socket
+        counted once. One iter/task_file pass over every process's
+        descriptors, whatever the number of namespaces. Run once per engine;
+        namespaces (model.Namespace, within the Scope's) name the sockets."""
+        if self._held is not None:
+            return self._held
+        lib = self.lib
+        if self.held_link is None:
+            self.held_link = self._attach(self._held_program())
+        counts_fd = lib.bpf_map__fd(self._map("st_ns"))
+        key, zero = ctypes.c_uint32(), record.StNsHeld()
+        inodes = sorted(self.scope.namespaces or ())
+        for ino in inodes:
+            key.value = ino
+            if lib.bpf_map_update_elem(counts_fd, ctypes.byref(key), ctypes.byref(zero), 0):
+                raise EngineError(f"cannot fill a BPF map: {self._why(ctypes.get_errno())}")
+        fd = lib.bpf_iter_create(lib.bpf_link__fd(self.held_link))
         if fd < 0:
             raise EngineError(f"cannot walk processes: {self._why(-fd)}")
-        found = model.Owners()
-        comms: dict[bytes, str] = {}
         try:
-            for chunk in _read_all(fd, record.OWNER.size):
-                for ino, pid, raw in record.OWNER.iter_unpack(chunk):
-                    comm = comms.get(raw)
-                    if comm is None:
-                        comm = comms[raw] = raw.split(b"\0", 1)[0].decode(errors="replace")
-                    found.add(ino, pid, comm)
+            chunks = list(_read_all(fd, record.HELD.size))
         finally:
             os.close(fd)
-        return found
+        names = {ns.ino: ns.name for ns in namespaces or ()}
+
+        def decode() -> dict:
+            found: dict = {}
+            for chunk in chunks:
+                decode_held(chunk, names, found, self.attributes)
+            chunks.clear()
+            return found
+        counts = {}
+        value = record.StNsHeld()
+        for ino in inodes:
+            key.value = ino
+            if lib.bpf_map_lookup_elem(counts_fd, ctypes.byref(key), ctypes.byref(value)) == 0:
+                counts[ino] = model.HeldCounts(value.tcp, value.udp, value.pending, value.backlog)
+        stats = self.stats()
+        why = ""
+        if stats.held_lost:
+            why = "the pass could not tell whether it had seen some sockets before (map full)"
+        elif stats.probe_refs != record.ONE_HOLDER_REFS:
+            why = (f"the kernel showed {stats.probe_refs} references on a socket held once "
+                   f"(expected {record.ONE_HOLDER_REFS}): shared sockets cannot be told apart")
+        self._held = model.Held(decode, counts, why)
+        return self._held
+
+    def owners(self) -> model.Owners:
+        """Who holds the sockets the filter selects, every process on the host,
+        in one kernel pass (the one pass's records)."""
+        return self.held().owners()
 
     def close(self) -> None:
         if self.lib is None:
             return
-        for link in [*self.links.values(), self.owner_link]:
+        for link in [*self.links.values(), self.held_link]:
             if link:
                 self.lib.bpf_link__destroy(link)
         self.links.clear()
-        self.owner_link = None
+        self.held_link = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         if self.obj:
             self.lib.bpf_object__close(self.obj)
             self.obj = None

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 # program -> its section (a section may hold several: the plain and scoped builds)
 EXPECTED_PROGRAMS = {"st_tcp": "iter/tcp", "st_tcp_scoped": "iter/tcp", "st_udp": "iter/udp",
-                     "st_udp_scoped": "iter/udp", "st_owners": "iter/task_file"}
+                     "st_udp_scoped": "iter/udp", "st_held": "iter/task_file",
+                     "st_held_scoped": "iter/task_file"}
 
 
 @dataclass

@@ -17,6 +17,8 @@ MAX_UIDS = 16
 
 RES_MATCHED, RES_DESTROYED, RES_DEFERRED = 0, 1, 2
 F_MINI = 0x1
+TCP_CLOSE, TCP_LISTEN = 7, 10     # ST_TCP_*: what the one pass looks at
+ONE_HOLDER_REFS = 2
 CFG_KILL, CFG_INODES, CFG_TCP, CFG_UDP, CFG_COOKIES = 0x1, 0x2, 0x4, 0x8, 0x10
 CFG_CGROUPS, CFG_SCOPE = 0x20, 0x40
 INO_SELECT, INO_EXCLUDE, INO_SCOPE = 0x1, 0x2, 0x4
@@ -46,40 +48,51 @@ class StConfig(ctypes.Structure):
         ("dport", StPortRange * MAX_PORTS), ("sport", StPortRange * MAX_PORTS),
         ("n_dst", u32), ("n_src", u32), ("n_dport", u32), ("n_sport", u32),
         ("states", u32), ("families", u32), ("flags", u32), ("n_uids", u32),
-        ("uids", u32 * MAX_UIDS),
+        ("uids", u32 * MAX_UIDS), ("probe_ino", u64),
     ]
 
 
 class StStats(ctypes.Structure):
     _fields_ = [("visited", u64), ("matched", u64), ("destroyed", u64),
-                ("destroy_failed", u64), ("errors_lost", u64)]
+                ("destroy_failed", u64), ("errors_lost", u64), ("held_lost", u64),
+                ("probe_refs", u64)]
 
 
-class StOwner(ctypes.Structure):
-    _fields_ = [("ino", u64), ("pid", u32), ("pad", u32), ("comm", ctypes.c_char * 16)]
+class StHeld(ctypes.Structure):
+    _fields_ = [("rec", StRec), ("cgroup", u64), ("netns", u32), ("pid", u32),
+                ("comm", ctypes.c_char * 16)]
+
+
+class StNsHeld(ctypes.Structure):
+    _fields_ = [("tcp", u32), ("udp", u32), ("pending", u32), ("backlog", u32)]
 
 
 MIRRORS = {"st_rec": StRec, "st_config": StConfig, "st_addr_rule": StAddrRule,
-           "st_port_range": StPortRange, "st_stats": StStats, "st_owner": StOwner}
+           "st_port_range": StPortRange, "st_stats": StStats, "st_held": StHeld,
+           "st_ns_held": StNsHeld}
 
 
-def _struct_format(cls) -> str:
-    """A struct.Struct format equal to a flat ctypes Structure (arrays of u8 as bytes)."""
+def _struct_format(cls, top: bool = True) -> str:
+    """A struct.Struct format equal to a ctypes Structure (arrays of u8 as
+    bytes, nested structures inlined)."""
     codes = {u8: "B", u16: "H", u32: "I", u64: "Q"}
-    fmt = "<"
+    fmt = "<" if top else ""
     for name, ctype in cls._fields_:
         if name == "pad":
             fmt += f"{ctypes.sizeof(ctype)}x"
         elif hasattr(ctype, "_length_"):
             fmt += f"{ctypes.sizeof(ctype)}s"
+        elif issubclass(ctype, ctypes.Structure):
+            fmt += _struct_format(ctype, top=False)
         else:
             fmt += codes[ctype]
-    assert struct.calcsize(fmt) == ctypes.sizeof(cls), cls
+    assert not top or struct.calcsize(fmt) == ctypes.sizeof(cls), cls
     return fmt
 
 
 REC = struct.Struct(_struct_format(StRec))
-OWNER = struct.Struct(_struct_format(StOwner))
+HELD = struct.Struct(_struct_format(StHeld))
+NS_HELD = struct.Struct(_struct_format(StNsHeld))
 
 
 def layout(cls) -> tuple[int, dict]:

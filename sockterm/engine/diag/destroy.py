@@ -16,8 +16,7 @@ import socket
 
 from ... import model
 from ... import states as st
-from . import netlink as n
-from .bytecode import TRUE, _or, assemble, port_tree
+from . import wire as n
 
 AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 PROTO_NUMS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
@@ -46,6 +45,7 @@ def _peerless(sock) -> bool:
 
 
 CHUNK = 256      # destroys per netlink send; a stop request is honoured between sends
+ACK_BUFFER = 8192   # what a destroy-only socket reads its acks into
 
 
 def destroy_with(dsock, socks, log=lambda msg: None, rng=None, stop=None) -> None:
@@ -108,6 +108,7 @@ def _destroy_servers(dsock, servers, log, rng) -> None:
 def _members(dsock, socks):
     """What the kernel has now on the local ports of socks: cookies alive, and
     how many peerless sockets share each local (proto, family, addr, port, if)."""
+    from .bytecode import TRUE, _or, assemble, port_tree   # imports pyroute2: only here
     alive, group = set(), {}
     keys = {(s.proto, s.family) for s in socks}
     for proto, fam in keys:
@@ -169,3 +170,45 @@ def _retry_members(dsock, pending, log, rng) -> None:
         still = nxt
     if attempts:
         log(f"diag: reuseport retries: {attempts} round(s) for {len(pending)} socket(s)")
+
+
+class Destroyer:
+    """SOCK_DESTROY for sockets found some other way (the one pass; the bpf
+    engine's time-wait and request sockets, which its kfunc cannot take):
+    each by its exact tuple, interface and cookie, an O(1) lookup in the
+    kernel. Per namespace, a NETLINK_SOCK_DIAG socket created inside it."""
+
+    def __init__(self, log=lambda msg: None):
+        self.log = log
+
+    def open(self) -> None:
+        """Can this kernel destroy over netlink? One request for a socket
+        that cannot exist (cookie 0) says, without walking anything."""
+        from .. import EngineError
+        try:
+            dsock = n.DiagSocket()
+        except OSError as exc:
+            raise EngineError(f"cannot open a NETLINK_SOCK_DIAG socket: {exc.strerror}") from None
+        try:
+            [err] = dsock.request_acks([n.encode_request(
+                n.SOCK_DESTROY, n.NLM_F_REQUEST | n.NLM_F_ACK, 0, family=socket.AF_INET,
+                proto=socket.IPPROTO_TCP, states=n.TCPF_ALL, cookie=(0, 0))])
+        finally:
+            dsock.close()
+        if err == errno.EOPNOTSUPP:
+            raise EngineError("the kernel cannot destroy sockets over netlink: it lacks "
+                              "CONFIG_INET_DIAG_DESTROY")
+        if err in (errno.EPERM, errno.EACCES):
+            raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
+
+    def enter(self):
+        """Inside the namespace: its netlink socket (usable from any thread).
+        Acks only: a small buffer (a batch of CHUNK acks takes a few reads)."""
+        return n.DiagSocket(recv_size=ACK_BUFFER)
+
+    def destroy(self, dsock, socks: list, stop=None) -> None:
+        """Destroy the socks not yet attempted (result MATCHED), setting results."""
+        destroy_with(dsock, [s for s in socks if s.result == model.MATCHED], self.log, stop=stop)
+
+    def release(self, dsock) -> None:
+        dsock.close()

@@ -9,48 +9,35 @@ of thousands of dump messages, encoding one destroy per socket) use
 struct.Struct objects *derived* from them by `flat()`, because pyroute2's
 per-message dict decoding costs tens of microseconds a socket.
 
-I/O is a plain AF_NETLINK socket: pyroute2 0.9's NetlinkSocket runs an
-asyncio loop and threads, which is too heavy for one socket per namespace.
+I/O is a plain AF_NETLINK socket (wire.py): pyroute2 0.9's NetlinkSocket
+runs an asyncio loop and threads, which is too heavy for one socket per
+namespace. wire.py holds the flattened formats, the encoding and the socket
+without importing pyroute2 (a destroy by exact tuple needs nothing else);
+this module checks on import that they are what the declarations say.
 
 Only imported by the diag engine; it is the one module that imports pyroute2.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import struct
 
-from pyroute2.netlink import (NETLINK_SOCK_DIAG, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,  # noqa: F401 (the engine's flags)
-                              NLMSG_DONE, NLMSG_ERROR, nlmsg, nlmsg_base,
-                              nlmsg_decoder_generic, nlmsg_encoder_generic, nlmsgerr)
-from pyroute2.netlink.diag import SOCK_DESTROY, SOCK_DIAG_BY_FAMILY
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2 import netlink as _pr
+from pyroute2.netlink import nlmsg, nlmsg_base, nlmsg_decoder_generic, nlmsg_encoder_generic, nlmsgerr
+from pyroute2.netlink import diag as _pr_diag
+
+from .wire import *  # noqa: F401,F403 (this module is the diag engine's one netlink namespace)
+from .wire import (DiagSocket, NLMSG_DONE, NLMSG_ERROR, SOCK_DESTROY, SOCK_DIAG_BY_FAMILY,  # noqa: F401
+                   CGROUP_ID, ERR, HOSTCOND, INET_DIAG_BC_CGROUP_COND, INET_DIAG_BC_D_COND,
+                   INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE, INET_DIAG_BC_S_COND, INET_DIAG_BC_S_GE,
+                   INET_DIAG_BC_S_LE, MSG, OP, REQ, NetlinkError)
+from . import wire as _wire
 
 __all__ = ["NetlinkError", "SOCK_DESTROY", "SOCK_DIAG_BY_FAMILY", "NLMSG_DONE", "NLMSG_ERROR",
            "inet_diag_req_v2", "inet_diag_msg", "inet_diag_bc_op", "inet_diag_hostcond",
            "flat", "DiagSocket", "REQ", "MSG", "ERR", "OP", "HOSTCOND"]
-
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10          # acks carry the request's header only, not its payload
-NETLINK_EXT_ACK = 11
-
-# include/uapi/linux/inet_diag.h
-INET_DIAG_REQ_BYTECODE = 1
-INET_DIAG_BC_NOP = 0
-INET_DIAG_BC_JMP = 1
-INET_DIAG_BC_S_GE = 2
-INET_DIAG_BC_S_LE = 3
-INET_DIAG_BC_D_GE = 4
-INET_DIAG_BC_D_LE = 5
-INET_DIAG_BC_AUTO = 6
-INET_DIAG_BC_S_COND = 7
-INET_DIAG_BC_D_COND = 8
-INET_DIAG_BC_CGROUP_COND = 13    # followed by the cgroup v2 id, a native-order u64
-INET_DIAG_CGROUP_ID = 21         # dump attribute: the socket's cgroup v2 id (full sockets only)
-INET_DIAG_NOCOOKIE = 0xFFFFFFFF
-TCPF_ALL = 0xFFF
 
 # struct inet_diag_sockid. Addresses are raw network-order bytes (an IPv4
 # address fills the first 4); the cookie is the kernel's __u32[2].
@@ -137,171 +124,24 @@ def flat(cls, header: bool = True) -> struct.Struct:
         fmt += code
     return struct.Struct(fmt)
 
-
-# nlmsghdr + body, flattened:
-#   REQ: len type flags seq pid | family proto ext pad states | sport dport src dst if c0 c1
-#   MSG: len type flags seq pid | family state timer retrans | sport dport src dst if c0 c1
-#        | expires rqueue wqueue uid inode
-#   ERR: len type flags seq pid | error
-REQ = flat(inet_diag_req_v2)
-MSG = flat(inet_diag_msg)
-ERR = flat(nlmsgerr)
-OP = flat(inet_diag_bc_op, header=False)
-HOSTCOND = flat(inet_diag_hostcond, header=False)
-NLA_HDR = struct.Struct("=HH")
-CGROUP_ID = struct.Struct("=Q")
-HEAD = struct.Struct("=IHHI")          # nlmsghdr: length, type, flags, seq
-HDR_LEN = 16
-
-
-def nla_bytecode(bytecode: bytes) -> bytes:
-    """The INET_DIAG_REQ_BYTECODE attribute carrying `bytecode` (4-aligned already)."""
-    return NLA_HDR.pack(NLA_HDR.size + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
+def _check_wire() -> None:
+    """wire.py's formats and constants are what pyroute2 and these declarations say."""
+    pairs = {"REQ": (REQ, flat(inet_diag_req_v2)), "MSG": (MSG, flat(inet_diag_msg)),
+             "ERR": (ERR, flat(nlmsgerr)), "OP": (OP, flat(inet_diag_bc_op, header=False)),
+             "HOSTCOND": (HOSTCOND, flat(inet_diag_hostcond, header=False))}
+    for name, (ours, declared) in pairs.items():
+        if ours.format != declared.format:
+            raise ImportError(f"wire.{name} is {ours.format}, the declaration says {declared.format}")
+    for name, theirs in (("NETLINK_SOCK_DIAG", _pr.NETLINK_SOCK_DIAG), ("NLM_F_ACK", _pr.NLM_F_ACK),
+                         ("NLM_F_DUMP", _pr.NLM_F_DUMP), ("NLM_F_REQUEST", _pr.NLM_F_REQUEST),
+                         ("NLMSG_DONE", _pr.NLMSG_DONE), ("NLMSG_ERROR", _pr.NLMSG_ERROR),
+                         ("SOCK_DESTROY", _pr_diag.SOCK_DESTROY),
+                         ("SOCK_DIAG_BY_FAMILY", _pr_diag.SOCK_DIAG_BY_FAMILY)):
+        if getattr(_wire, name) != theirs:
+            raise ImportError(f"wire.{name} is {getattr(_wire, name)}, pyroute2 says {theirs}")
 
 
-def sockid_addr(addr16: bytes, family: int) -> bytes:
-    """A 16-byte v4-mapped or IPv6 address as inet_diag_sockid carries it for `family`."""
-    if family == socket.AF_INET:
-        return addr16[12:] + bytes(12)
-    return addr16
-
-
-def encode_request(msg_type: int, flags: int, seq: int, *, family: int, proto: int,
-                   states: int, sport: int = 0, dport: int = 0, src: bytes = bytes(16),
-                   dst: bytes = bytes(16), ifindex: int = 0, cookie=(INET_DIAG_NOCOOKIE,) * 2,
-                   bytecode: bytes = b"") -> bytes:
-    """One inet_diag_req_v2 message, via the flattened layout (fast path)."""
-    attr = nla_bytecode(bytecode) if bytecode else b""
-    return REQ.pack(REQ.size + len(attr), msg_type, flags, seq, 0, family, proto, 0, 0, states,
-                    socket.htons(sport), socket.htons(dport), src, dst, ifindex,
-                    cookie[0], cookie[1]) + attr
-
-
-def cgroup_of(buf, offset: int, length: int) -> int:
-    """The INET_DIAG_CGROUP_ID attribute of the dump message at offset, or 0."""
-    at, end = offset + MSG.size, offset + length
-    while at + NLA_HDR.size <= end:
-        size, kind = NLA_HDR.unpack_from(buf, at)
-        if size < NLA_HDR.size:
-            break
-        if kind & 0x3FFF == INET_DIAG_CGROUP_ID and size >= NLA_HDR.size + CGROUP_ID.size:
-            return CGROUP_ID.unpack_from(buf, at + NLA_HDR.size)[0]
-        at += (size + 3) & ~3
-    return 0
-
-
-def error_of(buf, offset: int) -> int:
-    """The (positive) errno of an NLMSG_ERROR or NLMSG_DONE message at offset; 0 = ack."""
-    return -ERR.unpack_from(buf, offset)[5]
-
-
-class DiagSocket:
-    """A NETLINK_SOCK_DIAG socket. Its namespace is the one of the thread that
-    created it; after that it can be used from any thread."""
-
-    RECV_SIZE = 1 << 16
-    BATCH = 256                    # destroy requests in flight per send
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  NETLINK_SOCK_DIAG)
-        try:
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 20)   # SO_RCVBUFFORCE
-            except OSError:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            self.sock.bind((0, 0))
-        except BaseException:
-            self.sock.close()
-            raise
-        self.buf = bytearray(self.RECV_SIZE)
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _next_seq(self) -> int:
-        self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
-        return self.seq
-
-    def _recv(self) -> memoryview:
-        while True:
-            try:
-                n = self.sock.recv_into(self.buf)
-            except InterruptedError:
-                continue
-            return memoryview(self.buf)[:n]
-
-    def dump(self, family: int, proto: int, states: int, bytecode: bytes = b"",
-             cgroup: bool = False):
-        """Yield MSG tuples for every socket the kernel dumps; NetlinkError on an
-        error reply. With `cgroup`, each tuple ends with the socket's cgroup v2
-        id (0 for a socket that has none: time-wait, request sockets)."""
-        seq = self._next_seq()
-        self.sock.send(encode_request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq,
-                                      family=family, proto=proto, states=states,
-                                      bytecode=bytecode))
-        unpack = MSG.unpack_from
-        head = HEAD.unpack_from
-        while True:
-            view = self._recv()
-            off, end = 0, len(view)
-            while off + HDR_LEN <= end:
-                length, mtype, _flags, mseq = head(view, off)
-                if length < HDR_LEN:
-                    raise NetlinkError(errno.EPROTO, "malformed netlink reply")
-                if mseq == seq:
-                    if mtype == SOCK_DIAG_BY_FAMILY:
-                        if cgroup:
-                            yield unpack(view, off) + (cgroup_of(view, off, length),)
-                        else:
-                            yield unpack(view, off)
-                    elif mtype == NLMSG_DONE:
-                        err = error_of(view, off) if length >= ERR.size else 0
-                        if err > 0:
-                            raise NetlinkError(err)
-                        return
-                    elif mtype == NLMSG_ERROR:
-                        err = error_of(view, off)
-                        if err:
-                            raise NetlinkError(err)
-                off += (length + 3) & ~3
-
-    def request_acks(self, requests: list[bytes]) -> list[int]:
-        """Send each request (NLM_F_ACK set, distinct sequence numbers assigned
-        here) and read every ack; the errno of each, in order (0: success)."""
-        results = [None] * len(requests)
-        for start in range(0, len(requests), self.BATCH):
-            chunk = requests[start:start + self.BATCH]
-            by_seq = {}
-            out = bytearray()
-            for i, req in enumerate(chunk):
-                seq = self._next_seq()
-                by_seq[seq] = start + i
-                out += req[:8] + seq.to_bytes(4, "little") + req[12:]
-            self.sock.send(out)
-            pending = len(chunk)
-            while pending:
-                view = self._recv()
-                off, end = 0, len(view)
-                while off + HDR_LEN <= end:
-                    length, mtype, _flags, seq, _pid, err = ERR.unpack_from(view, off)
-                    if mtype == NLMSG_ERROR and seq in by_seq:
-                        index = by_seq.pop(seq)
-                        if results[index] is None:
-                            results[index] = -err
-                            pending -= 1
-                    if length < HDR_LEN:
-                        break
-                    off += (length + 3) & ~3
-        return results
+_check_wire()
 
 
 def decode_error(data: bytes) -> NetlinkError | None:
