@@ -232,3 +232,21 @@ def test_scope_refusals_say_exactly_what_is_wrong(kw, message):
 
 def test_sixteen_uids_fit():
     assert build_filter(uid=[str(u) for u in range(16)]).uids == tuple(range(16))
+
+
+@pytest.mark.parametrize("text,meant", [
+    ("fd66::5:7080", "[fd66::5]:7080"), ("fd66::5:9999", "[fd66::5]:9999"),
+    ("fd66::5", ""), ("10.0.0.5", ""), ("10.0.0.5:80", ""),
+    ("[fd66::5:7080]", ""), ("[fd66::5]:7080", ""), ("fd66::/64", ""),
+])
+def test_port_lookalike_hint(text, meant):
+    """An IPv6 address whose last group looks like a port gets a hint, only bare."""
+    assert parse_addr_rule(text).meant == meant
+
+
+def test_port_lookalike_takes_ports_only():
+    # unreachable from parse_addr_rule (a hex group has 4 digits at most), but the
+    # function says what it means: a valid port, nothing above
+    from sockterm.filter import _port_lookalike
+    assert _port_lookalike("fd66::5:65535") == "[fd66::5]:65535"
+    assert _port_lookalike("fd66::5:65536") == ""

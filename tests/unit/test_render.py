@@ -362,6 +362,8 @@ def test_terminal_width(monkeypatch):
     assert render.terminal_width() == 100
     monkeypatch.setenv("COLUMNS", "5")
     assert render.terminal_width() == 20
+    monkeypatch.setenv("COLUMNS", "1")
+    assert render.terminal_width(io.StringIO()) == 20
     monkeypatch.setenv("COLUMNS", "wide")
     assert render.terminal_width(io.StringIO()) == 80
     monkeypatch.delenv("COLUMNS")
