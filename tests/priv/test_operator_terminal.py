@@ -20,8 +20,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PORT = 8080
 
 
-def run_pty(*args, answer=None, cols=80, env=None, stdout_pty=True, timeout=120):
-    """sockterm with stdin, stderr (and stdout unless stdout_pty=False) on a pty.
+def run_pty(*args, answer=None, cols=80, env=None, stdout_pty=True, timeout=120,
+            before_answer=None):
+    """sockterm with stdin, stderr (and stdout unless stdout_pty=False) on a pty;
+    before_answer() runs while the question is shown, before `answer` is typed.
 
     Returns (exit code, what the terminal showed, stdout when it was a pipe).
     """
@@ -50,6 +52,8 @@ def run_pty(*args, answer=None, cols=80, env=None, stdout_pty=True, timeout=120)
                 break
             shown += chunk
             if answer is not None and not answered and b"Kill them? [y/N]" in shown:
+                if before_answer:
+                    before_answer()
                 os.write(master, answer.encode() + b"\n")
                 answered = True
         piped = proc.stdout.read().decode() if proc.stdout else ""

@@ -5,18 +5,10 @@ meantime, come back as `gone`, never silently dropped."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
-import os
-import pty
-import select
-import struct
-import subprocess
-import sys
-import termios
 
-import confine
 from conftest import ENGINES, sh
+from test_operator_terminal import run_pty
 from rel_util import loopback_pairs
 
 import pytest
@@ -25,43 +17,13 @@ PORT = 7400
 PER_NS = 20
 
 
-def kill_at_prompt(args, before_answer, answer="y", timeout=120):
+def kill_at_prompt(args, before_answer, answer="y"):
     """sockterm kill on a pseudo-terminal (stdin, stderr), JSON on a pipe;
     before_answer() runs while the question is shown."""
-    confine.check_kill(args)
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    env = dict(os.environ, TERM="xterm")
-    env.pop("SOCKTERM_BACKEND", None)
-    proc = subprocess.Popen([sys.executable, "-m", "sockterm", *args], stdin=slave, stderr=slave,
-                            stdout=subprocess.PIPE, env=env)
-    os.close(slave)
-    shown, answered = b"", False
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], timeout)
-            assert ready, f"sockterm hung; terminal so far: {shown!r}"
-            try:
-                chunk = os.read(master, 65536)
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    raise
-                break
-            if not chunk:
-                break
-            shown += chunk
-            if not answered and b"Kill them? [y/N]" in shown:
-                before_answer()
-                os.write(master, answer.encode() + b"\n")
-                answered = True
-        out = proc.stdout.read().decode()
-        code = proc.wait(timeout=timeout)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    assert answered, shown
-    return code, out, shown.decode(errors="replace")
+    code, screen, out = run_pty(*args, answer=answer, cols=120, stdout_pty=False,
+                                before_answer=before_answer)
+    assert "Kill them? [y/N]" in screen, screen
+    return code, out, screen
 
 
 @pytest.mark.parametrize("engine", ENGINES)
