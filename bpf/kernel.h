@@ -74,6 +74,10 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+typedef struct {
+	long long counter;
+} atomic64_t;
+
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
@@ -86,6 +90,7 @@ struct sock_common {
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	atomic64_t skc_cookie;       /* 0 until something asks for the cookie (sock_gen_cookie) */
 };
 
 typedef struct {

@@ -401,7 +401,7 @@ struct {
 } st_ns SEC(".maps");
 
 /* Sockets held through more than one descriptor (dup, fork, SCM_RIGHTS):
- * the ones already counted, by cookie. Preallocated, as tracing programs'
+ * the ones already counted, by address (see first_sighting). Preallocated, as tracing programs'
  * hash maps must be before Linux 6.1 (and creating a map that is not costs
  * a run ~4 ms); full, it makes the counts untrusted, not wrong. */
 struct {
@@ -458,13 +458,17 @@ static __always_inline long file_refs(struct file *file)
 }
 
 /* A socket whose file has more references than one descriptor's and the
- * iterator's can come again: is this the first time the pass sees it? */
-static __always_inline bool first_sighting(__u64 cookie)
+ * iterator's can come again: is this the first time the pass sees it? Keyed
+ * by the socket's address: unique among the sockets alive, and a plain
+ * number (its cookie would need a helper, see held_cookie). An address
+ * reused within the pass by a socket opened during it makes that socket go
+ * uncounted: the counts then disagree, and the namespace is walked. */
+static __always_inline bool first_sighting(__u64 sk)
 {
 	__u8 one = 1;
 	long err;
 
-	err = bpf_map_update_elem(&st_shared, &cookie, &one, BPF_NOEXIST);
+	err = bpf_map_update_elem(&st_shared, &sk, &one, BPF_NOEXIST);
 	if (err == -EEXIST)
 		return false;
 	if (err)
@@ -548,6 +552,17 @@ static __always_inline bool count_in(__u32 netns)
 	return acc_covered;
 }
 
+/* The socket's cookie, read, not made: bpf_get_socket_cookie() needs a
+ * pointer the verifier trusts, and some kernels' verifiers (a 6.18.44 build)
+ * do not trust the struct sock reached through a file's socket; before 5.12
+ * an iterator may not call it at all. 0: nobody has asked for this socket's
+ * cookie yet (the kernel makes it on first request: sock_gen_cookie); user
+ * space then asks netlink, which makes it. */
+static __always_inline __u64 held_cookie(struct sock *sk)
+{
+	return sk->__sk_common.skc_cookie.counter;
+}
+
 static __always_inline int held_one(struct bpf_iter__task_file *ctx, const bool scoped)
 {
 	struct task_struct *task = ctx->task;
@@ -556,7 +571,6 @@ static __always_inline int held_one(struct bpf_iter__task_file *ctx, const bool 
 	struct st_held h = {};
 	struct socket *sock;
 	struct sock *sk;
-	__u64 cookie = 0;
 	__u32 netns;
 	__u8 ino_bits;
 	int proto;
@@ -604,8 +618,8 @@ static __always_inline int held_one(struct bpf_iter__task_file *ctx, const bool 
 				h.cgroup = sock_cgroup_id(sk);
 			if (inode_allowed(h.rec.ino, &ino_bits) &&
 			    (!scoped || scope_allowed(&sk->__sk_common, ino_bits, h.cgroup))) {
-				cookie = h.rec.cookie = bpf_get_socket_cookie(sk);
-				if (cookie_allowed(cookie)) {
+				h.rec.cookie = held_cookie(sk);
+				if (cookie_allowed(h.rec.cookie)) {
 					h.netns = netns;
 					h.pid = task->tgid;
 					bpf_probe_read_kernel_str(h.comm, sizeof(h.comm), task->comm);
@@ -618,12 +632,8 @@ static __always_inline int held_one(struct bpf_iter__task_file *ctx, const bool 
 
 	if (!table_counts(task))
 		return 0;
-	if (file_refs(file) > ST_ONE_HOLDER_REFS) {
-		if (!cookie)
-			cookie = bpf_get_socket_cookie(sk);
-		if (!first_sighting(cookie))
-			return 0;
-	}
+	if (file_refs(file) > ST_ONE_HOLDER_REFS && !first_sighting((__u64)sk))
+		return 0;
 	if (!tcp) {
 		acc.udp++;
 		return 0;
@@ -649,4 +659,28 @@ SEC("iter/task_file")
 int st_held_scoped(struct bpf_iter__task_file *ctx)
 {
 	return held_one(ctx, true);
+}
+
+/* ---- for tests: programs every verifier refuses ---------------------------
+ *
+ * With SOCKTERM_TEST_REFUSE set, the engine loads one of these in place of
+ * the real program of a capability (enumerate: st_tcp; one-pass: st_held),
+ * so that the degradation path meets a real refusal by the kernel. Never
+ * loaded otherwise. Each reads memory through a number the verifier knows
+ * nothing of: "invalid mem access 'scalar'" on every kernel. */
+static __always_inline int refused(void)
+{
+	return *(volatile int *)(unsigned long)bpf_get_prandom_u32();
+}
+
+SEC("iter/tcp")
+int st_refused_tcp(struct bpf_iter__tcp *ctx)
+{
+	return refused();
+}
+
+SEC("iter/task_file")
+int st_refused_task_file(struct bpf_iter__task_file *ctx)
+{
+	return refused();
 }

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .host import caveats, probe
 
+CAPABILITIES = ("enumerate", "one pass", "destroy in kernel", "destroy by netlink")
 SYSCTLS = ("net.ipv4.tcp_child_ehash_entries", "net.ipv4.udp_child_hash_entries")
 
 
@@ -29,20 +30,62 @@ class Findings:
     caveats: list = field(default_factory=list)      # dicts, for JSON
     hash_tables: dict = field(default_factory=dict)
 
+    @property
+    def capabilities(self) -> dict:
+        """The capability rows, by their JSON names (enumerate, one-pass, ...)."""
+        return {c.name.replace(" ", "-"): {"ok": c.ok, "detail": c.detail}
+                for c in self.checks if c.name in CAPABILITIES}
 
-def _bpf_load(kill: bool) -> str:
-    """'' when the object loads and its iterators attach, else why not."""
+
+def bpf_capabilities(host, kill: bool) -> tuple[dict, str]:
+    """({capability: why it is missing, '' when it loaded}, why the engine
+    failed as a whole): one real load of the programs a run can use, each
+    refused alone (the engine's own degradation)."""
     from .engine import EngineError, Scope
-    from .engine.bpf.engine import BpfEngine
+    from .engine.bpf.engine import ENUMERATE, ONE_PASS, BpfEngine
     from .filter import build_filter
-    engine = BpfEngine(flt=build_filter(), scope=Scope(), kill=kill)
+    engine = BpfEngine(flt=build_filter(), scope=Scope(), kill=kill, owners=True, held=True)
     try:
         engine.open()
     except EngineError as exc:
-        return str(exc)
+        lost = dict.fromkeys((ENUMERATE, ONE_PASS), str(exc))
+        return {**lost, **engine.lost}, str(exc)
     finally:
         engine.close()
-    return ""
+    return {ENUMERATE: engine.lost.get(ENUMERATE, ""), ONE_PASS: engine.lost.get(ONE_PASS, "")}, ""
+
+
+def _capabilities(host, object_ok: bool) -> dict:
+    """capability -> (works, detail): enumerate, one pass and destroy in the
+    kernel as the programs really load here; what the kernel lacks named."""
+    from .engine.bpf.engine import ENUMERATE, ONE_PASS
+    kfunc = host.features["sock_destroy_kfunc"]
+    if not host.btf:
+        why = f"no BTF ({probe.VMLINUX_BTF}: the kernel needs CONFIG_DEBUG_INFO_BTF)"
+        lost, failed = {ENUMERATE: why, ONE_PASS: why}, why
+    elif not object_ok:
+        lost = dict.fromkeys((ENUMERATE, ONE_PASS), "the shipped BPF object is unusable (see above)")
+        failed = lost[ENUMERATE]
+    else:
+        lost, failed = bpf_capabilities(host, kill=kfunc)
+        if not failed:
+            lost = {cap: why and f"refused by the kernel: {why}" for cap, why in lost.items()}
+    if host.btf and not host.bpf_can_list:
+        lost[ENUMERATE] = "no TCP/UDP socket iterators (Linux >= 5.9)"
+    found = {
+        "enumerate": (not lost[ENUMERATE],
+                      lost[ENUMERATE] or "iter/tcp and iter/udp load: socket walks in the kernel"),
+        "one pass": (not lost[ONE_PASS],
+                     lost[ONE_PASS] or "iter/task_file loads: every held socket host-wide in one pass"),
+    }
+    if not kfunc:
+        destroy = (False, "no bpf_sock_destroy kfunc (Linux >= 6.5): sockets are destroyed over netlink")
+    elif lost[ENUMERATE]:
+        destroy = (False, f"bpf_sock_destroy is there, the iterators that call it are not ({failed or lost[ENUMERATE]})")
+    else:
+        destroy = (True, "bpf_sock_destroy verified in the iterators")
+    found["destroy in kernel"] = destroy
+    return found
 
 
 def _diag_checks(host) -> list[Check]:
@@ -53,7 +96,8 @@ def _diag_checks(host) -> list[Check]:
         return [Check("sock_diag", False, f"{type(exc).__name__}: {exc}")]
     return [Check("tcp diag", tcp == "", tcp or "NETLINK_SOCK_DIAG dumps TCP sockets"),
             Check("udp diag", udp == "", udp or "NETLINK_SOCK_DIAG dumps UDP sockets"),
-            Check("diag destroy", destroy == "", destroy or "SOCK_DESTROY works (CONFIG_INET_DIAG_DESTROY)")]
+            Check("destroy by netlink", destroy == "",
+                  destroy or "SOCK_DESTROY works (CONFIG_INET_DIAG_DESTROY)")]
 
 
 def _sysctl(name: str) -> int | None:
@@ -157,10 +201,6 @@ def run(timed: bool = True) -> Findings:
     checks = [Check("kernel", None, host.kernel)]
     checks.append(Check("BTF", host.btf, probe.VMLINUX_BTF if host.btf else
                         "missing: the kernel needs CONFIG_DEBUG_INFO_BTF"))
-    checks.append(Check("socket iterators", host.bpf_can_list,
-                        "iter/tcp and iter/udp" if host.bpf_can_list else "missing (Linux >= 5.9)"))
-    checks.append(Check("bpf_sock_destroy", host.bpf_can_kill,
-                        "kfunc present" if host.bpf_can_kill else "missing (Linux >= 6.5)"))
     auto_why = host.why_not_bpf(kill=True)
     auto = "diag" if auto_why else "bpf"
     missing = host.missing_caps(auto, kill=True)
@@ -184,16 +224,15 @@ def run(timed: bool = True) -> Findings:
                         f"{object_path()} sha256:{info.sha256[:16]} programs "
                         f"{', '.join(sorted(info.programs))}; license {info.license}"
                         + (f"; {'; '.join(info.problems)}" if info.problems else "")))
-    bpf_ok = False
-    if host.bpf_can_list and info.ok:
-        why = _bpf_load(kill=host.bpf_can_kill)
-        bpf_ok = not why and host.bpf_can_kill
-        checks.append(Check("BPF load", not why, why or "loaded, verified and attached"))
+    capabilities = _capabilities(host, info.ok)
+    checks += [Check(name, ok, detail) for name, (ok, detail) in capabilities.items()]
     checks += _diag_checks(host)
-    diag_ok = all(c.ok for c in checks if c.name in ("tcp diag", "udp diag", "diag destroy"))
-    if auto == "bpf" and not bpf_ok:
-        # the cheap decision said yes and the real load said no: trust the load
-        auto, auto_why = "diag", "the BPF load failed (see above)"
+    diag_ok = all(c.ok for c in checks if c.name in ("tcp diag", "udp diag", "destroy by netlink"))
+    enumerate_ok = capabilities["enumerate"][0]
+    bpf_ok = bool(enumerate_ok) and host.bpf_can_kill
+    if auto == "bpf" and not enumerate_ok:
+        # what a run does: the kernel refused the iterators, auto uses diag
+        auto, auto_why = "diag", f"the kernel refused the socket iterators: {capabilities['enumerate'][1]}"
     checks.append(Check("auto engine", None, auto + (f" ({auto_why})" if auto_why else "")))
     found = []
     for caveat, verdict in caveats.applicable(host.kernel):

@@ -136,8 +136,9 @@ class HeldCounts(NamedTuple):
 
 class Held:
     """The one pass: the sockets the filter selects that processes hold
-    (cookie -> Sock, holders attributed when asked; decoded when first
-    asked for), and per namespace inode what its processes hold in all."""
+    (socket inode -> Sock, holders attributed when asked; decoded when first
+    asked for; a cookie of 0 is one the kernel has not made yet), and per
+    namespace inode what its processes hold in all."""
 
     def __init__(self, decode, counts: dict, uncounted: str = ""):
         self._decode = decode

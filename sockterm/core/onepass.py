@@ -44,6 +44,7 @@ SYN_RECV = "syn-recv"          # pending connection requests the filter may sele
 REUSEPORT = "reuseport"        # UDP servers sharing a port: a walk destroys them in table order
 BULK = "bulk"                  # so many to kill that the walk's in-kernel destroy costs less
 NO_DESTROY = "no-netlink-destroy"   # netlink cannot destroy here: the walk's kfunc does
+COOKIE = "cookie"              # a held socket's cookie could not be had by its tuple
 
 WALK_MODES = ("auto", "all", "needed")
 # below this many namespaces walking them costs less than the one pass (which

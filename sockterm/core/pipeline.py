@@ -184,6 +184,8 @@ class _Run:
         self.engine = None
         self.source = None                       # what makes the one pass (a bpf engine)
         self.destroyer = None                    # netlink SOCK_DESTROY by exact tuple
+        self._lookup = None                      # netlink lookups by exact tuple (no destroyer)
+        self._bpf_failed = ""                    # why auto's BPF load failed
         self._fallback_lock = threading.Lock()
         self._closers: list = []
         self.held_socks: dict = {}               # netns inode -> Socks from the one pass
@@ -247,14 +249,14 @@ class _Run:
             # the namespaces' counters open (a setns each, for those without a
             # process) while the engine loads
             self._counting = _Background(lambda: self._open_counters(self.nsrs))
-        from .. import engine as engines
         try:
-            self.engine = engines.create(name, flt=self.flt, scope=scope, kill=self.kill,
-                                         owners=self.attribute, log=self.log,
-                                         held=one_pass and name == "bpf")
-        except EngineError as exc:
+            self.engine, name = self._open_engine(name, one_pass)
+        except BaseException:
             self._drop_counters()
-            raise SocktermError(f"{name} engine: {exc}", exc.code) from None
+            raise
+        self.report.engine = name
+        for nsr in self.nsrs:
+            nsr.engine = name
         self.report.namespaces.extend(self.nsrs)
         if one_pass:
             why = self._set_up_one_pass(name)
@@ -280,10 +282,54 @@ class _Run:
             return False, f"{len(namespaces)} namespaces: walking them costs less"
         return True, ""
 
+    def _open_engine(self, name: str, one_pass: bool):
+        """(engine, its name): the engine opened, decided by what the kernel
+        loads. auto's bpf becomes diag where the kernel refuses the socket
+        iterators (the one-pass program, if it loaded, stays: it makes the
+        pass); an explicit bpf (or a plan made with it) fails instead."""
+        from .. import engine as engines
+        common = dict(flt=self.flt, scope=self.scope, kill=self.kill, owners=self.attribute,
+                      log=self.log)
+        degrade = name == "bpf" and self.options.backend == "auto" and not self.planned
+        try:
+            engine = engines.create(name, held=one_pass and name == "bpf", **common)
+        except EngineError as exc:
+            if not degrade:
+                raise SocktermError(f"{name} engine: {exc}", exc.code) from None
+            self.log(f"engine: diag (the BPF load failed: {exc})")
+            self._bpf_failed = str(exc)         # not tried again for the one pass
+            return self._open_diag(common), "diag"
+        if name != "bpf" or engine.walks:
+            return engine, name
+        why = f"the kernel refused the socket iterators ({engine.lost.get('enumerate', '')})"
+        if not degrade:
+            engine.close()
+            raise SocktermError(f"--backend bpf cannot run here: {why}; use --backend diag")
+        self.log(f"engine: diag ({why})")
+        if engine.one_pass:
+            self.source = engine
+            self._closers.append(engine)
+        else:
+            engine.close()
+        return self._open_diag(common), "diag"
+
+    def _open_diag(self, common: dict):
+        from .. import engine as engines
+        try:
+            return engines.create("diag", **common)
+        except EngineError as exc:
+            raise SocktermError(f"diag engine: {exc}", exc.code) from None
+
     def _set_up_one_pass(self, name: str) -> str:
         """The engine that makes the one pass; '' when it is there, else why not."""
         from .. import engine as engines
+        if self.source is not None:
+            return ""
+        if self._bpf_failed:
+            return f"BPF cannot load: {self._bpf_failed}"
         if name == "bpf":
+            if not self.engine.one_pass:
+                return f"the kernel refused its program: {self.engine.lost.get('one-pass', '')}"
             self.source = self.engine
             return ""
         try:
@@ -532,10 +578,60 @@ class _Run:
             self._destroy_held(nsr, entry, emit)
         else:
             socks = self.held_socks.get(nsr.ns.ino, ())
+            if any(not s.cookie for s in socks):
+                socks = self._list_held_cookies(nsr, entry, emit, socks)
             for start in range(0, len(socks), HELD_BATCH):
                 if self.cancel.is_set():
                     return
                 emit((nsr, socks[start:start + HELD_BATCH]))
+
+    def _list_held_cookies(self, nsr, entry: pool.Entry, emit, socks: list) -> list:
+        """The held sockets to list, each with its cookie (see _held_cookies);
+        [] when the namespace was walked instead."""
+        try:
+            dsock = entry.call(nsr.ns, self._netlink().enter)
+        except OSError as exc:
+            self._namespace_failed(nsr, exc, emit)
+            return []
+        try:
+            found = self._held_cookies(nsr, dsock, socks)
+        finally:
+            dsock.close()
+        if found is None:
+            self._namespace(nsr, entry, emit, None)
+            return []
+        return found
+
+    def _held_cookies(self, nsr, dsock, socks: list) -> list | None:
+        """Cookies for the held sockets the pass found without one (the
+        kernel makes a cookie when first asked: resolve_cookies). One that
+        closed since is dropped when listing, `gone` when killing. None when
+        another socket answered for one's tuple (a reuseport group, a
+        successor): the namespace is then walked (nsr says so)."""
+        try:
+            left = self._netlink().resolve(dsock, socks)
+        except (OSError, EngineError) as exc:
+            left, why = socks, str(exc)
+        else:
+            why = "another socket answers for its tuple"
+        if any(s.error != errno.ENOENT for s in left):
+            nsr.walked, nsr.walk_reason = True, onepass.COOKIE
+            self.log(f"namespace {nsr.ns.name}: walked ({onepass.COOKIE}: a held socket's "
+                     f"cookie could not be had: {why})")
+            return None
+        if not self.kill:
+            return [s for s in socks if s.cookie]
+        for sock in left:
+            model.set_error(sock, errno.ENOENT)
+        return socks
+
+    def _netlink(self):
+        """Netlink requests by exact tuple: the destroyer when the run has one."""
+        with self._fallback_lock:
+            if self.destroyer is None and self._lookup is None:
+                from .. import engine as engines
+                self._lookup = engines.destroyer(self.log, check=False)
+            return self.destroyer or self._lookup
 
     def _held_targets(self, nsr) -> list:
         """What to destroy in a namespace the one pass found whole: the

@@ -102,10 +102,12 @@ def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool =
     return engine
 
 
-def destroyer(log=None):
-    """Netlink SOCK_DESTROY by exact tuple and cookie, whichever engine runs
-    (engine/diag/destroy.py: Destroyer), checked to work here."""
+def destroyer(log=None, check: bool = True):
+    """Netlink SOCK_DESTROY (and lookups) by exact tuple and cookie, whichever
+    engine runs (engine/diag/destroy.py: Destroyer); with `check`, checked to
+    destroy here (lookups alone need no check)."""
     from .diag.destroy import Destroyer
     found = Destroyer(log or (lambda msg: None))
-    found.open()
+    if check:
+        found.open()
     return found

@@ -15,6 +15,7 @@ class Caveat:
     first: tuple          # first release with the code at fault
     fixed: tuple          # first mainline release with the fix
     auto: str             # what --backend auto does about it, in one sentence
+    source: str = ""      # the upstream commit that fixed it: "<id> (\"<subject>\")"
 
     def verdict(self, version: tuple | None) -> str:
         """'affected', 'unknown' (an older series: a distribution may have
@@ -28,14 +29,9 @@ class Caveat:
         return "unknown"
 
 
-KERNEL_CAVEATS = (
-    Caveat("CVE-2026-74714",
-           "BPF TCP iterator use-after-free when a request socket is created during "
-           "the walk",
-           first=(5, 9, 0), fixed=(6, 18, 45),
-           auto="auto still picks bpf (a walk is short); under heavy SYN load use "
-                "--backend diag, which does not use the iterator"),
-)
+# Each names its public source: the upstream commit (id and subject) that
+# fixed it. One that cannot be checked against a source is not listed.
+KERNEL_CAVEATS: tuple = ()
 
 
 def kernel_version(release: str) -> tuple | None:

@@ -184,6 +184,8 @@ class HostProbe:
 
 def probe() -> HostProbe:
     features = btf_names()
+    if "kfunc" in os.environ.get("SOCKTERM_TEST_REFUSE", "").split(","):
+        features["sock_destroy_kfunc"] = False     # tests: a kernel without the kfunc
     return HostProbe(kernel=os.uname().release, btf=os.path.exists(VMLINUX_BTF),
                      features=features, caps=effective_caps(), initial_userns=in_initial_userns(),
                      lockdown=lockdown(), seccomp=seccomp_filtered())

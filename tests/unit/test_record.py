@@ -96,23 +96,30 @@ def test_decode_round_trip():
 
 def test_held_records_decode_once_per_socket_with_every_holder():
     """The one pass writes a record per (process, descriptor): a socket held
-    by a forked pair and dup'ed comes back once, with each process once."""
-    def held(cookie, pid, comm, netns=4026531840):
+    by a forked pair and dup'ed comes back once, with each process once.
+    Sockets are told apart by inode: two whose cookies the kernel has not
+    made yet (0) stay two."""
+    def held(ino, pid, comm, cookie=None, netns=4026531840):
         rec = record.StHeld(pid=pid, comm=comm, netns=netns)
-        rec.rec.cookie, rec.rec.ino = cookie, 1000 + cookie
+        rec.rec.cookie, rec.rec.ino = ino if cookie is None else cookie, 1000 + ino
         rec.rec.family, rec.rec.proto, rec.rec.state = socket.AF_INET6, socket.IPPROTO_TCP, 1
         rec.rec.sport, rec.rec.dport, rec.rec.ifindex = 5000, 80, 3
         return bytes(rec)
     buf = held(1, 10, b"nginx") + held(1, 11, b"nginx") + held(1, 10, b"nginx") + held(2, 12, b"curl")
     found: dict = {}
     bpf_engine.decode_held(buf, {4026531840: "web"}, found, processes=True)
-    a, b = found[1], found[2]
+    a, b = found[1001], found[1002]
     assert a.processes == ((10, "nginx"), (11, "nginx")) and b.processes == ((12, "curl"),)
-    assert (a.ino, a.netns_name, a.ifindex, a.family, a.proto, a.dport) == (1001, "web", 3, 6, "tcp", 80)
+    assert (a.ino, a.cookie, a.netns_name, a.ifindex, a.family, a.proto, a.dport) == \
+        (1001, 1, "web", 3, 6, "tcp", 80)
     assert a.result == model.MATCHED and not a.mini
     quiet: dict = {}
     bpf_engine.decode_held(buf, {}, quiet, processes=False)
-    assert quiet[1].processes is None and len(quiet) == 2
+    assert quiet[1001].processes is None and len(quiet) == 2
+    fresh: dict = {}
+    bpf_engine.decode_held(held(3, 20, b"a", cookie=0) + held(4, 21, b"b", cookie=0), {}, fresh,
+                           processes=True)
+    assert sorted(fresh) == [1003, 1004] and {s.cookie for s in fresh.values()} == {0}
 
 
 def test_config_compiles_prefixes_as_network_order_words():

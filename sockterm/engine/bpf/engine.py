@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import socket
 
 from ... import model
@@ -54,16 +55,18 @@ _RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLE
 
 
 def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
-    """st_held records -> Sock objects in found (cookie -> Sock): one per
-    socket, its holders merged (a socket comes once per descriptor)."""
+    """st_held records -> Sock objects in found (socket inode -> Sock): one
+    per socket, its holders merged (a socket comes once per descriptor).
+    Keyed by inode: the pass reads a cookie only where the kernel made one
+    already (0 otherwise, see held_cookie in the program)."""
     Sock, MATCHED = model.Sock, model.MATCHED
     protos, families = PROTO_NAMES, FAMILIES
     alone: dict = {}
     for (cookie, sock_ino, src, dst, uid, _flags, ifindex, sport, dport, family, proto,
          state, _result, cgroup, ns_ino, pid, raw) in record.HELD.iter_unpack(buf):
-        sock = found.get(cookie)
+        sock = found.get(sock_ino)
         if sock is None:
-            sock = found[cookie] = Sock(ns_ino, families.get(family, family), protos.get(proto, proto),
+            sock = found[sock_ino] = Sock(ns_ino, families.get(family, family), protos.get(proto, proto),
                                         state, src, sport, dst, dport, cookie, uid, sock_ino,
                                         MATCHED, 0, names.get(ns_ino, ""), False, ifindex)
             sock.cgroup = cgroup
@@ -78,6 +81,16 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
             sock.processes += holder
 
 
+# What each program gives a run; a capability whose program the kernel
+# refuses is lost alone (BpfEngine.lost), the rest still loads.
+ENUMERATE = "enumerate"      # socket iterators: walk a namespace's tables
+ONE_PASS = "one-pass"        # iter/task_file: every held socket host-wide, and who holds it
+# SOCKTERM_TEST_REFUSE=enumerate,one-pass: load a program every verifier
+# refuses in place of the capability's own (tests of the degradation)
+_REFUSED_STANDINS = {ENUMERATE: "st_refused_tcp", ONE_PASS: "st_refused_task_file"}
+_FAILED_PROGRAM = re.compile(r"prog '([^']+)': failed to load")
+
+
 class BpfEngine:
     name = "bpf"
 
@@ -89,6 +102,7 @@ class BpfEngine:
         self.attributes = owners            # owners() will be asked: load st_held
         self.walks = walks                  # enter()/read() will be asked: load the iterators
         self.one_pass = held                # held() will be asked: load st_held
+        self.lost: dict[str, str] = {}      # capability -> why the kernel refused its program
         self.log = log
         self.lib = None
         self.obj = None
@@ -106,6 +120,10 @@ class BpfEngine:
 
     # -- setup ---------------------------------------------------------------
     def open(self) -> None:
+        """Load what the run asked for. A program the kernel refuses loses its
+        capability alone (lost, walks, one_pass say what is left): the object
+        is loaded again without it. Only a refusal of everything, or a failure
+        that is no one program's (privileges, maps), fails the engine."""
         try:
             self.lib = lib = libbpf.load()
         except libbpf.LibbpfUnavailable as exc:
@@ -114,21 +132,31 @@ class BpfEngine:
         path = object_path()
         if not os.path.exists(path):
             raise EngineError(f"BPF object missing at {path}: reinstall sockterm")
-        self.obj = lib.bpf_object__open_file(path.encode(), None)
-        if not self.obj:
-            raise EngineError(f"cannot open BPF object {path}: {self._why(ctypes.get_errno())}")
-        btf = lib.bpf_object__btf(self.obj)
-        problems = record.layout_mismatches(lambda name: lib.struct_layout(btf, name))
-        if problems:
-            raise EngineError("the BPF object does not match this sockterm ("
-                              + "; ".join(problems) + "): reinstall sockterm")
-        self._configure()
-        err = lib.bpf_object__load(self.obj)
-        for line in lib.notices:
-            self.log(f"libbpf: {line}")
-        lib.notices.clear()
-        if err:
-            raise self._load_error(-err)
+        wanted = self._wanted()
+        while True:
+            self._open_object(path, wanted)
+            lib.log.clear()
+            err = lib.bpf_object__load(self.obj)
+            for line in lib.notices:
+                self.log(f"libbpf: {line}")
+            lib.notices.clear()
+            if not err:
+                break
+            refused = _refused_program(lib.log, wanted)
+            if refused is None:
+                raise self._load_error(-err)
+            capability = wanted[refused]
+            self.lost[capability] = _verifier_reason(lib.log)
+            self.log(f"bpf: the kernel refused {refused} ({capability}): {self.lost[capability]}")
+            wanted = {prog: cap for prog, cap in wanted.items() if cap != capability}
+            lib.bpf_object__close(self.obj)
+            self.obj = None
+            if not wanted:
+                raise EngineError("the kernel refused the BPF programs: "
+                                  + "; ".join(f"{cap}: {why}" for cap, why in self.lost.items()))
+        self.walks = self.walks and ENUMERATE not in self.lost
+        self.one_pass = self.one_pass and ONE_PASS not in self.lost
+        self.attributes = self.attributes and ONE_PASS not in self.lost
         for proto, prog_name in self._programs().items():
             if proto in self.flt.protos and self.walks:
                 self.links[proto] = self._attach(prog_name)
@@ -142,17 +170,46 @@ class BpfEngine:
                                                         ctypes.sizeof(record.StStats)))
         self._fill_maps()
 
+    def _wanted(self) -> dict[str, str]:
+        """program name -> the capability it gives: only what the run uses is
+        loaded and verified."""
+        wanted = {}
+        if self.walks:
+            for proto, prog in self._programs().items():
+                if proto in self.flt.protos:
+                    wanted[prog] = ENUMERATE
+        if self.attributes or self.one_pass:
+            wanted[self._held_program()] = ONE_PASS
+        refuse = os.environ.get("SOCKTERM_TEST_REFUSE", "")
+        for capability in filter(None, refuse.split(",")):
+            if capability in wanted.values() and capability in _REFUSED_STANDINS:
+                wanted[_REFUSED_STANDINS[capability]] = capability
+        return wanted
+
+    def _open_object(self, path: str, wanted: dict) -> None:
+        lib = self.lib
+        self.obj = lib.bpf_object__open_file(path.encode(), None)
+        if not self.obj:
+            raise EngineError(f"cannot open BPF object {path}: {self._why(ctypes.get_errno())}")
+        btf = lib.bpf_object__btf(self.obj)
+        problems = record.layout_mismatches(lambda name: lib.struct_layout(btf, name))
+        if problems:
+            raise EngineError("the BPF object does not match this sockterm ("
+                              + "; ".join(problems) + "): reinstall sockterm")
+        self._configure(wanted)
+
     def _map(self, name: str):
         found = self.lib.bpf_object__find_map_by_name(self.obj, name.encode())
         if not found:
             raise EngineError(f"the BPF object has no map {name}: reinstall sockterm")
         return found
 
-    def _configure(self) -> None:
+    def _configure(self, wanted: dict) -> None:
         lib, scope = self.lib, self.scope
         cfg = compile_config(self.flt, scope, self.kill)
         if self.attributes or self.one_pass:
-            self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            if self._probe is None:
+                self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             cfg.probe_ino = os.fstat(self._probe.fileno()).st_ino
         err = lib.bpf_map__set_initial_value(self._map(".rodata.cfg"), ctypes.byref(cfg),
                                              ctypes.sizeof(cfg))
@@ -167,12 +224,8 @@ class BpfEngine:
             # a full map makes the pass's counts untrusted, not wrong
             tables = sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
             lib.bpf_map__set_max_entries(self._map("st_files"), 2 * tables + 1024)
-        # only what the run uses is loaded and verified
-        wanted = {prog for proto, prog in self._programs().items()
-                  if proto in self.flt.protos and self.walks}
-        if self.attributes or self.one_pass:
-            wanted.add(self._held_program())
-        for prog_name in (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), *HELD_PROGRAMS.values()):
+        for prog_name in (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), *HELD_PROGRAMS.values(),
+                          *_REFUSED_STANDINS.values()):
             prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
             lib.bpf_program__set_autoload(prog, prog_name in wanted)
 
@@ -364,7 +417,11 @@ class BpfEngine:
 
     def owners(self) -> model.Owners:
         """Who holds the sockets the filter selects, every process on the host,
-        in one kernel pass (the one pass's records)."""
+        in one kernel pass (the one pass's records); from /proc where the
+        kernel refused that pass."""
+        if not self.attributes:
+            from ...host import procs
+            return procs.owners_from_proc()
         return self.held().owners()
 
     def close(self) -> None:
@@ -381,6 +438,19 @@ class BpfEngine:
         if self.obj:
             self.lib.bpf_object__close(self.obj)
             self.obj = None
+
+
+def _refused_program(log: list[str], wanted: dict) -> str | None:
+    """The program of `wanted` the verifier refused, per libbpf's log; None
+    when the failure is no one program's (no verifier log: privileges,
+    maps, the object itself)."""
+    if not _verifier_reason(log):
+        return None
+    for line in reversed(log):
+        found = _FAILED_PROGRAM.search(line)
+        if found:
+            return found.group(1) if found.group(1) in wanted else None
+    return None
 
 
 def _verifier_reason(log: list[str]) -> str:

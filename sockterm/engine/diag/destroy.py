@@ -38,6 +38,36 @@ def _request(sock, *, dport=None) -> bytes:
         ifindex=sock.ifindex, cookie=(sock.cookie & 0xFFFFFFFF, sock.cookie >> 32))
 
 
+def _lookup_request(sock) -> bytes:
+    family = AF[sock.family]
+    return n.encode_request(
+        n.SOCK_DIAG_BY_FAMILY, n.NLM_F_REQUEST, 0, family=family,
+        proto=PROTO_NUMS[sock.proto], states=n.TCPF_ALL, sport=sock.sport, dport=sock.dport,
+        src=n.sockid_addr(sock.src, family), dst=n.sockid_addr(sock.dst, family),
+        ifindex=sock.ifindex)
+
+
+def resolve_cookies(dsock, socks) -> list:
+    """Give the socks whose cookie is 0 (the one pass reads a cookie only
+    where the kernel made one already) their cookies: an exact lookup by
+    tuple and interface makes and reports it, an O(1) lookup each. A reply
+    counts only if it is this socket (its inode). Returns the socks left
+    without one, each with .error: ENOENT (nothing has that tuple now: it
+    closed), or 0 (another socket answers for it: a reuseport group's
+    member, or a successor)."""
+    unknown = [s for s in socks if not s.cookie]
+    if not unknown:
+        return []
+    left = []
+    for sock, reply in zip(unknown, dsock.lookup([_lookup_request(s) for s in unknown])):
+        if isinstance(reply, tuple) and reply[-1] == sock.ino:     # MSG ends with the inode
+            sock.cookie = reply[14] | reply[15] << 32
+        else:
+            sock.error = reply if isinstance(reply, int) else 0
+            left.append(sock)
+    return left
+
+
 def _peerless(sock) -> bool:
     """A server socket: the lookup a destroy does may pick another reuseport member."""
     return sock.dport == 0 and sock.state in (st.LISTEN, st.CLOSE) and (
@@ -200,6 +230,10 @@ class Destroyer:
                               "CONFIG_INET_DIAG_DESTROY")
         if err in (errno.EPERM, errno.EACCES):
             raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
+
+    def resolve(self, dsock, socks: list) -> list:
+        """resolve_cookies() over this namespace's socket."""
+        return resolve_cookies(dsock, socks)
 
     def enter(self):
         """Inside the namespace: its netlink socket (usable from any thread).

@@ -192,6 +192,41 @@ class DiagSocket:
                             raise NetlinkError(err)
                 off += (length + 3) & ~3
 
+    def lookup(self, requests: list[bytes]) -> list:
+        """Exact lookups (SOCK_DIAG_BY_FAMILY without NLM_F_DUMP or NLM_F_ACK,
+        sequence numbers assigned here), sent BATCH at a time: for each
+        request in order, the MSG tuple the kernel answered with, or the
+        (positive) errno it refused it with."""
+        results: list = [None] * len(requests)
+        unpack = MSG.unpack_from
+        for start in range(0, len(requests), self.BATCH):
+            chunk = requests[start:start + self.BATCH]
+            by_seq = {}
+            out = bytearray()
+            for i, req in enumerate(chunk):
+                seq = self._next_seq()
+                by_seq[seq] = start + i
+                out += req[:8] + seq.to_bytes(4, "little") + req[12:]
+            self.sock.send(out)
+            pending = len(chunk)
+            while pending:
+                view = self._recv()
+                off, end = 0, len(view)
+                while off + HDR_LEN <= end:
+                    length, mtype, _flags, seq = HEAD.unpack_from(view, off)
+                    if length < HDR_LEN:
+                        raise NetlinkError(errno.EPROTO, "malformed netlink reply")
+                    index = by_seq.pop(seq, None)
+                    if index is not None:
+                        if mtype == SOCK_DIAG_BY_FAMILY and length >= MSG.size:
+                            results[index] = unpack(view, off)
+                        else:
+                            results[index] = error_of(view, off) if mtype == NLMSG_ERROR \
+                                else errno.EPROTO
+                        pending -= 1
+                    off += (length + 3) & ~3
+        return results
+
     def request_acks(self, requests: list[bytes]) -> list[int]:
         """Send each request (NLM_F_ACK set, distinct sequence numbers assigned
         here) and read every ack; the errno of each, in order (0: success)."""
