@@ -17,6 +17,7 @@ SO_COOKIE = 57
 socks = {}       # id -> socket
 next_id = [0]
 owner = [None]   # uid that owns the sockets made from now on (None: the holder's own)
+lazy = [False]   # never ask for a socket's cookie
 
 
 def new_socket(fam, kind):
@@ -46,7 +47,10 @@ def info(sid):
         peer = s.getpeername()
     except OSError:
         peer = ("", 0)
-    cookie = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
+    # asking makes the kernel give the socket its cookie (sock_gen_cookie):
+    # a lazy holder leaves that to others, as most applications do
+    cookie = None if lazy[0] else int.from_bytes(
+        s.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
     return {"id": sid, "local": list(local[:2]), "peer": list(peer[:2]), "cookie": cookie,
             "inode": os.fstat(s.fileno()).st_ino}
 
@@ -156,6 +160,11 @@ def op_close(ids, abort=False):
         if abort:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
+    return True
+
+
+def op_lazy(on=True):
+    lazy[0] = on
     return True
 
 
