@@ -201,7 +201,7 @@ def run(timed: bool = True) -> Findings:
     checks = [Check("kernel", None, host.kernel)]
     checks.append(Check("BTF", host.btf, probe.VMLINUX_BTF if host.btf else
                         "missing: the kernel needs CONFIG_DEBUG_INFO_BTF"))
-    auto_why = host.why_not_bpf(kill=True)
+    auto_why = host.auto_why()
     auto = "diag" if auto_why else "bpf"
     missing = host.missing_caps(auto, kill=True)
     checks.append(Check("capabilities", not missing,
@@ -237,7 +237,7 @@ def run(timed: bool = True) -> Findings:
     found = []
     for caveat, verdict in caveats.applicable(host.kernel):
         found.append({"id": caveat.ident, "verdict": verdict, "summary": caveat.summary,
-                      "fixed_in": ".".join(map(str, caveat.fixed)), "auto": caveat.auto})
+                      "fixed_in": caveat.fixed_in, "source": caveat.source, "auto": caveat.auto})
         where = (f"this kernel is affected (fixed in {found[-1]['fixed_in']})" if verdict == "affected"
                  else f"fixed in {found[-1]['fixed_in']}: check whether your kernel has the fix")
         checks.append(Check(f"caveat {caveat.ident}", None,

@@ -468,8 +468,14 @@ class _Run:
             reason, detail = onepass.walk_reason(self.flt, self.scope, before.get(ino),
                                                  after.get(ino), held.counts.get(ino),
                                                  held.uncounted)
-            if reason is None and self.kill:
-                reason, detail = self._kill_reason(self.held_socks.get(ino, ()))
+            if reason is None:
+                socks = self.held_socks.get(ino, ())
+                if self.kill:
+                    reason, detail = self._kill_reason(socks)
+                elif _uncookied(socks) and self._walk_cheaper(0, _uncookied(socks)):
+                    reason, detail = onepass.COOKIE, (
+                        f"{_uncookied(socks)} sockets the kernel has no cookie for yet: "
+                        "the walk makes them for less than a lookup each")
             nsr.walked, nsr.walk_reason = reason is not None, reason
             walked += nsr.walked
             self.log(f"namespace {nsr.ns.name}: " + (f"walked ({reason}: {detail})" if reason
@@ -487,16 +493,20 @@ class _Run:
             return onepass.NO_DESTROY, "netlink cannot destroy here"
         if onepass.reuseport_groups(socks):
             return onepass.REUSEPORT, "UDP servers share a port: destroyed in table order"
-        if self._bulk(len(socks)):
+        if self._bulk(len(socks), _uncookied(socks)):
             return onepass.BULK, f"{len(socks)} sockets: the walk destroys them in the kernel for less"
         return None, f"{len(socks)} sockets to destroy by exact tuple"
 
-    def _bulk(self, kills: int) -> bool:
-        if self.engine.name != "bpf":
-            return False             # the diag engine's walk destroys over netlink too
+    def _bulk(self, kills: int, lookups: int = 0) -> bool:
+        # the diag engine's walk destroys over netlink too: it saves only lookups
+        return self._walk_cheaper(kills if self.engine.destroys_in_kernel else 0, lookups)
+
+    def _walk_cheaper(self, kills: int, lookups: int) -> bool:
+        if not (kills or lookups):
+            return False
         if self._host_tcp is None:
             self._host_tcp = netns.host_tcp_sockets()
-        return onepass.walk_cheaper(kills, self._host_tcp)
+        return onepass.walk_cheaper(kills, self._host_tcp, lookups)
 
     def _open_counters(self, nsrs: list) -> dict:
         """netns inode -> its Counters (None: unreadable). Through a process in
@@ -827,6 +837,11 @@ def _read_counts(counters: dict) -> dict:
     return out
 
 
+def _uncookied(socks) -> int:
+    """How many of the one pass's sockets have no cookie yet (see _held_cookies)."""
+    return sum(1 for s in socks if not s.cookie)
+
+
 def _copy(sock: model.Sock) -> model.Sock:
     return model.Sock(sock.netns, sock.family, sock.proto, sock.state, sock.src, sock.sport,
                       sock.dst, sock.dport, sock.cookie, sock.uid, sock.ino,
@@ -863,8 +878,8 @@ class _Attribution(threading.Thread):
 
 def choose_engine(backend: str, kill: bool, host: probe.HostProbe, log) -> str:
     if backend == "auto":
-        name = host.auto_engine()
-        why = host.why_not_bpf(kill=True)
+        why = host.auto_why()
+        name = "diag" if why else "bpf"
         log(f"engine: {name}" + (f" ({why})" if why else " (BTF, socket iterators and bpf_sock_destroy present)"))
         return name
     if backend == "bpf":

@@ -17,6 +17,11 @@ the run's Scope (what the run derived from it), then asked, per namespace:
 plus owners() (who holds the sockets, host-wide) and close(). The bpf engine
 also makes the one pass, held(): every socket every process holds, host-wide,
 and what each namespace's processes hold in all (see core/onepass.py).
+
+What an engine can do, the core reads from it: destroys_in_kernel (a walk
+destroys as it reads), and for bpf after open(), what the kernel loaded:
+walks (the socket iterators), one_pass (the task_file program) and lost
+(capability -> why the kernel refused its program).
 Threads, ordering, accounting and cancellation are the core's (sockterm.core).
   bpf  - socket iterators + the bpf_sock_destroy kfunc (kernel >= 6.5)
   diag - NETLINK_SOCK_DIAG dumps + SOCK_DESTROY, as `ss -K` does

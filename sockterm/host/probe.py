@@ -146,7 +146,14 @@ class HostProbe:
         return self.initial_userns and "CAP_SYS_ADMIN" in self.caps
 
     def auto_engine(self) -> str:
-        return "diag" if self.why_not_bpf(kill=True) else "bpf"
+        return "diag" if self.auto_why() else "bpf"
+
+    def auto_why(self) -> str:
+        """Why --backend auto does not pick bpf here ('' when it does): what a
+        load would lack, or a kernel bug in the iterators (host/caveats.py).
+        The load itself has the last word (the pipeline, doctor)."""
+        from .caveats import bpf_avoided
+        return self.why_not_bpf(kill=True) or bpf_avoided(self.kernel)
 
     def why_not_bpf(self, kill: bool) -> str:
         """Why a real load of the BPF engine would fail here ('' when it would

@@ -24,10 +24,26 @@ def test_every_caveat_names_its_upstream_commit():
 
 
 def test_verdicts_by_release():
-    c = caveats.Caveat("x", "y", first=(6, 5, 0), fixed=(6, 9, 3), auto="z")
-    assert c.verdict((6, 9, 2)) == "affected" and c.verdict((6, 9, 3)) == ""
-    assert c.verdict((6, 6, 50)) == "unknown"       # an older series: a backport may have fixed it
-    assert c.verdict((6, 4, 0)) == "" and c.verdict(None) == "unknown"
+    c = caveats.Caveat("x", "y", first=(6, 5, 0), fixed=(6, 9, 0), auto="z",
+                       stable=((6, 6, 14),))
+    assert c.verdict((6, 8, 2)) == "unknown"      # no fix seen in 6.8.y: a backport may have it
+    assert c.verdict((6, 6, 13)) == "affected" and c.verdict((6, 6, 14)) == ""
+    assert c.verdict((6, 9, 0)) == "" and c.verdict((6, 4, 9)) == ""
+    assert c.verdict(None) == "unknown" and c.fixed_in == "6.6.14, 6.9"
+
+
+def test_this_kernel_and_the_crash_auto_avoids():
+    """CVE-2026-64575 (a crash in the TCP iterator, 6.17 to 7.1.5): fixed in
+    6.18.42, so not on this machine kind's 6.18.44; auto avoids bpf where a
+    kernel is affected, and only there."""
+    assert caveats.bpf_avoided("6.18.44-fc-v1272") == ""
+    assert "CVE-2026-64575" in caveats.bpf_avoided("6.18.41")
+    assert "CVE-2026-64575" in caveats.bpf_avoided("7.1.5") and caveats.bpf_avoided("7.1.6") == ""
+    assert "iter/udp restarts" in caveats.bpf_avoided("6.6.13") and caveats.bpf_avoided("6.6.14") == ""
+    assert caveats.bpf_avoided("6.12.104") == "" and caveats.bpf_avoided("7.3.0") == ""
+    idents = {c.ident: v for c, v in caveats.applicable("5.10.40")}
+    assert idents["CVE-2021-47248"] == "affected" and idents["iter/tcp skips"] == "unknown"
+    assert "CVE-2021-47248" not in {c.ident for c, _ in caveats.applicable("5.10.46")}
 
 
 def test_man_page_lists_every_caveat_doctor_knows():
@@ -36,5 +52,6 @@ def test_man_page_lists_every_caveat_doctor_knows():
     caveat_section = text[text.index(".SH CAVEATS"):text.index(".SH EXAMPLES")]
     for c in caveats.KERNEL_CAVEATS:
         assert c.ident in caveat_section
-        assert ".".join(map(str, c.fixed)) in caveat_section
+        assert all(v in caveat_section for v in c.fixed_in.split(", "))
+        assert c.source.split()[0][:12] in caveat_section
         assert "doctor" in caveat_section

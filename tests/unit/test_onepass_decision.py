@@ -141,3 +141,17 @@ def test_counters_read_inuse_tw_and_opens(tmp_path):
         assert counters.read().tcp == 16       # each read starts from the top
     finally:
         counters.close()
+
+
+def test_walk_cheaper_weighs_destroys_and_cookie_lookups_against_one_walk():
+    from sockterm.core.onepass import (NETLINK_DESTROY_S, NETLINK_LOOKUP_S, WALK_PER_HOST_SOCKET_S,
+                                       WALK_SETUP_S, walk_cheaper)
+    host = 160_000
+    walk = host * WALK_PER_HOST_SOCKET_S + WALK_SETUP_S
+    kills = int(walk / NETLINK_DESTROY_S)
+    assert not walk_cheaper(kills, host) and walk_cheaper(kills + 1, host)
+    lookups = int(walk / NETLINK_LOOKUP_S)
+    assert not walk_cheaper(0, host, lookups) and walk_cheaper(0, host, lookups + 1)
+    # lookups add to destroys: fewer of each tip the balance together
+    assert walk_cheaper(kills // 2 + 1, host, lookups // 2 + 1)
+    assert not walk_cheaper(0, host, 0) and walk_cheaper(1000, 0)

@@ -88,11 +88,13 @@ ONE_PASS = "one-pass"        # iter/task_file: every held socket host-wide, and 
 # SOCKTERM_TEST_REFUSE=enumerate,one-pass: load a program every verifier
 # refuses in place of the capability's own (tests of the degradation)
 _REFUSED_STANDINS = {ENUMERATE: "st_refused_tcp", ONE_PASS: "st_refused_task_file"}
+_WHAT = {ENUMERATE: "the socket iterators", ONE_PASS: "the one-pass program"}
 _FAILED_PROGRAM = re.compile(r"prog '([^']+)': failed to load")
 
 
 class BpfEngine:
     name = "bpf"
+    destroys_in_kernel = True      # a walk destroys with the kfunc as it reads
 
     def __init__(self, *, flt, scope, kill: bool, owners: bool = True, walks: bool = True,
                  held: bool = False, log=lambda msg: None):
@@ -152,8 +154,8 @@ class BpfEngine:
             lib.bpf_object__close(self.obj)
             self.obj = None
             if not wanted:
-                raise EngineError("the kernel refused the BPF programs: "
-                                  + "; ".join(f"{cap}: {why}" for cap, why in self.lost.items()))
+                raise EngineError("the kernel refused " + " and ".join(
+                    f"{_WHAT[cap]} ({why})" for cap, why in self.lost.items()))
         self.walks = self.walks and ENUMERATE not in self.lost
         self.one_pass = self.one_pass and ONE_PASS not in self.lost
         self.attributes = self.attributes and ONE_PASS not in self.lost

@@ -70,6 +70,7 @@ class _Handle:
 
 class DiagEngine:
     name = "diag"
+    destroys_in_kernel = False     # a walk destroys one netlink request a socket
 
     def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None):
         self.flt = flt
