@@ -615,8 +615,8 @@ class _Run:
     def _held_cookies(self, nsr, dsock, socks: list) -> list | None:
         """Cookies for the held sockets the pass found without one (the
         kernel makes a cookie when first asked: resolve_cookies). One that
-        closed since is dropped when listing, `gone` when killing. None when
-        another socket answered for one's tuple (a reuseport group, a
+        closed since is dropped (a walk would not have found it either). None
+        when another socket answered for one's tuple (a reuseport group, a
         successor): the namespace is then walked (nsr says so)."""
         try:
             left = self._netlink().resolve(dsock, socks)
@@ -629,11 +629,7 @@ class _Run:
             self.log(f"namespace {nsr.ns.name}: walked ({onepass.COOKIE}: a held socket's "
                      f"cookie could not be had: {why})")
             return None
-        if not self.kill:
-            return [s for s in socks if s.cookie]
-        for sock in left:
-            model.set_error(sock, errno.ENOENT)
-        return socks
+        return [s for s in socks if s.cookie]
 
     def _netlink(self):
         """Netlink requests by exact tuple: the destroyer when the run has one."""
@@ -667,6 +663,12 @@ class _Run:
         except OSError as exc:
             self._namespace_failed(nsr, exc, emit)
             return
+        if any(not s.cookie for s in socks):
+            socks = self._held_cookies(nsr, dsock, socks)
+            if socks is None:
+                destroyer.release(dsock)
+                self._namespace(nsr, entry, emit, None)
+                return
         stop = self.cancel.is_set
         try:
             for start in range(0, len(socks), HELD_BATCH):

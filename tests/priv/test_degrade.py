@@ -87,14 +87,19 @@ def test_lists_and_kills_exactly_with_what_loads(topo, refuse):
     env = {"SOCKTERM_TEST_REFUSE": refuse}
     expected = engine_for(refuse)
 
-    code, doc, err = sockterm_json("-v", "list", *netns_args(topo), "--state", "established",
-                                   env=env)
+    # the kill first, while no cookie has been made: the one pass reads none
+    code, doc, err = sockterm_json("-v", "kill", "--yes", "--dst", f"{VIP4}:8000",
+                                   *netns_args(topo), env=env)
     assert code == 0, err
     assert doc["engine"] == expected and {n["engine"] for n in doc["namespaces"]} == {expected}
-    inode_of = {ns["netns"]: ns["netns_name"] for ns in doc["namespaces"]}
-    got = {(inode_of[s["netns"]], s["sport"], s["dport"]): s["cookie"] for s in doc["sockets"]}
-    # exactly what ss lists, each socket with the cookie ss shows (the kernel's one)
-    assert got == ss_sockets(topo.namespaces) and all(got.values())
+    assert doc["summary"]["killed"] == len(targets) == len(doc["sockets"])
+    assert {s["result"] for s in doc["sockets"]} == {"killed"}
+    cookies = [s["cookie"] for s in doc["sockets"]]
+    assert all(cookies) and len(set(cookies)) == len(cookies)
+    for client, conn in targets:
+        assert client.status([conn["id"]])[conn["id"]] == errno.ECONNABORTED
+    for client, conn in spared:
+        assert client.status([conn["id"]])[conn["id"]] == 0
     reasons = {n["walk_reason"] for n in doc["namespaces"]}
     if "one-pass" in refuse:
         assert reasons == {"no-one-pass"}
@@ -104,16 +109,16 @@ def test_lists_and_kills_exactly_with_what_loads(topo, refuse):
     if "enumerate" in refuse:
         assert "refused the socket iterators" in err
 
-    code, doc, err = sockterm_json("-v", "kill", "--yes", "--dst", f"{VIP4}:8000",
-                                   *netns_args(topo), env=env)
+    # then the list, of sockets whose cookies nobody asked for yet
+    code, doc, err = sockterm_json("-v", "list", *netns_args(topo), "--state", "established",
+                                   env=env)
     assert code == 0, err
     assert doc["engine"] == expected
-    assert doc["summary"]["killed"] == len(targets) == len(doc["sockets"])
-    assert {s["result"] for s in doc["sockets"]} == {"killed"} and all(s["cookie"] for s in doc["sockets"])
-    for client, conn in targets:
-        assert client.status([conn["id"]])[conn["id"]] == errno.ECONNABORTED
-    for client, conn in spared:
-        assert client.status([conn["id"]])[conn["id"]] == 0
+    inode_of = {ns["netns"]: ns["netns_name"] for ns in doc["namespaces"]}
+    got = {(inode_of[s["netns"]], s["sport"], s["dport"]): s["cookie"] for s in doc["sockets"]}
+    # exactly what ss lists, each socket with the cookie ss shows (the kernel's one)
+    assert got == ss_sockets(topo.namespaces) and all(got.values())
+    assert len(got) == 2 * len(spared)
 
     # doctor names the engine the run used, and each capability's fate
     code, out, err = sockterm("doctor", "-o", "json", env=env)
