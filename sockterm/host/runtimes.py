@@ -262,7 +262,7 @@ def docker_name(data: bytes) -> str | None:
     text = data.decode("utf-8", "replace")
     # the top-level Name is the only "Name" whose value starts with a slash;
     # a regex over the text is ~20x cheaper than parsing the whole document
-    m = re.search(r'"Name"\s*:\s*("/(?:[^"\\]|\\.)*")', text)
+    m = re.search(r'"Name"\s*:\s*("/[^"\\]*(?:\\.[^"\\]*)*")', text)
     if not m:
         return None
     try:
@@ -307,7 +307,8 @@ def kube_container_entry(entry: str) -> tuple | None:
 
 
 def hostname_line(data: bytes) -> str | None:
-    """The first line of a hostname file, or None when it has none."""
-    text = data.decode("utf-8", "replace").strip()
+    """The first line of a hostname file (up to a NUL, which no hostname
+    has: a sparse file's hole), or None when it has none."""
+    text = data.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
     line = text.split("\n", 1)[0].strip() if text else ""
     return line or None
