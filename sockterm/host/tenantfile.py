@@ -101,6 +101,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import queue
 import stat
 import threading
 import time
@@ -320,38 +321,57 @@ def read_owned(home: str, path: str, uid: int, limit: int) -> bytes:
     return _bounded(read)
 
 
-class _Stalls:
-    """Seconds lost to tenant reads that did not finish, in this process."""
+class _Helper:
+    """The thread that does the reads a tenant could stall. One that does not
+    answer in time is left where it is stuck (a daemon: exit kills it, and
+    FUSE and NFS waits are killable) and a new one takes the next read."""
 
     def __init__(self):
-        self.lost = 0.0
+        self.lost = 0.0                  # seconds lost to reads that did not finish
         self.lock = threading.Lock()
+        self.requests = None
+
+    def call(self, fn, deadline: float):
+        """(True, fn()), (False, its exception), or None when it did not answer."""
+        reply: queue.SimpleQueue = queue.SimpleQueue()
+        with self.lock:
+            if self.requests is None:
+                self.requests = queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self.requests,),
+                                 name="sockterm-tenantfile", daemon=True).start()
+            requests = self.requests
+        requests.put((fn, reply))
+        start = time.monotonic()
+        try:
+            return reply.get(timeout=deadline)
+        except queue.Empty:
+            with self.lock:
+                self.lost += time.monotonic() - start
+                if self.requests is requests:
+                    self.requests = None
+            return None
+
+    @staticmethod
+    def _serve(requests) -> None:
+        while True:
+            fn, reply = requests.get()
+            try:
+                reply.put((True, fn()))
+            except BaseException as exc:        # handed to the caller, raised there
+                reply.put((False, exc))
 
 
-_stalls = _Stalls()
+_helper = _Helper()
 
 
 def _bounded(fn) -> bytes:
-    """fn() in a helper thread, waited for DEADLINE seconds at most."""
-    if _stalls.lost >= STALL_BUDGET:
+    """fn() in the helper thread, waited for DEADLINE seconds at most."""
+    if _helper.lost >= STALL_BUDGET:
         raise Refused("not read: earlier reads of tenants' files did not finish")
-    box: list = []
-
-    def run():
-        try:
-            box.append((True, fn()))
-        except BaseException as exc:        # handed to the caller, raised there
-            box.append((False, exc))
-
-    start = time.monotonic()
-    worker = threading.Thread(target=run, name="sockterm-tenantfile", daemon=True)
-    worker.start()
-    worker.join(DEADLINE)
-    if not box:
-        with _stalls.lock:
-            _stalls.lost += time.monotonic() - start
+    answer = _helper.call(fn, DEADLINE)
+    if answer is None:
         raise Refused(f"no answer within {DEADLINE:g} s (a FUSE or network file system?)")
-    ok, value = box[0]
+    ok, value = answer
     if ok:
         return value
     raise value

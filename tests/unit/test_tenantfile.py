@@ -181,7 +181,7 @@ def test_a_read_that_does_not_answer_is_given_up(monkeypatch):
     DEADLINE, and once STALL_BUDGET is spent it does not wait at all."""
     monkeypatch.setattr(T, "DEADLINE", 0.05)
     monkeypatch.setattr(T, "STALL_BUDGET", 0.1)
-    monkeypatch.setattr(T, "_stalls", T._Stalls())
+    monkeypatch.setattr(T, "_helper", T._Helper())
     start = time.monotonic()
     for _ in range(2):
         with pytest.raises(T.Refused, match="no answer within"):
@@ -189,7 +189,7 @@ def test_a_read_that_does_not_answer_is_given_up(monkeypatch):
     with pytest.raises(T.Refused, match="did not finish"):
         T._bounded(lambda: b"never run")
     assert time.monotonic() - start < 0.5
-    monkeypatch.setattr(T, "_stalls", T._Stalls())
+    monkeypatch.setattr(T, "_helper", T._Helper())
     assert T._bounded(lambda: b"quick") == b"quick"
     with pytest.raises(FileNotFoundError):        # errors come back to the caller
         T._bounded(lambda: open("/nonexistent/x"))
