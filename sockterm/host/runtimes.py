@@ -187,14 +187,14 @@ class Names:
     def _path(self, *parts) -> str:
         return os.path.join(self.root, *parts)
 
-    def _read(self, shown_as: str, read, *args) -> bytes | None:
+    def _read(self, what: str, read, *args) -> bytes | None:
         """read(*args), or None (absent; refused, which -v says)."""
         try:
             return read(*args)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self.log(f"not read: {shown_as}: {exc.strerror or exc}")
+            self.log(f"not read: {what}: {exc.strerror or exc}")
             return None
 
     def docker(self, cid: str) -> str | None:

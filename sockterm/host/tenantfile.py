@@ -36,65 +36,60 @@ read without end), a FUSE mount whose server never answers. So here:
 A file refused raises Refused (an OSError) saying why in a few words, which
 the caller shows under -v; an absent one raises FileNotFoundError. Either
 way the caller treats the file as absent: no name from it.
-
-Every file sockterm opens: who controls its path and its content, and how it
-is opened.
-
-  /proc/PID/root/etc/hostname       path: the tenant (any link, FIFO, device,
-    (runtimes.Names.hostname)        mount in its root); content: the tenant.
-                                     read_in_root: openat2 in that root, regular
-                                     files only, first 256 bytes, DEADLINE.
-  ~USER/.local/share/containers/    path below the home: the user; content: the
-    storage/overlay-containers/      user (container names). read_owned: no link,
-    containers.json (rootless        no mount crossed, every directory and the
-    podman, runtimes.Names.podman)   file owned by USER, regular, at most
-                                     STORE_LIMIT whole, DEADLINE.
-  /var/lib/containers/storage/      path: root (podman as root); content: root's
-    overlay-containers/              podman, names chosen by its callers.
-    containers.json                  read_file: links followed (root's own),
-                                     regular files only, at most STORE_LIMIT.
-  /var/lib/docker/containers/ID/    path: dockerd (root); content: dockerd, the
-    config.v2.json                   Name chosen by a docker API caller.
-                                     read_file, at most CONFIG_LIMIT.
-  /var/log/pods, /var/log/containers  path: the kubelet (root); entry names:
-    (directory listings only)        the kubelet, from names the API server
-                                     validated. os.listdir; names parsed, never
-                                     opened.
-  /proc/PID/cgroup                  path: the kernel; content: cgroup names, which
-                                     a user or container with a delegated
-                                     subtree chooses (any bytes). open(), read
-                                     as bytes, decoded with surrogateescape.
-  /proc/PID/comm                    path: the kernel; content: the process (any
-                                     15 bytes). open(); surrogateescape.
-  /proc/PID/fd/* (readlink),        kernel: os.listdir, os.readlink, os.stat.
-    /proc/PID/ns/net (stat)
-  /proc/self/mountinfo              kernel; mount points are paths a mounting
-                                     user chose (any bytes, octal-escaped).
-                                     open() with surrogateescape.
-  /proc/self/status, uid_map,       kernel: open().
-    loginuid, /proc/2/stat,
-    /proc/sys/..., /proc/{self,
-    thread-self}/net/{sockstat,
-    sockstat6,snmp}, /proc/thread-
-    self/ns/net, /sys/kernel/btf/
-    vmlinux, /sys/kernel/security/
-    lockdown
-  /run/netns/NAME, nsfs bind mounts  path: root (ip netns, runtimes); stat()
-                                     only, then opened O_RDONLY for setns once
-                                     its inode is known to be an nsfs one.
-  --netns PATH                      path: the operator; stat() says a regular
-                                     file, opened O_NONBLOCK, fstat says nsfs.
-  the cgroup v2 tree                path: the kernel, names by delegated users;
-    (/sys/fs/cgroup...)              os.walk/os.stat/os.scandir (cgroupfs has no
-                                     links, FIFOs or devices).
-  sockterm/data/sockterm.bpf.o,     path and content: whoever installed sockterm
-    libbpf (pylibbpf's .so or the    (root). open(), ctypes.CDLL.
-    system's)
-  /dev/log or SOCKTERM_SYSLOG_SOCKET  path: root, or the operator's environment;
-                                     a datagram socket, connected, never read.
-  SOCKTERM_ROOT_PREFIX/...          the runtime files above under a test tree
-                                     (the operator's environment).
 """
+
+# Every file sockterm opens: who controls its path (P) and its content (C),
+# and how it is opened. "tenant": whoever runs in a container; "user": a local
+# account; "kernel": procfs, sysfs, nsfs, cgroupfs (no links, FIFOs or devices
+# a tenant can plant there, though names in them may be a tenant's).
+#
+# /proc/PID/root/etc/hostname (Names.hostname: a name of last resort)
+#     P tenant (any link, FIFO, device or mount in its root); C tenant.
+#     read_in_root: openat2 inside that root, regular files only, first
+#     NAME_LIMIT bytes, in the helper thread (DEADLINE).
+# ~USER/.local/share/containers/storage/overlay-containers/containers.json
+#   (rootless podman; Names.podman; USER from the cgroup's user-UID.slice)
+#     P user below the home (the home itself: the passwd database, root's);
+#     C user. read_owned: no link followed, no mount crossed, the home, every
+#     directory and the file owned by USER, regular, whole up to STORE_LIMIT,
+#     in the helper thread.
+# /var/lib/containers/storage/overlay-containers/containers.json (podman, root)
+#     P root; C root's podman (names its callers chose). read_file: root's links
+#     followed, regular files only, whole up to STORE_LIMIT.
+# /var/lib/docker/containers/ID/config.v2.json
+#     P dockerd; C dockerd (Name: a docker API caller's). read_file, CONFIG_LIMIT.
+# /var/log/pods, /var/log/containers (listed, nothing in them opened)
+#     P kubelet; entry names: the kubelet's, from names the API server checked.
+# marker directories of each runtime (runtimes.MARKERS), docker's ID
+#   directories: P root; os.path.exists / isdir only.
+# SOCKTERM_ROOT_PREFIX: the runtime paths above under another directory (tests).
+# /proc/PID/cgroup
+#     P kernel; C cgroup names: a user's or a container's own below a
+#     delegated subtree (any bytes). open(), bytes decoded surrogateescape.
+# /proc/PID/comm
+#     P kernel; C the process (any 15 bytes). open(), surrogateescape.
+# /proc/PID/fd/* (readlink), /proc/PID/ns/net, /proc/thread-self/ns/net
+#     kernel: listdir, readlink, stat; ns files opened for setns.
+# /proc/PID/net/{sockstat,sockstat6,snmp}, /proc/thread-self/net/...,
+# /proc/self/{status,uid_map,loginuid}, /proc/2/stat, /proc/sys/...,
+# /sys/kernel/btf/vmlinux, /sys/kernel/security/lockdown
+#     kernel: open().
+# /proc/self/mountinfo
+#     kernel; C mount points: paths whoever mounted chose (any bytes, octal
+#     escaped). open(), surrogateescape.
+# /run/netns/NAME, nsfs bind mounts found in mountinfo
+#     P root (ip netns, runtimes). stat(); opened O_RDONLY for setns, the inode
+#     checked against the one found.
+# --netns PATH
+#     P the operator. stat() must say a regular file, then O_NONBLOCK, and
+#     fstat must say nsfs (a FIFO named by mistake cannot block).
+# the cgroup v2 tree (--cgroup, --container, completion)
+#     P kernel, names below a delegated subtree: its user's. os.walk, stat,
+#     scandir.
+# sockterm/data/sockterm.bpf.o, libbpf (pylibbpf's .so, or the system's)
+#     P and C whoever installed sockterm (root). open(), ctypes.CDLL.
+# /dev/log or SOCKTERM_SYSLOG_SOCKET: P root or the operator's environment; a
+#     datagram socket, connected to, never read. /dev/null: O_WRONLY.
 
 from __future__ import annotations
 
