@@ -78,8 +78,8 @@ way the caller treats the file as absent: no name from it.
 #     kernel; C mount points: paths whoever mounted chose (any bytes, octal
 #     escaped). open(), surrogateescape.
 # /run/netns/NAME, nsfs bind mounts found in mountinfo
-#     P root (ip netns, runtimes). stat(); opened O_RDONLY for setns, the inode
-#     checked against the one found.
+#     P root (ip netns, runtimes). stat(); opened O_RDONLY | O_NONBLOCK for
+#     setns, the inode checked against the one found.
 # --netns PATH
 #     P the operator. stat() must say a regular file, then O_NONBLOCK, and
 #     fstat must say nsfs (a FIFO named by mistake cannot block).
