@@ -28,10 +28,15 @@ read without end), a FUSE mount whose server never answers. So here:
   FIFO or device is never opened;
 - at most `limit` bytes are read; a file that must be read whole and is
   larger is refused;
-- reads a tenant can stall (FUSE, a hung network mount) run in a helper
-  thread the caller waits DEADLINE seconds for; one that does not answer is
-  left behind (exit kills it) and, once STALL_BUDGET seconds were lost, no
-  tenant file is read for the rest of the run.
+- reads a tenant can stall (a FUSE server that does not answer, a hung
+  network mount) run in a helper thread the caller waits DEADLINE seconds
+  for; one that does not answer is left behind and, once STALL_BUDGET
+  seconds were lost, no tenant file is read for the rest of the run. Where
+  the kernel waits uninterruptibly (a FUSE request its server has read and
+  keeps), the run is done but its exit waits for the answer: a trap only
+  root or a privileged container can set, since a FUSE mount made in a user
+  namespace, or by a user without allow_other, refuses root (EACCES)
+  without asking its server.
 
 A file refused raises Refused (an OSError) saying why in a few words, which
 the caller shows under -v; an absent one raises FileNotFoundError. Either
@@ -318,8 +323,8 @@ def read_owned(home: str, path: str, uid: int, limit: int) -> bytes:
 
 class _Helper:
     """The thread that does the reads a tenant could stall. One that does not
-    answer in time is left where it is stuck (a daemon: exit kills it, and
-    FUSE and NFS waits are killable) and a new one takes the next read."""
+    answer in time is left where it is stuck (a daemon thread: exit does not
+    wait for it, unless the kernel does) and a new one takes the next read."""
 
     def __init__(self):
         self.lost = 0.0                  # seconds lost to reads that did not finish
