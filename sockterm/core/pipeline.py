@@ -194,7 +194,7 @@ class _Run:
         self._host_tcp = None
         # kill(plan): cookie -> the planned Sock (for processes, and `gone` reports)
         self.by_cookie = {s.cookie: s for s in planned.sockets} if planned else {}
-        self.node = containers.Node()          # containers and pods (cheap when none)
+        self.node = containers.Node(log=self.log)   # containers and pods (cheap when none)
         self.owned: dict = {}                  # Scope fields --cgroup/--container/--pod resolved to
 
     # -- set-up: everything refusable is refused here ----------------------------

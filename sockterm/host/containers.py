@@ -13,7 +13,7 @@ import os
 import re
 
 from . import cgroups, procs, runtimes
-from .runtimes import HELPER, Found, hostname_of, parse_cgroup, root_prefix, runtime_present
+from .runtimes import HELPER, Found, parse_cgroup, root_prefix, runtime_present
 
 class ContainerError(ValueError):
     """A --container/--pod value that names nothing running here (one line)."""
@@ -82,11 +82,12 @@ class Node:
     """One run's view of the containers and pods on this node: every file is
     read once, every process placed once."""
 
-    def __init__(self, root: str | None = None, proc: str = "/proc", present: bool | None = None):
+    def __init__(self, root: str | None = None, proc: str = "/proc", present: bool | None = None,
+                 log=None):
         self.root = root_prefix(root)
         self.proc = proc
         self.present = runtime_present(self.root) if present is None else present
-        self.names = runtimes.Names(self.root)
+        self.names = runtimes.Names(self.root, proc, log)     # log: why a file was not read (-v)
         self._by_pid: dict[int, Place | None] = {}
         self._containers: dict[tuple, Container] = {}
         self._pods: dict[str, Pod] = {}
@@ -102,8 +103,9 @@ class Node:
             pass
         place = None
         try:
-            with open(f"{self.proc}/{pid}/cgroup") as f:
-                found = parse_cgroup(f.read())
+            with open(f"{self.proc}/{pid}/cgroup", "rb") as f:
+                # cgroup names are anyone's with a delegated subtree: any bytes
+                found = parse_cgroup(f.read().decode("utf-8", "surrogateescape"))
         except OSError:
             found = None
         if found is not None and found is not HELPER:
@@ -125,7 +127,7 @@ class Node:
                 seen = self.names.kube_container(found.id)
                 namespace, name = (seen[1], seen[0]) if seen else (None, None)
             if name is None:
-                name = hostname_of(pid, self.proc)     # a pod's hostname is its name
+                name = self.names.hostname(pid)     # a pod's hostname is its name
             pod = self._pods[found.pod_uid] = Pod(found.pod_uid, namespace, name, found.pod_cgroup)
         return pod
 
@@ -153,7 +155,7 @@ class Node:
         elif name is None and runtime in ("lxc", "machined"):
             name = found.id
         if name is None and pod is None:
-            name = hostname_of(pid, self.proc)
+            name = self.names.hostname(pid)
         return name or found.id[:12]
 
     def running(self) -> dict[int, Place]:

@@ -244,7 +244,9 @@ def run_in(ns: Namespace, fn, home: int):
     last = None
     for path in ns.paths():
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a path swapped for a FIFO since discovery cannot block
+            # the worker (the inode check below then refuses it)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             last = exc
             continue

@@ -6,7 +6,8 @@ lxc.payload.NAME, machine-NAME.scope), and the kubelet names a pod's cgroup
 after its uid (kubepods…pod<uid>…), so /proc/PID/cgroup places a process.
 Names are in the runtimes' own files: docker's config.v2.json, podman's
 container store, the kubelet's log directories; the container's hostname as
-a last resort.
+a last resort. What a tenant or a user controls is read through tenantfile;
+every parser takes any bytes and returns a name or nothing, never raising.
 
 Runtime files are looked for under SOCKTERM_ROOT_PREFIX (tests point it at a
 throwaway tree); /proc and the cgroup hierarchy are always the real ones.
@@ -19,6 +20,8 @@ import json
 import os
 import pwd
 import re
+
+from . import tenantfile
 
 ROOT_ENV = "SOCKTERM_ROOT_PREFIX"
 
@@ -169,10 +172,14 @@ def parse_cgroup(text: str) -> Found | None:
 
 
 class Names:
-    """The runtimes' own files, read at most once each per run."""
+    """The runtimes' own files, read at most once each per run. Files a tenant
+    or a user controls are read through host/tenantfile.py; one refused is
+    absent, and `log` (-v) says why."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, proc: str = "/proc", log=None):
         self.root = root or "/"
+        self.proc = proc
+        self.log = log or (lambda msg: None)
         self._podman: dict[str, dict] = {}          # store path -> {id: name}
         self._kube_pods = None                      # uid -> (namespace, name)
         self._kube_containers = None                # id -> (pod, namespace, container)
@@ -180,65 +187,65 @@ class Names:
     def _path(self, *parts) -> str:
         return os.path.join(self.root, *parts)
 
-    def docker(self, cid: str) -> str | None:
-        path = self._path(DOCKER_DIR, cid, "config.v2.json")
+    def _read(self, what: str, read, *args) -> bytes | None:
+        """read(*args), or None (absent; refused, which -v says)."""
         try:
-            with open(path, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
+            return read(*args)
+        except FileNotFoundError:
             return None
-        # the top-level Name is the only "Name" whose value starts with a slash;
-        # a regex over the text is ~20x cheaper than parsing the whole document
-        m = re.search(r'"Name"\s*:\s*("/(?:[^"\\]|\\.)*")', text)
-        if not m:
-            return None
-        try:
-            return json.loads(m.group(1))[1:] or None
-        except ValueError:
+        except OSError as exc:
+            self.log(f"not read: {what}: {exc.strerror or exc}")
             return None
 
+    def docker(self, cid: str) -> str | None:
+        path = self._path(DOCKER_DIR, cid, "config.v2.json")
+        data = self._read(path, tenantfile.read_file, path, tenantfile.CONFIG_LIMIT)
+        return None if data is None else docker_name(data)
+
     def podman(self, cid: str, uid: int | None = None) -> str | None:
-        stores = [self._path(PODMAN_STORE)]
+        stores = [(self._path(PODMAN_STORE), None, None)]
         if uid is not None:
             try:
                 home = pwd.getpwuid(uid).pw_dir
             except KeyError:
                 home = None
             if home:
-                stores.insert(0, os.path.join(self.root, home.lstrip("/"), PODMAN_USER_STORE))
-        for store in stores:
+                home = os.path.join(self.root, home.lstrip("/"))
+                stores.insert(0, (os.path.join(home, PODMAN_USER_STORE), home, uid))
+        for store, home, owner in stores:
             names = self._podman.get(store)
             if names is None:
-                names = self._podman[store] = _read_podman_store(store)
+                if home is None:
+                    data = self._read(store, tenantfile.read_file, store, tenantfile.STORE_LIMIT)
+                else:
+                    data = self._read(store, tenantfile.read_owned, home, PODMAN_USER_STORE,
+                                      owner, tenantfile.STORE_LIMIT)
+                names = self._podman[store] = {} if data is None else podman_names(data)
             if cid in names:
                 return names[cid]
         return None
 
     def kube_pod(self, uid: str) -> tuple | None:
         if self._kube_pods is None:
-            self._kube_pods = {}
-            for entry in _listdir(self._path(KUBELET_PODS)):
-                # <namespace>_<pod>_<uid>: neither a namespace nor a pod name has a '_'
-                parts = entry.split("_")
-                if len(parts) == 3:
-                    self._kube_pods[parts[2]] = (parts[0], parts[1])
+            found = (kube_pod_entry(e) for e in _listdir(self._path(KUBELET_PODS)))
+            self._kube_pods = dict(f for f in found if f)
         return self._kube_pods.get(uid)
 
     def kube_container(self, cid: str) -> tuple | None:
         if self._kube_containers is None:
-            self._kube_containers = {}
-            for entry in _listdir(self._path(KUBELET_CONTAINERS)):
-                # <pod>_<namespace>_<container>-<id>.log
-                if not entry.endswith(".log"):
-                    continue
-                rest, _, ident = entry[:-4].rpartition("-")
-                parts = rest.split("_")
-                if len(parts) == 3 and patterns().hex64.match(ident):
-                    self._kube_containers[ident] = (parts[0], parts[1], parts[2])
+            found = (kube_container_entry(e) for e in _listdir(self._path(KUBELET_CONTAINERS)))
+            self._kube_containers = dict(f for f in found if f)
         return self._kube_containers.get(cid)
 
     def docker_has(self, cid: str) -> bool:
         return os.path.isdir(self._path(DOCKER_DIR, cid))
+
+    def hostname(self, pid: int) -> str | None:
+        """The hostname file inside a process's root: the last resort for a name."""
+        root = f"{self.proc}/{pid}/root"
+        data = self._read(f"{root}/etc/hostname", tenantfile.read_in_root, root, "etc/hostname",
+                          tenantfile.NAME_LIMIT)
+        return None if data is None else hostname_line(data)
 
 
 def _listdir(path: str) -> list[str]:
@@ -248,27 +255,60 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _read_podman_store(path: str) -> dict:
+# -- the runtimes' files, parsed: any bytes in, a name or nothing out -------------------------
+
+def docker_name(data: bytes) -> str | None:
+    """config.v2.json -> the container's name (its top-level Name, less the slash)."""
+    text = data.decode("utf-8", "replace")
+    # the top-level Name is the only "Name" whose value starts with a slash;
+    # a regex over the text is ~20x cheaper than parsing the whole document
+    m = re.search(r'"Name"\s*:\s*("/[^"\\]*(?:\\.[^"\\]*)*")', text)
+    if not m:
+        return None
     try:
-        with open(path, "rb") as f:
-            entries = json.load(f)
-    except (OSError, ValueError):
+        return json.loads(m.group(1))[1:] or None
+    except ValueError:
+        return None
+
+
+def podman_names(data: bytes) -> dict[str, str]:
+    """A podman containers.json -> {id: first name}."""
+    try:
+        entries = json.loads(data)
+    except (ValueError, RecursionError):     # RecursionError: nesting deeper than Python's stack
         return {}
     out = {}
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            names = entry.get("names") or []
-            if names and isinstance(names[0], str):
-                out[entry["id"]] = names[0]
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        names = entry.get("names")
+        if isinstance(names, list) and names and isinstance(names[0], str):
+            out[entry["id"]] = names[0]
     return out
 
 
-def hostname_of(pid: int, proc: str = "/proc") -> str | None:
-    """The hostname file inside a process's root: the last resort for a name."""
-    try:
-        with open(f"{proc}/{pid}/root/etc/hostname", "rb") as f:
-            text = f.read(256).decode("utf-8", "replace")
-    except OSError:
+def kube_pod_entry(entry: str) -> tuple | None:
+    """A /var/log/pods entry, <namespace>_<pod>_<uid> -> (uid, (namespace, pod));
+    neither a namespace nor a pod name has a '_'."""
+    parts = entry.split("_")
+    return (parts[2], (parts[0], parts[1])) if len(parts) == 3 else None
+
+
+def kube_container_entry(entry: str) -> tuple | None:
+    """A /var/log/containers entry, <pod>_<namespace>_<container>-<id>.log ->
+    (id, (pod, namespace, container))."""
+    if not entry.endswith(".log"):
         return None
-    line = text.strip().split("\n", 1)[0].strip() if text.strip() else ""
+    rest, _, ident = entry[:-4].rpartition("-")
+    parts = rest.split("_")
+    if len(parts) == 3 and patterns().hex64.match(ident):
+        return ident, (parts[0], parts[1], parts[2])
+    return None
+
+
+def hostname_line(data: bytes) -> str | None:
+    """The first line of a hostname file (up to a NUL, which no hostname
+    has: a sparse file's hole), or None when it has none."""
+    text = data.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    line = text.split("\n", 1)[0].strip() if text else ""
     return line or None

@@ -15,6 +15,10 @@ containers.Node each repeat), what a run adds:
   select     --container NAME resolved (a full scan of /proc)
   absent     the same host with no runtime files: the marker check alone
 
+Kinds: docker (named by config.v2.json), unnamed (docker cgroups and no
+config.v2.json: named by the hostname in each container's root, the file the
+container itself writes), kubernetes.
+
 and, end to end, `sockterm list --no-processes -o jsonl` with and without the
 root (its wall time includes walking the namespaces). Everything it made is
 removed at the end. Prints a table, or JSON with --json.
@@ -66,15 +70,18 @@ class Layout:
         return p.pid
 
     def build(self) -> None:
-        if self.kind == "docker":
+        if self.kind in ("docker", "unnamed"):
             base = os.path.join(self.root, runtimes.DOCKER_DIR)
+            os.makedirs(base)
             for i in range(self.count):
                 cid, name = secrets.token_hex(32), f"web-{i}"
-                os.makedirs(os.path.join(base, cid))
-                with open(os.path.join(base, cid, "config.v2.json"), "w") as f:
-                    json.dump(_docker_config(cid, name), f)
-                self.spawn(f"{self.top}/system.slice/docker-{cid}.scope")
-                self.names.append(name)
+                if self.kind == "docker":
+                    os.makedirs(os.path.join(base, cid))
+                    with open(os.path.join(base, cid, "config.v2.json"), "w") as f:
+                        json.dump(_docker_config(cid, name), f)
+                pid = self.spawn(f"{self.top}/system.slice/docker-{cid}.scope")
+                self.names.append(name if self.kind == "docker"
+                                  else containers.Node(root=self.root).place_of(pid).container.name)
         else:
             per_pod = 4                   # pause + three containers
             for p in range(self.count // per_pod):
@@ -188,10 +195,11 @@ def main() -> None:
     ap.add_argument("--containers", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--kinds", default="docker,unnamed,kubernetes")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: it builds cgroups and namespaces")
-    rows = [measure(kind, args.containers, args.repeat) for kind in ("docker", "kubernetes")]
+    rows = [measure(kind, args.containers, args.repeat) for kind in args.kinds.split(",")]
     if args.json:
         print(json.dumps(rows, indent=2))
         return

@@ -196,6 +196,13 @@ def op_owner(uid=None):
     return True
 
 
+def op_chroot(path):
+    """Make `path` this process's root, as a container's is (/proc/PID/root)."""
+    os.chroot(path)
+    os.chdir("/")
+    return True
+
+
 def op_comm(name_hex):
     """Set the process name to these bytes (prctl PR_SET_NAME), as any user can."""
     import ctypes

@@ -175,14 +175,26 @@ def test_names_from_each_runtime(fake):
     assert node.place_of(16) is None and node.place_of(99) is None
 
 
-def test_rootless_podman_store(fake, monkeypatch):
+def test_rootless_podman_store_is_read_only_when_its_user_owns_it(fake, monkeypatch):
+    """A user's store is named from only if every directory from their home
+    down and the file are theirs: here the test's uid owns them; the same
+    home given to another uid is refused, and the log says why."""
+    me, other = os.getuid(), os.getuid() + 1
+
     class Pw:
         pw_dir = "/home/alice"
-    monkeypatch.setattr(R.pwd, "getpwuid", lambda uid: Pw if uid == 1000 else (_ for _ in ()).throw(KeyError))
+    monkeypatch.setattr(R.pwd, "getpwuid", lambda uid: Pw if uid in (me, other) else (_ for _ in ()).throw(KeyError))
     fake.podman([(ID["b"], "mine")], store="home/alice/" + R.PODMAN_USER_STORE)
     fake.podman([])
-    fake.process(20, v2(f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID['b']}.scope"))
-    assert fake.node().place_of(20).container.name == "mine"
+    for pid, uid in ((20, me), (21, other)):
+        fake.process(pid, v2(f"/user.slice/user-{uid}.slice/user@{uid}.service/user.slice/libpod-{ID['b']}.scope"))
+    notes = []
+    assert C.Node(root=str(fake.root), proc=str(fake.proc), log=notes.append).place_of(20).container.name == "mine"
+    assert notes == []
+    node = C.Node(root=str(fake.root), proc=str(fake.proc), log=notes.append)
+    assert node.place_of(21).container.name == ID["b"][:12]
+    assert notes == [f"not read: {fake.root}/home/alice/{R.PODMAN_USER_STORE}: "
+                     f"the home directory is owned by uid {me}, not {other}"]
 
 
 def test_kubelet_bare_ids_are_docker_only_if_docker_has_them(fake):
