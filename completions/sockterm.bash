@@ -31,3 +31,4 @@ _sockterm_completion_setup() {
 }
 
 _sockterm_completion_setup;
+

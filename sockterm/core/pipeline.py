@@ -25,7 +25,6 @@ destroyed by exact tuple and cookie over netlink.
 from __future__ import annotations
 
 import errno
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from ..engine import EngineError, Scope
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from ..host import cgroups, containers, netns, probe, procs
-from . import onepass, pool
+from . import onepass, pacing, pool
 from ..cancel import Cancel
 
 
@@ -77,6 +76,7 @@ class Report:
     interrupted: bool = False      # a signal stopped the run before it was done
     signum: int = 0                # ... which one
     refused: str = ""              # a kill that refused to start: why (nothing killed)
+    graceful: bool = False         # a kill --graceful: sockets shut down, not destroyed
 
     @property
     def matched(self) -> int:
@@ -91,6 +91,14 @@ class Report:
         return sum(r.failed for r in self.namespaces)
 
     @property
+    def shut_down(self) -> int:
+        return sum(r.shut_down for r in self.namespaces)
+
+    @property
+    def not_held(self) -> int:
+        return sum(r.not_held for r in self.namespaces)
+
+    @property
     def ns_errors(self) -> list:
         return [r for r in self.namespaces if r.error and not r.gone]
 
@@ -102,7 +110,7 @@ class Report:
         if self.failed or self.ns_errors:
             return ExitCode.FAILURE
         if kill:
-            return ExitCode.OK if self.killed else ExitCode.NO_MATCH
+            return ExitCode.OK if self.killed or self.shut_down else ExitCode.NO_MATCH
         return ExitCode.OK if self.matched else ExitCode.NO_MATCH
 
 
@@ -351,18 +359,10 @@ class _Run:
     def stream_paced(self, rate: float) -> Iterator[model.Sock]:
         """The plan in batches, at most `rate` sockets a second: ten batches a
         second, each a pass over the namespaces that hold its sockets."""
-        batch = max(1, math.ceil(rate / 10))
-        socks = self.planned.sockets
         nsr_of = {r.ns.ino: r for r in self.nsrs}
         start = time.monotonic()
         try:
-            for first in range(0, len(socks), batch):
-                due = start + first / rate
-                while not self.cancel.is_set() and time.monotonic() < due:
-                    self.cancel.wait(due - time.monotonic())
-                if self.cancel.is_set():
-                    break
-                part = socks[first:first + batch]
+            for part in pacing.batches(self.planned.sockets, rate, self.cancel):
                 self.engine.pin(s.cookie for s in part)
                 self.by_cookie = {s.cookie: s for s in part}
                 held = {s.netns for s in part}
