@@ -28,6 +28,8 @@ class Findings:
     auto_why: str = ""             # why not bpf, when it is diag
     caveats: list = field(default_factory=list)      # dicts, for JSON
     hash_tables: dict = field(default_factory=dict)
+    # how sockets can end here: abort (the bpf kfunc, netlink SOCK_DESTROY), graceful close
+    ends: dict = field(default_factory=dict)
 
 
 def _bpf_load(kill: bool) -> str:
@@ -191,6 +193,8 @@ def run(timed: bool = True) -> Findings:
         checks.append(Check("BPF load", not why, why or "loaded, verified and attached"))
     checks += _diag_checks(host)
     diag_ok = all(c.ok for c in checks if c.name in ("tcp diag", "udp diag", "diag destroy"))
+    graceful = _graceful_check(host)
+    checks.append(graceful)
     if auto == "bpf" and not bpf_ok:
         # the cheap decision said yes and the real load said no: trust the load
         auto, auto_why = "diag", "the BPF load failed (see above)"
@@ -208,4 +212,18 @@ def run(timed: bool = True) -> Findings:
         tables = hash_tables(host)
         checks.append(_tables_check(tables))
     can_kill = (bpf_ok if auto == "bpf" else diag_ok) and not missing
-    return Findings(checks, can_kill, auto, auto_why, found, tables)
+    ends = {"abort_kfunc": bpf_ok, "abort_netlink": diag_ok, "graceful": graceful.ok}
+    return Findings(checks, can_kill, auto, auto_why, found, tables, ends)
+
+
+def _graceful_check(host) -> Check:
+    """kill --graceful: pidfd_getfd, really tried (host/pidfd.py)."""
+    from .host import pidfd
+    why = pidfd.why_not()
+    if why:
+        return Check("graceful close", False, why)
+    if "CAP_SYS_PTRACE" in host.caps:
+        return Check("graceful close", True, "pidfd_getfd works: kill --graceful shuts down "
+                     "any process's sockets")
+    return Check("graceful close", True, "pidfd_getfd works, but without CAP_SYS_PTRACE only "
+                 f"for dumpable processes of uid {os.getuid()} holding no capability sockterm lacks")

@@ -32,6 +32,7 @@ def doctor_cmd(*, output: str):
             "auto_engine": {"engine": found.auto, "why_not_bpf": found.auto_why or None},
             "caveats": found.caveats,
             "hash_tables": found.hash_tables,
+            "ends": found.ends,
         }, indent=2))
     else:
         _report(found)
@@ -67,6 +68,11 @@ def _report(found) -> None:
         verdict = Text(f"sockterm can kill sockets on this host (engine {found.auto})", style="green")
     else:
         verdict = Text("sockterm cannot kill sockets on this host: see FAIL above", style="bold red")
+    yes = {True: "yes", False: "no"}
+    ends = Text(f"abort: kfunc {yes[found.ends['abort_kfunc']]}, netlink "
+                f"{yes[found.ends['abort_netlink']]}; graceful close (kill --graceful): "
+                f"{yes[found.ends['graceful']]}")
+    notes.append(ends)
     con = console(sys.stdout)
     with con.capture() as captured:
         for part in (table, *notes, verdict):

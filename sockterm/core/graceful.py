@@ -62,8 +62,14 @@ def shut_down(target, report: Report, options: Options | None = None, *,
     why = pidfd.why_not()
     if why:
         raise SocktermError(f"kill --graceful cannot run here: {why}")
-    if "CAP_SYS_ADMIN" not in probe.effective_caps():
+    caps = probe.effective_caps()
+    if "CAP_SYS_ADMIN" not in caps:
         raise SocktermError("sockterm kill --graceful needs CAP_SYS_ADMIN (run it as root)")
+    if "CAP_SYS_PTRACE" not in caps:
+        report.warnings.append(
+            "sockterm lacks CAP_SYS_PTRACE: processes it may not trace (other users', "
+            "non-dumpable or more privileged ones) refuse their descriptors (no-permission), "
+            "and /proc does not show which sockets they hold (not-held where it attributed them)")
     failed: list = []
     if isinstance(target, Plan):
         the_plan = target
@@ -110,6 +116,10 @@ class _Closing:
                 for sock in rest:
                     sock.result = model.NOT_HELD
                 self._account(rest)
+                self.report.warnings.append(
+                    f"{len(rest)} of the sockets are held by no process (orphans, time-wait or "
+                    "request sockets, connections not yet accepted, kernel sockets): left alone; "
+                    "--abort-rest aborts them")
                 yield from rest
             yield from self._shut_all(held, rate)
             if rest and self.abort_rest and not self.cancel.is_set():
@@ -231,10 +241,16 @@ class _Holders:
 
     def _fd(self, pid: int, ino: int, again: bool) -> int | None:
         """The descriptor through which pid holds socket ino; again: read
-        /proc once more (at most once a batch), it may have moved."""
+        /proc once more (at most once a batch), it may have moved.
+        PermissionError when pid's descriptors may not be read."""
         if pid not in self.fds or (again and self.read_in[pid] != self.batch):
-            self.fds[pid] = procs.descriptors(pid, self.wanted.get(pid, ()))
             self.read_in[pid] = self.batch
+            try:
+                self.fds[pid] = procs.descriptors(pid, self.wanted.get(pid, ()))
+            except PermissionError:
+                self.fds[pid] = None
+        if self.fds[pid] is None:
+            raise PermissionError(errno.EPERM, "not allowed to read its descriptors")
         return self.fds[pid].get(ino)
 
     def shut(self, pid: int, sock: model.Sock, how: int) -> tuple[int, int | None]:
@@ -245,7 +261,10 @@ class _Holders:
         if handle < 0:
             return -handle, None
         for again in (False, True):
-            fd = self._fd(pid, sock.ino, again)
+            try:
+                fd = self._fd(pid, sock.ino, again)
+            except PermissionError:
+                return errno.EPERM, None
             if fd is None:
                 continue
             try:

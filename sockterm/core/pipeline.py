@@ -262,6 +262,8 @@ class _Run:
                                          held=one_pass and name == "bpf")
         except EngineError as exc:
             self._drop_counters()
+            if isinstance(exc, engines.CannotDestroy):
+                raise SocktermError(cannot_destroy(host, name)) from None
             raise SocktermError(f"{name} engine: {exc}", exc.code) from None
         self.report.namespaces.extend(self.nsrs)
         if one_pass:
@@ -763,6 +765,18 @@ class _Attribution(threading.Thread):
             self.report.warnings.append(f"processes not shown: {exc}")
         finally:
             self.ready.set()
+
+
+GRACEFUL_INSTEAD = "kill --graceful shuts connections down through the processes holding them instead"
+
+
+def cannot_destroy(host: probe.HostProbe, engine: str) -> str:
+    """One line for a kill on a kernel that refuses engine's destroys."""
+    if not host.bpf_can_kill:
+        return ("this kernel can destroy no socket: it has neither the bpf_sock_destroy kfunc "
+                "(Linux >= 6.5) nor SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY); " + GRACEFUL_INSTEAD)
+    return (f"{engine} engine: the kernel cannot destroy sockets over netlink (no "
+            f"CONFIG_INET_DIAG_DESTROY): use --backend bpf, or {GRACEFUL_INSTEAD}")
 
 
 def choose_engine(backend: str, kill: bool, host: probe.HostProbe, log) -> str:

@@ -30,7 +30,9 @@ def _socket_inodes(pid: int) -> set[int]:
 def descriptors(pid: int, inodes) -> dict[int, int]:
     """socket inode -> the descriptor through which process pid holds it,
     for the given inodes (the lowest such descriptor is not promised). Stops
-    reading once every one is found; {} when the process is gone."""
+    reading once every one is found; {} when the process is gone.
+    PermissionError: this process may not read pid's descriptors (ptrace's
+    read check: another uid, not dumpable, more privileged)."""
     wanted = set(inodes)
     found: dict[int, int] = {}
     try:
@@ -42,6 +44,8 @@ def descriptors(pid: int, inodes) -> dict[int, int]:
         for name in os.listdir(dir_fd):
             try:
                 target = readlink(name, dir_fd=dir_fd)
+            except PermissionError:
+                raise
             except OSError:
                 continue
             if target.startswith("socket:["):
@@ -50,6 +54,8 @@ def descriptors(pid: int, inodes) -> dict[int, int]:
                     found[ino] = int(name)
                     if len(found) == len(wanted):
                         break
+    except PermissionError:
+        raise
     except OSError:
         pass
     finally:
