@@ -223,7 +223,6 @@ def _graceful_check(host) -> Check:
     if why:
         return Check("graceful close", False, why)
     if "CAP_SYS_PTRACE" in host.caps:
-        return Check("graceful close", True, "pidfd_getfd works: kill --graceful shuts down "
-                     "any process's sockets")
-    return Check("graceful close", True, "pidfd_getfd works, but without CAP_SYS_PTRACE only "
-                 f"for dumpable processes of uid {os.getuid()} holding no capability sockterm lacks")
+        return Check("graceful close", True, "pidfd_getfd, CAP_SYS_PTRACE: any process's sockets")
+    return Check("graceful close", True, "pidfd_getfd, but no CAP_SYS_PTRACE: only dumpable "
+                 f"processes of uid {os.getuid()} holding no capability sockterm lacks")

@@ -83,6 +83,20 @@ def errno_of(fn) -> str:
     return "eof" if result == b"" else f"ok {result!r}"
 
 
+# -- doctor ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prefix", [(), NO_PTRACE], ids=["root", "no-ptrace"])
+def test_doctor_says_how_sockets_can_end_here(prefix):
+    code, out, err = sockterm("doctor", "-o", "json", prefix=prefix)
+    doc = json.loads(out)
+    [check] = [c for c in doc["checks"] if c["name"] == "graceful close"]
+    assert check["ok"] is True and doc["ends"]["graceful"] is True
+    assert ("no CAP_SYS_PTRACE" in check["detail"]) == bool(prefix), check
+    assert doc["ends"]["abort_netlink"] is True
+    load = [c for c in doc["checks"] if c["name"] == "BPF load"]
+    assert doc["ends"]["abort_kfunc"] is (bool(load) and load[0]["ok"])
+
+
 # -- the transfer: what a FIN keeps and a reset loses --------------------------------------
 
 @pytest.mark.parametrize("engine", ENGINES)
