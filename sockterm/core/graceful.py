@@ -25,7 +25,9 @@ pins each line):
   A listener is shut down both ways whatever was asked (SHUT_WR does nothing
   to one): accept() fails with EINVAL, the connections waiting in its queue
   are reset, new ones refused. A UDP socket's blocked recv returns 0 bytes,
-  its sends fail with EPIPE (UDP raises no SIGPIPE).
+  its sends fail with EPIPE (UDP raises no SIGPIPE). A connection still
+  being set up (syn-sent) has nothing to drain: its connect() fails with
+  ECONNRESET.
 
 A socket no process holds (an orphan, a request or time-wait socket, a kernel
 socket, a connection not yet accepted) has no descriptor to go through: it is
@@ -38,6 +40,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from typing import Iterator
 
 from .. import model
@@ -132,12 +135,19 @@ class _Closing:
 
     def _shut_all(self, socks: list, rate: float | None) -> Iterator[model.Sock]:
         parts = pacing.batches(socks, rate, self.cancel) if rate else _chunks(socks, self.cancel)
+        spent = 0.0
         for part in parts:
+            started = time.perf_counter()
             self.holders.next_batch()
             for sock in part:
                 self._shut(sock)
             self._account(part)
+            spent += time.perf_counter() - started
             yield from part
+        holders = self.holders
+        self.log(f"graceful: {len(socks)} held sockets, {len(holders.pidfds)} holders: "
+                 f"{spent * 1000:.0f} ms, of which {holders.reading * 1000:.0f} ms reading "
+                 f"/proc/PID/fd ({holders.reads} times)")
 
     def _shut(self, sock: model.Sock) -> None:
         """Through the first holder that still has it; the next ones only
@@ -225,6 +235,7 @@ class _Holders:
         self.fds: dict = {}             # pid -> {inode: fd}
         self.read_in: dict = {}         # pid -> the batch its descriptors were read in
         self.batch = 0
+        self.reads, self.reading = 0, 0.0     # for -v: /proc/PID/fd reads, seconds spent
 
     def next_batch(self) -> None:
         self.batch += 1
@@ -245,10 +256,13 @@ class _Holders:
         PermissionError when pid's descriptors may not be read."""
         if pid not in self.fds or (again and self.read_in[pid] != self.batch):
             self.read_in[pid] = self.batch
+            started = time.perf_counter()
             try:
                 self.fds[pid] = procs.descriptors(pid, self.wanted.get(pid, ()))
             except PermissionError:
                 self.fds[pid] = None
+            self.reads += 1
+            self.reading += time.perf_counter() - started
         if self.fds[pid] is None:
             raise PermissionError(errno.EPERM, "not allowed to read its descriptors")
         return self.fds[pid].get(ino)

@@ -35,18 +35,16 @@ def descriptors(pid: int, inodes) -> dict[int, int]:
     read check: another uid, not dumpable, more privileged)."""
     wanted = set(inodes)
     found: dict[int, int] = {}
+    gone = (FileNotFoundError, ProcessLookupError)
     try:
         dir_fd = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
+    except gone:
         return found
     try:
-        readlink = os.readlink
         for name in os.listdir(dir_fd):
             try:
-                target = readlink(name, dir_fd=dir_fd)
-            except PermissionError:
-                raise
-            except OSError:
+                target = os.readlink(name, dir_fd=dir_fd)
+            except gone:               # closed meanwhile
                 continue
             if target.startswith("socket:["):
                 ino = int(target[8:-1])
@@ -54,9 +52,7 @@ def descriptors(pid: int, inodes) -> dict[int, int]:
                     found[ino] = int(name)
                     if len(found) == len(wanted):
                         break
-    except PermissionError:
-        raise
-    except OSError:
+    except gone:
         pass
     finally:
         os.close(dir_fd)

@@ -21,7 +21,8 @@ import time
 import pytest
 
 from conftest import ENGINES, VIP4, sh, sockterm
-from rel_util import FIN_PORT, close_wait, hold_still, inside, loopback_pairs, time_wait
+from rel_util import (FIN_PORT, SYN_PORT, close_wait, hold_still, inside, loopback_pairs,
+                      time_wait, wait_for_states)
 from test_interrupt import AuditSink, start
 from test_operator_terminal import run_pty
 from test_podman import CONNECTIONS, containers, established, rootfs  # noqa: F401 (fixtures)
@@ -280,6 +281,37 @@ def test_without_cap_sys_ptrace(topo, engine):
     assert status == {plain.pid: -1, refusing.pid: 0, mighty.pid: 0}
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_holders_that_let_go_at_the_prompt(topo, engine):
+    """While the operator is asked, one holder exits (its socket goes with it:
+    gone), another closes its descriptor but a child it forked still holds
+    the socket (shut down through the child)."""
+    ns = topo.ns("letgo")
+    server, leaving, forking = topo.holder(ns), topo.holder(ns), topo.holder(ns)
+    lst = server.call("listen", addr="127.0.0.1", port=PORT)
+    [left] = leaving.call("connect", dst="127.0.0.1", port=PORT)
+    [kept] = forking.call("connect", dst="127.0.0.1", port=PORT)
+    child = forking.call("fork")
+    peers = {p["peer"][1]: p["id"] for p in server.call("accept", id=lst["id"], count=2)}
+    cookies = {name: h.call("infos", ids=[c["id"]])[0]["cookie"]
+               for name, h, c in (("left", leaving, left), ("kept", forking, kept))}
+
+    def let_go():
+        leaving.close()
+        forking.call("close", ids=[kept["id"]])
+    code, shown, piped = run_pty("--backend", engine, "kill", "--graceful", "--netns", ns,
+                                 "--dst", f"127.0.0.1:{PORT}", "-o", "json", answer="y",
+                                 stdout_pty=False, before_answer=let_go)
+    known_bpf_failure(engine, shown)
+    by_cookie = {s["cookie"]: s for s in json.loads(piped)["sockets"]}
+    assert by_cookie[cookies["left"]]["result"] == "gone"
+    assert by_cookie[cookies["kept"]]["result"] == "shut-down"
+    assert by_cookie[cookies["kept"]]["holder"]["pid"] == child
+    assert code == 0, shown
+    assert server.status([peers[kept["local"][1]]]) == {peers[kept["local"][1]]: -1}
+    forking.call("reap", pid=child)
+
+
 # -- what the application sees -------------------------------------------------------------------
 
 APP = r"""
@@ -298,6 +330,10 @@ if role == "listener":
     s = socket.socket(); s.bind(("127.0.0.1", port)); s.listen()
     say(port=port)
     say(accept=attempt(lambda: s.accept()[0].fileno()))
+elif role == "connector":               # in SYN-SENT: nft drops the SYN-ACKs it waits for
+    s = socket.socket()
+    say(port=0)
+    say(connect=attempt(lambda: s.connect(("127.0.0.1", port)) or 0))
 elif role == "udp":
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", port))
     say(port=port)
@@ -341,16 +377,21 @@ def test_what_the_application_sees(topo, half_close):
     """What core/graceful.py's docstring says each kind of socket and
     application sees, pinned (the engine does not matter here)."""
     ns = topo.ns("app")
+    hold_still(ns)
     server = topo.holder(ns)
     lst = server.call("listen", addr="127.0.0.1", port=PORT)
+    server.call("listen", addr="127.0.0.1", port=SYN_PORT)
     reader, writer = App(ns, "reader", PORT), App(ns, "writer", PORT)
     listener, udp = App(ns, "listener", PORT + 1), App(ns, "udp", PORT + 2)
+    connector = App(ns, "connector", SYN_PORT)
     peer = {p["peer"][1]: p["id"] for p in server.call("accept", id=lst["id"], count=2)}
-    pids = [arg for app in (reader, writer, listener, udp) for arg in ("--pid", str(app.proc.pid))]
+    apps = (reader, writer, listener, udp, connector)
+    pids = [arg for app in apps for arg in ("--pid", str(app.proc.pid))]
+    wait_for_states([ns], {2: "SYN-SENT"})
     code, doc, err = graceful("diag", "--netns", ns, "--state", "all", *pids,
                               *(["--half-close"] if half_close else []))
     assert code == 0, err
-    assert [s["result"] for s in doc["sockets"]] == ["shut-down"] * 4
+    assert [s["result"] for s in doc["sockets"]] == ["shut-down"] * len(apps)
     assert server.status(list(peer.values())) == {i: -1 for i in peer.values()}   # FIN: EOF
     server.call("send", id=peer[reader.port], data="answer")     # after the FIN
     said, end = reader.seen()
@@ -373,6 +414,9 @@ def test_what_the_application_sees(topo, half_close):
         dgram.sendto(b"hello", ("127.0.0.1", PORT + 2))
     said, end = udp.seen()
     assert said == {"recv": 5 if half_close else 0, "send": "EPIPE"} and end == "exit"
+    # a connection still being set up has nothing to drain: its connect fails
+    said, end = connector.seen()
+    assert said == {"connect": "ECONNRESET"} and end == "exit"
     knock.close()
     dgram.close()
 
