@@ -67,22 +67,30 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def message(*, filter_text: str, report, error: str = "", environ=None) -> str:
-    """The record's text: who, the filter, totals, then counts per namespace.
+def message(*, filter_text: str, report, error: str = "", environ=None, mode=None) -> str:
+    """The record's text: who, how, the filter, totals, then counts per namespace.
 
-    `report` is a core.Report (duck-typed: engine, namespaces, matched, killed, failed).
+    `report` is a core.Report (duck-typed: engine, namespaces, matched, killed,
+    failed, shut_down, not_held); `mode` the kill's (cli/kill.py: mode,
+    shutdown, abort_rest), None for an abort.
     """
-    head = (f"kill by {who(environ)} filter={_quote(filter_text)} engine={report.engine or '-'} "
-            f"matched={report.matched} killed={report.killed} failed={report.failed} "
-            f"namespaces={len(report.namespaces)}")
+    graceful = bool(mode) and mode["mode"] == "graceful"
+    how = (f"mode=graceful shutdown={mode['shutdown']} "
+           f"abort_rest={'yes' if mode['abort_rest'] else 'no'} " if graceful else "")
+    fields = (("matched", "shut_down", "not_held", "killed", "failed") if graceful
+              else ("matched", "killed", "failed"))
+    head = (f"kill by {who(environ)} {how}filter={_quote(filter_text)} "
+            f"engine={report.engine or '-'} "
+            + " ".join(f"{name}={getattr(report, name)}" for name in fields)
+            + f" namespaces={len(report.namespaces)}")
     if error:
         head += f" error={_quote(error)}"
     touched = [r for r in report.namespaces if r.matched or r.error]
-    items = [f"{r.ns.name}({r.ns.ino}):{r.engine}:{r.matched}/{r.killed}/{r.failed}"
+    items = [f"{r.ns.name}({r.ns.ino}):{r.engine}:" + "/".join(str(getattr(r, name)) for name in fields)
              + (" error" if r.error and not r.gone else "") for r in touched[:MAX_NAMESPACES]]
     if len(touched) > MAX_NAMESPACES:
         items.append(f"... {len(touched) - MAX_NAMESPACES} more")
-    text = head + (" per-netns(name(inode):engine:matched/killed/failed)=" + ",".join(items)
+    text = head + (f" per-netns(name(inode):engine:{'/'.join(fields)})=" + ",".join(items)
                    if items else "")
     # names, SUDO_USER and error text are anyone's to choose: no newline may
     # forge a second record, no escape sequence reach whoever reads the log

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .host import caveats, probe
 
-CAPABILITIES = ("enumerate", "one pass", "destroy in kernel", "destroy by netlink")
+CAPABILITIES = ("enumerate", "one pass", "destroy in kernel", "destroy by netlink", "graceful close")
 SYSCTLS = ("net.ipv4.tcp_child_ehash_entries", "net.ipv4.udp_child_hash_entries")
 
 
@@ -29,6 +29,8 @@ class Findings:
     auto_why: str = ""             # why not bpf, when it is diag
     caveats: list = field(default_factory=list)      # dicts, for JSON
     hash_tables: dict = field(default_factory=dict)
+    # how sockets can end here: abort (the bpf kfunc, netlink SOCK_DESTROY), graceful close
+    ends: dict = field(default_factory=dict)
 
     @property
     def capabilities(self) -> dict:
@@ -233,6 +235,8 @@ def run(timed: bool = True) -> Findings:
     if auto == "bpf" and not enumerate_ok:
         # what a run does: the kernel refused the iterators, auto uses diag
         auto, auto_why = "diag", f"the kernel refused the socket iterators: {capabilities['enumerate'][1]}"
+    graceful = _graceful_check(host)
+    checks.append(graceful)
     checks.append(Check("auto engine", None, auto + (f" ({auto_why})" if auto_why else "")))
     found = []
     for caveat, verdict in caveats.applicable(host.kernel):
@@ -247,4 +251,17 @@ def run(timed: bool = True) -> Findings:
         tables = hash_tables(host)
         checks.append(_tables_check(tables))
     can_kill = (bpf_ok if auto == "bpf" else diag_ok) and not missing
-    return Findings(checks, can_kill, auto, auto_why, found, tables)
+    ends = {"abort_kfunc": bpf_ok, "abort_netlink": diag_ok, "graceful": graceful.ok}
+    return Findings(checks, can_kill, auto, auto_why, found, tables, ends)
+
+
+def _graceful_check(host) -> Check:
+    """kill --graceful: pidfd_getfd, really tried (host/pidfd.py)."""
+    from .host import pidfd
+    why = pidfd.why_not()
+    if why:
+        return Check("graceful close", False, why)
+    if "CAP_SYS_PTRACE" in host.caps:
+        return Check("graceful close", True, "pidfd_getfd, CAP_SYS_PTRACE: any process's sockets")
+    return Check("graceful close", True, "pidfd_getfd, but no CAP_SYS_PTRACE: only dumpable "
+                 f"processes of uid {os.getuid()} holding no capability sockterm lacks")

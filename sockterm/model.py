@@ -17,6 +17,9 @@ UNSUPPORTED = "unsupported"    # the kernel cannot destroy this kind of socket
 NO_PERMISSION = "no-permission"
 FAILED = "failed"              # any other errno; Sock.error says which
 DEFERRED = "deferred"          # internal: the kfunc cannot take it, netlink will
+# kill --graceful (core/graceful.py)
+SHUT_DOWN = "shut-down"        # shutdown(2) through a holder's descriptor: a FIN, not a reset
+NOT_HELD = "not-held"          # no process holds it: nothing to shut down through (left alone)
 
 _ERRNO_RESULTS = {errno.ENOENT: GONE, errno.ESRCH: GONE, errno.EOPNOTSUPP: UNSUPPORTED,
                   errno.EPERM: NO_PERMISSION, errno.EACCES: NO_PERMISSION}
@@ -47,7 +50,7 @@ class Sock:
 
     __slots__ = ("netns", "family", "proto", "state", "src", "sport", "dst", "dport",
                  "cookie", "uid", "ino", "result", "error", "processes", "netns_name",
-                 "mini", "ifindex", "place", "cgroup")
+                 "mini", "ifindex", "place", "cgroup", "holder")
 
     def __init__(self, netns, family, proto, state, src, sport, dst, dport,
                  cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False,
@@ -71,6 +74,7 @@ class Sock:
         self.ifindex = ifindex     # bound device; a netlink destroy must name it
         self.place = None          # host.containers.Place: its container and pod, if any
         self.cgroup = 0            # its cgroup v2 id, where an engine read it (0: none or unread)
+        self.holder = None         # kill --graceful: (pid, fd) of the descriptor it was shut down through
 
     @property
     def key(self):
@@ -194,5 +198,7 @@ class NamespaceReport:
     matched: int = 0
     killed: int = 0
     failed: int = 0
+    shut_down: int = 0            # kill --graceful: shut down through a holder
+    not_held: int = 0             # kill --graceful: held by no process, left alone
     walked: bool = True           # searched by a walk of its tables (not the one pass alone)
     walk_reason: str | None = None   # why it was walked (see core/onepass.py)

@@ -46,16 +46,22 @@ def ask(sample_socks, per_namespace_counts, engine: str, total: int | None = Non
     return click.confirm("Kill them?", default=False, err=True)
 
 
-def show(sample_socks, per_namespace_counts, engine: str, total: int | None = None) -> None:
+def show(sample_socks, per_namespace_counts, engine: str, total: int | None = None, *,
+         graceful: bool = False, abort_rest: bool = False, unheld: int = 0) -> None:
     """The kill to come, on stderr: the total, counts per namespace, a sample.
 
     per_namespace_counts: [(namespace name, matching sockets)], any order;
-    total defaults to their sum."""
+    total defaults to their sum. graceful: they are to be shut down, and
+    `unheld` of them, held by no process, left alone (or aborted: abort_rest)."""
     counts = sorted(per_namespace_counts, key=lambda item: (-item[1], item[0]))
     total = sum(n for _, n in counts) if total is None else total
     con = console()
-    con.print(Text(f"About to kill {_plural(total, 'socket')} in "
+    verb = "shut down" if graceful else "kill"
+    con.print(Text(f"About to {verb} {_plural(total, 'socket')} in "
                    f"{_plural(len(counts), 'namespace')} (engine {engine}):", style="bold red"))
+    if unheld:
+        fate = "aborted" if abort_rest else "left alone (--abort-rest aborts them)"
+        con.print(Text(f"{unheld} of them held by no process: {fate}", style="yellow"))
     if len(counts) > 1:
         per_ns = Table(box=None, show_header=True, header_style="bold", pad_edge=False,
                        padding=(0, 2))

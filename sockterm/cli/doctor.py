@@ -33,6 +33,7 @@ def doctor_cmd(*, output: str):
             "auto_engine": {"engine": found.auto, "why_not_bpf": found.auto_why or None},
             "caveats": found.caveats,
             "hash_tables": found.hash_tables,
+            "ends": found.ends,
         }, indent=2))
     else:
         _report(found)
@@ -67,7 +68,9 @@ def _report(found) -> None:
     if found.can_kill:
         verdict = Text(f"sockterm can kill sockets on this host (engine {found.auto})", style="green")
     else:
-        verdict = Text("sockterm cannot kill sockets on this host: see FAIL above", style="bold red")
+        verdict = Text("sockterm cannot kill sockets on this host: see FAIL above"
+                       + ("; kill --graceful works" if found.ends["graceful"] else ""),
+                       style="bold red")
     con = console(sys.stdout)
     with con.capture() as captured:
         for part in (table, *notes, verdict):

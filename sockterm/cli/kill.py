@@ -23,11 +23,24 @@ from .run import abort, build_filter, core_options, renderer_for, show, stderr_l
               help="Destroy at most N sockets a second: the matching set is fixed first, "
                    "then destroyed in paced batches.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be killed (same as match).")
+@click.option("--graceful", is_flag=True,
+              help="Shut connections down instead of aborting them: a FIN, after what was "
+                   "queued, through a descriptor of the process holding each socket "
+                   "(pidfd_getfd). Sockets no process holds are left alone.")
+@click.option("--half-close", is_flag=True,
+              help="With --graceful: shut down only the sending side (SHUT_WR); the peer's "
+                   "data still reaches the application.")
+@click.option("--abort-rest", is_flag=True,
+              help="With --graceful: abort the sockets no process holds (orphans, time-wait, "
+                   "request sockets) instead of leaving them.")
 @click.pass_context
-def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_run: bool, **kwargs):
+def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_run: bool,
+             graceful: bool, half_close: bool, abort_rest: bool, **kwargs):
     """Destroy the matching sockets in every namespace.
 
     The local application gets ECONNABORTED, a TCP peer gets a reset.
+    With --graceful they are shut down instead: the application reads EOF,
+    its writes fail with EPIPE, the peer gets what was queued, then a FIN.
     Without --state only connected sockets are killed: listeners and
     unconnected UDP sockets only with --state listening / unconnected / all.
     A filter naming an address, port, process, namespace, container, pod,
@@ -38,6 +51,11 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     from .. import core, states
     flt = build_filter(filter_args(kwargs), states.DEFAULT_KILL)
     processes = not kwargs["no_processes"]
+    if (half_close or abort_rest) and not graceful:
+        abort("--half-close and --abort-rest go with --graceful", ExitCode.USAGE)
+    if graceful and not processes:
+        abort("--graceful shuts sockets down through the processes holding them: "
+              "it cannot run with --no-processes", ExitCode.USAGE)
     if dry_run:
         return show(ctx, "match", flt, kwargs)
     if not flt.targeted:
@@ -48,22 +66,39 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
     opts = core_options(ctx, processes=processes)
     renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
-    meta = {"command": "kill", "filter": flt.describe()}
+    mode = _mode(graceful, half_close, abort_rest)
+    meta = {"command": "kill", "mode": mode["mode"], "shutdown": mode["shutdown"],
+            "filter": flt.describe()}
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
-        _audit(flt, report, error, log)
+        _audit(flt, report, error, log, mode)
 
     target = flt
     if max_kills is not None or not yes or rate:
         # kill exactly what was counted and shown: a socket that appears in
         # between is not part of what the operator agreed to
-        target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes)
-    return stream(lambda report: core.kill(target, report, opts, rate=rate), renderer, meta,
-                  kill=True, on_done=audit, hints=flt.hints())
+        target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes,
+                       mode=mode)
+    if graceful:
+        def start(report):
+            return core.shut_down(target, report, opts, rate=rate, half_close=half_close,
+                                  abort_rest=abort_rest)
+    else:
+        def start(report):
+            return core.kill(target, report, opts, rate=rate)
+    return stream(start, renderer, meta, kill=True, on_done=audit, hints=flt.hints())
 
 
-def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
+def _mode(graceful: bool, half_close: bool, abort_rest: bool) -> dict:
+    """How the kill ends sockets, as the document and the audit record say it."""
+    if not graceful:
+        return {"mode": "abort", "shutdown": None, "abort_rest": None}
+    return {"mode": "graceful", "shutdown": "SHUT_WR" if half_close else "SHUT_RDWR",
+            "abort_rest": abort_rest}
+
+
+def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool, mode: dict):
     """The match pass before a kill: the --max guard and the confirmation.
     Returns the plan to kill, or exits with a report saying why not."""
     from .. import core
@@ -86,7 +121,7 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
             click.echo(f"sockterm: hint: {shown(hint)}", err=True)
         report.refused = "nothing matches"
         _refuse(renderer, report, meta, "nothing matches; nothing killed", ExitCode.NO_MATCH)
-    answer = _ask(the_plan, report)
+    answer = _ask(the_plan, report, mode)
     if answer is not True:
         report.refused = "declined at the prompt"
         code = ExitCode.NO_MATCH if answer is False else 128 + answer
@@ -94,17 +129,21 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
     return the_plan
 
 
-def _ask(the_plan, report):
+def _ask(the_plan, report, mode: dict):
     """True to go ahead, False for no (Ctrl-C and end of input included), or
     the number of a terminating signal that arrived at the prompt."""
     from ..signals import Interrupted, at_prompt
     import signal
     from .confirm import sample, show as show_kill
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
-    show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets))
+    graceful = mode["mode"] == "graceful"
+    show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets),
+              graceful=graceful, abort_rest=mode["abort_rest"],
+              unheld=sum(1 for s in the_plan.sockets if not s.processes) if graceful else 0)
     try:
         with at_prompt():
-            return click.confirm("Kill them?", default=False, err=True)
+            return click.confirm("Shut them down?" if graceful else "Kill them?", default=False,
+                                 err=True)
     except click.exceptions.Abort:
         click.echo("", err=True)
         return False
@@ -123,9 +162,9 @@ def _refuse(renderer, report, meta, message: str, code: int):
     sys.exit(int(code))
 
 
-def _audit(flt, report, error: str, log) -> None:
+def _audit(flt, report, error: str, log, mode: dict) -> None:
     from .. import audit
-    text = audit.message(filter_text=flt.describe(), report=report, error=error)
+    text = audit.message(filter_text=flt.describe(), report=report, error=error, mode=mode)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
     problem = audit.write(text, severity=severity)
     if problem and problem.startswith("no syslog socket"):

@@ -46,7 +46,10 @@ class Progress:
         nss = len(report.namespaces)
         text = (f"sockterm: searching {nss} namespace{'s' if nss != 1 else ''}... "
                 f"{report.matched} matched")
-        return text + (f", {report.killed} killed" if self.kill else "")
+        if not self.kill:
+            return text
+        return text + (f", {report.shut_down} shut down" if report.shut_down else "") + \
+            f", {report.killed} killed"
 
     def _run(self) -> None:
         if self._stop.wait(DELAY):

@@ -72,6 +72,7 @@ def socket_dict(sock: model.Sock, kill: bool) -> dict:
     if kill:
         doc["result"] = sock.result
         doc["error"] = errno_mod.errorcode.get(sock.error) if sock.error else None
+        doc["holder"] = None if sock.holder is None else {"pid": sock.holder[0], "fd": sock.holder[1]}
     return doc
 
 
@@ -142,7 +143,9 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
             f'{_NO_PLACE if sock.place is None else _place_json(sock.place)}')
     if kill:
         error = f'"{_ERRNAMES[sock.error]}"' if sock.error in _ERRNAMES else "null"
-        text += f',"result":"{sock.result}","error":{error}'
+        holder = "null" if sock.holder is None else \
+            f'{{"pid":{sock.holder[0]},"fd":{sock.holder[1]}}}'
+        text += f',"result":"{sock.result}","error":{error},"holder":{holder}'
     return text + "}"
 
 
@@ -150,7 +153,7 @@ def ns_dict(nsr: model.NamespaceReport) -> dict:
     place = nsr.ns.place
     return {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
             "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
-            "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason,
+            "shut_down": nsr.shut_down, "not_held": nsr.not_held, "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason,
             "container": container_dict(place.container if place else None),
             "pod": pod_dict(place.pod if place else None)}
 
@@ -314,13 +317,14 @@ class TableRenderer(Renderer):
         for cells in self.rows:
             style = None
             if color and result_at is not None:
-                style = {result_at: GREEN if cells[result_at] == model.KILLED else RED}
+                style = {result_at: GREEN if cells[result_at] in ENDED else RED}
             for line in folded_lines(cells, widths, style):
                 write(line + "\n")
         self.write("".join(out))
 
 
 BOLD, GREEN, RED, RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[0m"
+ENDED = (model.KILLED, model.SHUT_DOWN)      # what a kill set out to do, done
 GAP = 2
 # columns give up width in this order, each down to its minimum
 SHRINK = (("PROCESS", 7), ("NETNS", 12), ("PEER", 21), ("LOCAL", 21), ("PEER", 14),
@@ -401,7 +405,8 @@ def summary_dict(report, kill: bool) -> dict:
     doc = {"matched": report.matched, "namespaces": len(report.namespaces),
            "namespace_errors": len(report.ns_errors), "interrupted": report.interrupted}
     if kill:
-        doc.update(killed=report.killed, failed=report.failed, refused=report.refused or None)
+        doc.update(killed=report.killed, failed=report.failed, shut_down=report.shut_down,
+                   not_held=report.not_held, refused=report.refused or None)
     return doc
 
 
@@ -409,11 +414,19 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _counts(matched: int, killed: int, failed: int, kill: bool, where: str = "") -> str:
+def _counts(r, kill: bool, graceful: bool, where: str = "") -> str:
+    """r: a report or a namespace's (matched, killed, failed, shut_down, not_held)."""
     if not kill:
-        return _plural(matched, "socket") + where
-    text = f"killed {killed} of {_plural(matched, 'matching socket')}{where}"
-    return text + (f", {failed} failed" if failed else "")
+        return _plural(r.matched, "socket") + where
+    if graceful:
+        text = f"shut down {r.shut_down} of {_plural(r.matched, 'matching socket')}{where}"
+        if r.killed:
+            text += f", aborted {r.killed}"
+        if r.not_held:
+            text += f", {r.not_held} held by no process left alone"
+    else:
+        text = f"killed {r.killed} of {_plural(r.matched, 'matching socket')}{where}"
+    return text + (f", {r.failed} failed" if r.failed else "")
 
 
 MAX_NS_LINES = 20
@@ -428,22 +441,22 @@ def summary_lines(report, kill: bool) -> list[str]:
         names = {id(r): shown(r.ns.name) for r in touched[:MAX_NS_LINES]}
         width = max(map(len, names.values()))
         for r in touched[:MAX_NS_LINES]:
-            lines.append(f"  {names[id(r)]:<{width}}  {_counts(r.matched, r.killed, r.failed, kill)}")
+            lines.append(f"  {names[id(r)]:<{width}}  {_counts(r, kill, report.graceful)}")
         if len(touched) > MAX_NS_LINES:
             lines.append(f"  ... and {len(touched) - MAX_NS_LINES} more namespaces")
     if touched:
         where = f"in {_plural(len(touched), 'namespace')}"
     else:
         where = f"in {_plural(len(report.namespaces), 'namespace')} searched"
-    lines.append(f"{_counts(report.matched, report.killed, report.failed, kill, ' ' + where)} "
-                 f"(engine {report.engine})")
+    lines.append(f"{_counts(report, kill, report.graceful, ' ' + where)} (engine {report.engine})")
     if report.interrupted:
         import signal
         try:
             name = signal.Signals(report.signum).name
         except ValueError:
             name = "a signal"
-        lines.append(f"interrupted by {name}: " + ("no further socket was destroyed; every one "
-                     "destroyed is reported above" if kill else "the listing is incomplete"))
+        done = "shut down" if report.graceful else "destroyed"
+        lines.append(f"interrupted by {name}: " + (f"no further socket was {done}; every one "
+                     f"{done} is reported above" if kill else "the listing is incomplete"))
     return lines
 

@@ -25,7 +25,6 @@ destroyed by exact tuple and cookie over netlink.
 from __future__ import annotations
 
 import errno
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from ..engine import EngineError, Scope
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from ..host import cgroups, containers, netns, probe, procs
-from . import onepass, pool
+from . import onepass, pacing, pool
 from ..cancel import Cancel
 
 
@@ -77,6 +76,7 @@ class Report:
     interrupted: bool = False      # a signal stopped the run before it was done
     signum: int = 0                # ... which one
     refused: str = ""              # a kill that refused to start: why (nothing killed)
+    graceful: bool = False         # a kill --graceful: sockets shut down, not destroyed
 
     @property
     def matched(self) -> int:
@@ -91,6 +91,14 @@ class Report:
         return sum(r.failed for r in self.namespaces)
 
     @property
+    def shut_down(self) -> int:
+        return sum(r.shut_down for r in self.namespaces)
+
+    @property
+    def not_held(self) -> int:
+        return sum(r.not_held for r in self.namespaces)
+
+    @property
     def ns_errors(self) -> list:
         return [r for r in self.namespaces if r.error and not r.gone]
 
@@ -102,7 +110,7 @@ class Report:
         if self.failed or self.ns_errors:
             return ExitCode.FAILURE
         if kill:
-            return ExitCode.OK if self.killed else ExitCode.NO_MATCH
+            return ExitCode.OK if self.killed or self.shut_down else ExitCode.NO_MATCH
         return ExitCode.OK if self.matched else ExitCode.NO_MATCH
 
 
@@ -295,7 +303,7 @@ class _Run:
             engine = engines.create(name, held=one_pass and name == "bpf", **common)
         except EngineError as exc:
             if not degrade:
-                raise SocktermError(f"{name} engine: {exc}", exc.code) from None
+                raise _engine_error(name, exc) from None
             self.log(f"engine: diag (the BPF load failed: {exc})")
             self._bpf_failed = str(exc)         # not tried again for the one pass
             return self._open_diag(common), "diag"
@@ -318,7 +326,7 @@ class _Run:
         try:
             return engines.create("diag", **common)
         except EngineError as exc:
-            raise SocktermError(f"diag engine: {exc}", exc.code) from None
+            raise _engine_error("diag", exc) from None
 
     def _set_up_one_pass(self, name: str) -> str:
         """The engine that makes the one pass; '' when it is there, else why not."""
@@ -397,18 +405,10 @@ class _Run:
     def stream_paced(self, rate: float) -> Iterator[model.Sock]:
         """The plan in batches, at most `rate` sockets a second: ten batches a
         second, each a pass over the namespaces that hold its sockets."""
-        batch = max(1, math.ceil(rate / 10))
-        socks = self.planned.sockets
         nsr_of = {r.ns.ino: r for r in self.nsrs}
         start = time.monotonic()
         try:
-            for first in range(0, len(socks), batch):
-                due = start + first / rate
-                while not self.cancel.is_set() and time.monotonic() < due:
-                    self.cancel.wait(due - time.monotonic())
-                if self.cancel.is_set():
-                    break
-                part = socks[first:first + batch]
+            for part in pacing.batches(self.planned.sockets, rate, self.cancel):
                 self.engine.pin(s.cookie for s in part)
                 self.by_cookie = {s.cookie: s for s in part}
                 held = {s.netns for s in part}
@@ -876,6 +876,25 @@ class _Attribution(threading.Thread):
             self.report.warnings.append(f"processes not shown: {exc}")
         finally:
             self.ready.set()
+
+
+def _engine_error(name: str, exc) -> SocktermError:
+    from .. import engine as engines
+    if isinstance(exc, engines.CannotDestroy):
+        return SocktermError(cannot_destroy(probe.probe(), name))
+    return SocktermError(f"{name} engine: {exc}", exc.code)
+
+
+GRACEFUL_INSTEAD = "kill --graceful shuts connections down through the processes holding them instead"
+
+
+def cannot_destroy(host: probe.HostProbe, engine: str) -> str:
+    """One line for a kill on a kernel that refuses engine's destroys."""
+    if not host.bpf_can_kill:
+        return ("this kernel can destroy no socket: it has neither the bpf_sock_destroy kfunc "
+                "(Linux >= 6.5) nor SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY); " + GRACEFUL_INSTEAD)
+    return (f"{engine} engine: the kernel cannot destroy sockets over netlink (no "
+            f"CONFIG_INET_DIAG_DESTROY): use --backend bpf, or {GRACEFUL_INSTEAD}")
 
 
 def choose_engine(backend: str, kill: bool, host: probe.HostProbe, log) -> str:

@@ -44,6 +44,11 @@ class EngineError(RuntimeError):
         self.code = code
 
 
+class CannotDestroy(EngineError):
+    """The kernel refuses every destroy of this engine's kind (no
+    CONFIG_INET_DIAG_DESTROY): nothing to retry, another way is needed."""
+
+
 @dataclass(frozen=True)
 class Scope:
     """What a run derived from the filter, kept apart from it: the socket

@@ -14,7 +14,8 @@ VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 # struct btf_header: magic, version, flags, hdr_len, type_off/len, str_off/len
 _BTF_HEADER = struct.Struct("<HBBIIIII")
 
-CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38,
+        "CAP_BPF": 39}
 
 # kernel BTF names that say a feature exists
 BTF_FEATURES = {

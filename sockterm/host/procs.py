@@ -27,6 +27,38 @@ def _socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
+def descriptors(pid: int, inodes) -> dict[int, int]:
+    """socket inode -> the descriptor through which process pid holds it,
+    for the given inodes (the lowest such descriptor is not promised). Stops
+    reading once every one is found; {} when the process is gone.
+    PermissionError: this process may not read pid's descriptors (ptrace's
+    read check: another uid, not dumpable, more privileged)."""
+    wanted = set(inodes)
+    found: dict[int, int] = {}
+    gone = (FileNotFoundError, ProcessLookupError)
+    try:
+        dir_fd = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except gone:
+        return found
+    try:
+        for name in os.listdir(dir_fd):
+            try:
+                target = os.readlink(name, dir_fd=dir_fd)
+            except gone:               # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                ino = int(target[8:-1])
+                if ino in wanted:
+                    found[ino] = int(name)
+                    if len(found) == len(wanted):
+                        break
+    except gone:
+        pass
+    finally:
+        os.close(dir_fd)
+    return found
+
+
 def comm_of(pid: int) -> str | None:
     """The process name: any bytes its owner chose (prctl), undecodable ones
     kept as surrogates (text.shown writes them back as \\xNN)."""

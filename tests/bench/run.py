@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from . import measure, onepass, workload
+from . import graceful, measure, onepass, workload
 from .workload import LOOPBACK, VIP, LoopbackWorkload, LoopSpec, Spec, Workload
 
 PY = sys.executable
@@ -51,7 +51,7 @@ QUICK = dict(target=Spec(4, 250, 750, 50), repeats=1, start_repeats=5, curve_rep
              socket_curve=[(2, t) for t in (31, 312, 1250)],
              ns_curve=[1, 5, 10], ns_curve_connections=4_000,
              loopback=(LoopSpec(10, 250, 1750), 4), small=(LoopSpec(4, 31, 969), 4))
-SECTIONS = ("start", "target", "loopback", "small", "curves", "onepass")
+SECTIONS = ("start", "target", "loopback", "small", "curves", "onepass", "graceful")
 LOOPBACK_RATIO = 0.65        # target: bpf kill / ss loop, median over the passes
 SMALL_RATIO = 4.0
 
@@ -459,6 +459,7 @@ def report_targets(res: dict, cfg: dict) -> list:
         if key in res:
             checks.append(_ratio_check(number, res[key], limit))
     checks += onepass.report(res, table, fmt_ms)      # its tables, then its targets
+    checks += graceful.report(res, table, fmt_ms)
     table("targets", [[n, "PASS" if ok else "FAIL", why] for n, ok, why in checks],
           ["target", "result", "measured"])
     return checks
@@ -622,6 +623,8 @@ def main(argv=None) -> None:
         report_curve("scale: namespaces (same total connections)", res["ns_curve"], _point_label)
     if "onepass" in sections:
         onepass.section(args.quick, log, res, args.svg or os.path.join(tmp, "onepass-curve.svg"))
+    if "graceful" in sections:
+        graceful.section(args.quick, log, res)
     checks = report_targets(res, cfg)
     res["targets"] = [{"target": n, "ok": ok, "measured": why} for n, ok, why in checks]
     res["loadavg_end"] = os.getloadavg()

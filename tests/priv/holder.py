@@ -302,6 +302,34 @@ def op_send_away(id):
     return True
 
 
+def op_dumpable(value):
+    """prctl(PR_SET_DUMPABLE): 0 keeps other processes of its uid from
+    tracing it (and from taking its descriptors) unless they have CAP_SYS_PTRACE."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+    return libc.prctl(3, 0, 0, 0, 0)          # PR_GET_DUMPABLE
+
+
+def op_drop_caps():
+    """Give up every capability: a root process no more privileged than a
+    sockterm without CAP_SYS_PTRACE."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:   # _LINUX_CAPABILITY_VERSION_3
+        raise OSError(ctypes.get_errno(), "capset")
+    with open("/proc/self/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("CapEff:"))
+
+
 def op_setsockopt(id, level, option, value):
     socks[id].setsockopt(level, option, value)
     return True

@@ -20,10 +20,14 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PORT = 8080
 
 
+QUESTION = re.compile(rb"(Kill them|Shut them down)\? \[y/N\]")
+
+
 def run_pty(*args, answer=None, cols=80, env=None, stdout_pty=True, timeout=120,
-            before_answer=None):
-    """sockterm with stdin, stderr (and stdout unless stdout_pty=False) on a pty;
-    before_answer() runs while the question is shown, before `answer` is typed.
+            before_answer=None, prefix=()):
+    """sockterm (behind `prefix`) with stdin, stderr (and stdout unless
+    stdout_pty=False) on a pty; before_answer() runs while the question is
+    shown, before `answer` is typed.
 
     Returns (exit code, what the terminal showed, stdout when it was a pipe).
     """
@@ -34,7 +38,7 @@ def run_pty(*args, answer=None, cols=80, env=None, stdout_pty=True, timeout=120,
     for var in ("SOCKTERM_BACKEND", "COLUMNS", "NO_COLOR"):
         if var not in (env or {}):
             full_env.pop(var, None)
-    proc = subprocess.Popen([sys.executable, "-m", "sockterm", *args], stdin=slave, stderr=slave,
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "sockterm", *args], stdin=slave, stderr=slave,
                             stdout=slave if stdout_pty else subprocess.PIPE, env=full_env)
     os.close(slave)
     shown, answered = b"", False
@@ -51,7 +55,7 @@ def run_pty(*args, answer=None, cols=80, env=None, stdout_pty=True, timeout=120,
             if not chunk:
                 break
             shown += chunk
-            if answer is not None and not answered and b"Kill them? [y/N]" in shown:
+            if answer is not None and not answered and QUESTION.search(shown):
                 if before_answer:
                     before_answer()
                 os.write(master, answer.encode() + b"\n")

@@ -28,6 +28,10 @@ def sockterm(*args):
     (["kill", "--yes", "--dport", "80", "--max", "-1"], "--max"),
     (["kill", "--yes", "--dport", "80", "-o", "xml"], "'xml' is not one of"),
     (["kill", "--yes", "--dport", "80", "--state", "bogus"], "unknown state"),
+    (["kill", "--yes", "--dport", "80", "--half-close"], "go with --graceful"),
+    (["kill", "--yes", "--dport", "80", "--abort-rest"], "go with --graceful"),
+    (["kill", "--yes", "--dport", "80", "--graceful", "--no-processes"], "--no-processes"),
+    (["kill", "--yes", "--graceful", "--state", "all"], "kill needs a filter"),
 ])
 def test_refusals_are_one_line_exit_2(args, needle):
     code, out, err = sockterm(*args)
@@ -39,5 +43,6 @@ def test_refusals_are_one_line_exit_2(args, needle):
 def test_help_lists_the_rails():
     code, out, err = sockterm("kill", "--help")
     assert code == 0
-    for opt in ("--yes", "--max", "--dry-run", "--no-header", "--output"):
+    for opt in ("--yes", "--max", "--dry-run", "--no-header", "--output", "--graceful",
+                "--half-close", "--abort-rest"):
         assert opt in out

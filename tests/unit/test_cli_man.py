@@ -105,11 +105,11 @@ def test_json_keys_are_documented():
     keys = set(render.socket_dict(sock, kill=True)) | set(render.ns_dict(nsr))
 
     class Rep:
-        matched = killed = failed = 0
+        matched = killed = failed = shut_down = not_held = 0
         namespaces = ns_errors = ()
         interrupted, refused = False, ""
     keys |= set(render.summary_dict(Rep, kill=True)) | {"command", "engine", "filter", "namespaces",
-                                                        "summary", "sockets"}
+                                                        "summary", "sockets", "mode", "shutdown"}
     text = "\n".join(sections()["OUTPUT"])
     bold = set()
     for line in text.splitlines():

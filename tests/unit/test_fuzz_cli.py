@@ -60,7 +60,7 @@ FILTER_VALUES = {
 }
 KILL_VALUES = {"--max": ["0", "10", "1000000"]}
 FLAGS = ["-4", "-6", "-H", "--no-processes"]
-KILL_FLAGS = ["--yes", "-y", "--dry-run"]
+KILL_FLAGS = ["--yes", "-y", "--dry-run", "--graceful", "--graceful", "--half-close", "--abort-rest"]
 STRAYS = ["--help", "-V", "--bogus", "-x", "--backend", "-v", "--max", "--yes", "--dry-run"]
 COMMANDS = S.sampled_from(["list", "match", "match", "kill", "kill", "kill", "kill", "kill", "kill",
                            "nope", ""])
@@ -116,6 +116,11 @@ class Recorder:
         self.requests.append(("kill", getattr(target, "flt", target)))
         return iter(())
 
+    def shut_down(self, target, report, options=None, rate=None, half_close=False,
+                  abort_rest=False):
+        self.requests.append(("kill", getattr(target, "flt", target)))
+        return iter(())
+
 
 class Tripwire(BaseException):
     """Raised by anything that would reach the kernel (BaseException: no handler eats it)."""
@@ -131,8 +136,9 @@ def tripwires():
     from sockterm import engine
     from sockterm.engine.bpf.engine import BpfEngine
     from sockterm.engine.diag.engine import DiagEngine
-    from sockterm.host import netns
+    from sockterm.host import netns, pidfd
     return [mock.patch.object(engine, "create", _tripwire),
+            mock.patch.object(pidfd, "getfd", _tripwire),
             mock.patch.object(BpfEngine, "__init__", _tripwire),
             mock.patch.object(DiagEngine, "__init__", _tripwire),
             mock.patch.object(netns, "run_in", _tripwire),
@@ -153,7 +159,8 @@ def run_inproc(argv):
 def _run_inproc(argv, rec, out, err, env):
     from sockterm import cli, core
     with mock.patch.object(core, "scan", rec.scan), mock.patch.object(core, "plan", rec.plan), \
-            mock.patch.object(core, "kill", rec.kill), mock.patch.dict(os.environ, env), \
+            mock.patch.object(core, "kill", rec.kill), \
+            mock.patch.object(core, "shut_down", rec.shut_down), mock.patch.dict(os.environ, env), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         os.environ.pop("SOCKTERM_BACKEND", None)
         os.environ.pop("SOCKTERM_DEBUG", None)

@@ -67,3 +67,16 @@ def test_the_decision_is_cheap(monkeypatch):
     for _ in range(20):
         probe.in_initial_userns(), probe.lockdown(), probe.seccomp_filtered(), probe.effective_caps()
     assert (time.perf_counter() - start) / 20 < 0.005
+
+
+def test_a_kernel_that_destroys_nothing_points_to_graceful():
+    """kill on a kernel without the kfunc and without SOCK_DESTROY: one line,
+    naming both and suggesting --graceful; with the kfunc, --backend bpf too."""
+    from sockterm.core.pipeline import cannot_destroy
+    old = host(features={"iter_tcp": True, "iter_udp": True, "sock_destroy_kfunc": False})
+    text = cannot_destroy(old, "diag")
+    assert "\n" not in text and "bpf_sock_destroy" in text and "CONFIG_INET_DIAG_DESTROY" in text
+    assert text.endswith("kill --graceful shuts connections down through the processes holding "
+                         "them instead")
+    text = cannot_destroy(host(), "diag")
+    assert "--backend bpf" in text and "kill --graceful" in text

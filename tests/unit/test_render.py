@@ -219,9 +219,12 @@ def test_fast_socket_json_equals_socket_dict():
             for processes in (None, (), ((1, name), (2, "x"))):
                 s.processes = processes
                 for kill, result, error in ((False, m.MATCHED, 0), (True, m.KILLED, 0),
-                                            (True, m.FAILED, 111), (True, m.FAILED, 9999)):
+                                            (True, m.FAILED, 111), (True, m.FAILED, 9999),
+                                            (True, m.SHUT_DOWN, 0), (True, m.NOT_HELD, 0)):
                     s.result, s.error = result, error
-                    assert json.loads(socket_json(s, kill)) == socket_dict(s, kill)
+                    for holder in (None, (4242, 17)):
+                        s.holder = holder
+                        assert json.loads(socket_json(s, kill)) == socket_dict(s, kill)
 
 
 # -- exact output (what mutation testing asked for) -------------------------------------
@@ -259,14 +262,15 @@ def test_ns_dict_and_summary_dict():
     nsr = model.NamespaceReport(ns=model.Namespace(7, "web", ""), engine="diag")
     nsr.matched, nsr.killed, nsr.failed = 3, 2, 1
     assert render.ns_dict(nsr) == {"netns": 7, "netns_name": "web", "engine": "diag", "matched": 3,
-                                   "killed": 2, "failed": 1, "error": None, "walked": True,
+                                   "killed": 2, "failed": 1, "shut_down": 0, "not_held": 0,
+                                   "error": None, "walked": True,
                                    "walk_reason": None, "container": None, "pod": None}
     nsr.error = "gone"
     assert render.ns_dict(nsr)["error"] == "gone"
     socks = [sock(0, result=model.KILLED), sock(1, result=model.FAILED, error=5)]
     assert render.summary_dict(report_of(socks, kill=True), kill=True) == {
         "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False, "killed": 1,
-        "failed": 1, "refused": None}
+        "failed": 1, "shut_down": 0, "not_held": 0, "refused": None}
     assert render.summary_dict(report_of(socks), kill=False) == {
         "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False}
 
@@ -277,8 +281,8 @@ def test_json_document_layout(cold_caches):
     doc = json.loads(text)
     assert doc["engine"] == "bpf"
     assert doc["namespaces"] == [{"netns": s.netns, "netns_name": "st-c0", "engine": "bpf",
-                                  "matched": 1, "killed": 0, "failed": 0, "error": None,
-                                  "walked": True, "walk_reason": None,
+                                  "matched": 1, "killed": 0, "failed": 0, "shut_down": 0,
+                                  "not_held": 0, "error": None, "walked": True, "walk_reason": None,
                                   "container": None, "pod": None}]
     # pretty, two spaces, one socket object a line
     assert text.startswith('{\n  "command": "match",\n  "filter": "--dst x",\n  "engine": "bpf",\n'
@@ -388,6 +392,28 @@ def test_summary_lines_exactly():
         "killed 4 of 5 matching sockets in 2 namespaces, 1 failed (engine bpf)"]
     assert render.summary_lines(report_of(socks), kill=False) == [
         "  ns0  3 sockets", "  ns1  2 sockets", "5 sockets in 2 namespaces (engine bpf)"]
+
+
+def test_graceful_summary_lines_exactly():
+    rep = Report(engine="bpf", graceful=True)
+    for name, (matched, shut, unheld, killed, failed) in (("ns0", (3, 1, 1, 1, 0)),
+                                                         ("ns1", (2, 1, 0, 0, 1))):
+        nsr = model.NamespaceReport(ns=model.Namespace(ino=len(rep.namespaces), name=name, path=""),
+                                    engine="bpf")
+        nsr.matched, nsr.shut_down, nsr.not_held, nsr.killed, nsr.failed = \
+            matched, shut, unheld, killed, failed
+        rep.namespaces.append(nsr)
+    assert render.summary_lines(rep, kill=True) == [
+        "  ns0  shut down 1 of 3 matching sockets, aborted 1, 1 held by no process left alone",
+        "  ns1  shut down 1 of 2 matching sockets, 1 failed",
+        "shut down 2 of 5 matching sockets in 2 namespaces, aborted 1, 1 held by no process "
+        "left alone, 1 failed (engine bpf)"]
+    rep.interrupted, rep.signum = True, 2
+    assert render.summary_lines(rep, kill=True)[-1] == (
+        "interrupted by SIGINT: no further socket was shut down; every one shut down is "
+        "reported above")
+    doc = render.summary_dict(rep, kill=True)
+    assert (doc["shut_down"], doc["not_held"], doc["killed"], doc["failed"]) == (2, 1, 1, 1)
 
 
 @pytest.mark.parametrize("count,more", [(20, None), (25, "  ... and 5 more namespaces")])

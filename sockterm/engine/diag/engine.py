@@ -18,7 +18,7 @@ from ... import model
 from ... import states as st
 from ...exitcodes import ExitCode
 from ...host import netns, procs
-from .. import EngineError, Scope
+from .. import CannotDestroy, EngineError, Scope
 from . import netlink as n
 from .bytecode import compile_bytecode, state_mask
 from .destroy import AF, PROTO_NUMS, destroy_with, settle_unacked
@@ -122,7 +122,7 @@ class DiagEngine:
             n.SOCK_DESTROY, n.NLM_F_REQUEST | n.NLM_F_ACK, 0, family=family,
             proto=PROTO_NUMS[proto], states=n.TCPF_ALL, cookie=(0, 0))])
         if err == errno.EOPNOTSUPP:
-            raise EngineError("the kernel cannot destroy sockets: it lacks CONFIG_INET_DIAG_DESTROY")
+            raise CannotDestroy("the kernel cannot destroy sockets: it lacks CONFIG_INET_DIAG_DESTROY")
         if err in (errno.EPERM, errno.EACCES):
             raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
 
