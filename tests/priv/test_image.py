@@ -1,0 +1,171 @@
+"""sockterm's container image, built offline (scripts/image: a base made from
+Debian's archive with mmdebstrap, wheels from PyPI, no image registry) and run
+with podman as a node debug pod runs it: privileged, in the host's PID and
+network namespaces, the host's root at /host. Inside it sockterm must find the
+test's namespaces, processes and podman containers, and kill exactly the
+test's sockets (seen from the holders and from the host's end).
+
+The first run builds the image from scratch (a few minutes); later runs reuse
+it while the inputs' key is unchanged (about a second). The kills use the diag
+engine; whether the bpf engine loads in the image is checked against the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+import confine
+from conftest import VIP4, Topology, sh, sockterm
+from test_podman import BRIDGE, CONNECTIONS, PODMAN, containers, rootfs  # noqa: F401 (fixtures)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# podman's defaults ask for more than this VM's hard limits allow
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+# what `kubectl debug node/X --profile=sysadmin` gives a pod, and README's podman recipe
+NODE_DEBUG = ["--privileged", "--pid=host", "--network=host", "--cgroupns=host",
+              "-v", "/:/host:ro,rslave"]
+MAX_BYTES = 150_000_000
+
+
+@pytest.fixture(scope="session")
+def image():
+    env = dict(os.environ, PODMAN=" ".join(PODMAN), PYTHON=sys.executable)
+    start = time.monotonic()
+    proc = subprocess.run([os.path.join(ROOT, "scripts", "image")], capture_output=True,
+                          text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"\nscripts/image: {time.monotonic() - start:.1f} s; {proc.stderr.strip()}")
+    return proc.stdout.split()[-1]
+
+
+def in_image(image, *args, flags=NODE_DEBUG):
+    """sockterm run in the image; (code, stdout, stderr). A kill must name this
+    session's namespaces with --netns (the same guard as every other test's)."""
+    confine.check_kill(args)
+    proc = subprocess.run([*PODMAN, "run", "--rm", *LIMITS, *flags, image, "sockterm", *args],
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+class ImageTopology(Topology):
+    PREFIX, LINK = "sti", "sti"
+    CLIENT4, CLIENT6 = "10.31", "fd31"
+
+
+def test_image_is_small_with_nothing_but_the_runtime(image):
+    size = int(sh(*PODMAN, "image", "inspect", "--format", "{{.Size}}", image).stdout)
+    assert size <= MAX_BYTES, f"{image} is {size / 1e6:.0f} MB"
+    # no mounts, no privileges: the default command is the help, nothing in the way
+    proc = subprocess.run([*PODMAN, "run", "--rm", *LIMITS, image], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("Usage: sockterm"), proc.stderr
+    inspect = json.loads(sh(*PODMAN, "image", "inspect", image).stdout)[0]
+    assert not inspect["Config"].get("Entrypoint")
+    proc = subprocess.run([*PODMAN, "run", "--rm", *LIMITS, image, "sh", "-c",
+                           "command -v cc gcc clang pip pip3 apt-get; "
+                           "python3 -c 'import llvmlite' 2>/dev/null && echo llvmlite; true"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "", f"a build tool or an unused dependency in the image: {proc.stdout}"
+
+
+def test_node_debug_pod_lists_and_kills_exactly_the_test_sockets(image):
+    with ImageTopology() as topo:
+        backend = topo.holder(topo.with_backend())
+        for port in (80, 81):
+            backend.call("listen", addr=VIP4, port=port)
+        holders = {}
+        for i in range(2):
+            ns = topo.client(i)
+            h = holders[ns] = topo.holder(ns)
+            h.doomed = [s["id"] for s in h.call("connect", dst=VIP4, port=80, count=2)]
+            h.spared = [s["id"] for s in h.call("connect", dst=VIP4, port=81, count=1)]
+        (c0, h0), (c1, h1) = holders.items()
+
+        # discovery: no --netns; the test's namespaces by their ip netns names, the holders
+        # by their pids (the host's PID namespace), `host` the host's initial namespace
+        code, out, err = in_image(image, "--backend", "diag", "list", "--dport", "80,81",
+                                  "--state", "established", "-o", "json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert "host" in {n["netns_name"] for n in doc["namespaces"]}
+        host_ino = os.stat("/proc/2/ns/net").st_ino
+        assert {n["netns"] for n in doc["namespaces"] if n["netns_name"] == "host"} == {host_ino}
+        seen = {s["cookie"]: s for s in doc["sockets"]}
+        for ns, h in holders.items():
+            for info in h.call("infos", ids=h.doomed + h.spared):
+                sock = seen[info["cookie"]]
+                assert sock["netns_name"] == ns, sock
+                assert h.pid in [p["pid"] for p in sock["processes"]], sock
+
+        # the kill: c0's connections to :80, nothing else (c0's :81, c1's :80 stay)
+        code, out, err = in_image(image, "--backend", "diag", "kill", "--netns", c0,
+                                  "--dst", f"{VIP4}:80", "--yes", "-o", "json")
+        assert code == 0, err
+        doc = json.loads(out)
+        want = {i["cookie"] for i in h0.call("infos", ids=h0.doomed)}
+        assert {s["cookie"] for s in doc["sockets"] if s["result"] == "killed"} == want
+        assert doc["summary"]["killed"] == len(want) and doc["summary"]["failed"] == 0
+        assert h0.status(h0.doomed) == {i: errno.ECONNABORTED for i in h0.doomed}
+        assert h0.status(h0.spared) == {i: 0 for i in h0.spared}
+        assert h1.status(h1.doomed + h1.spared) == {i: 0 for i in h1.doomed + h1.spared}
+
+
+def test_container_names_resolve_inside_the_image(image, containers):  # noqa: F811
+    run, listener = containers
+    web = run(f"web-{uuid.uuid4().hex[:6]}")
+    listener.wait_for(CONNECTIONS)
+    want = {"runtime": "podman", "id": web["id"], "name": web["name"]}
+
+    # podman's store, read under /host: the container by name, its sockets only
+    code, out, err = in_image(image, "--backend", "diag", "match", "--container", web["name"],
+                              "-o", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [s["container"] for s in doc["sockets"]] == [want] * CONNECTIONS
+    assert {(s["dst"], s["dport"]) for s in doc["sockets"]} == {(BRIDGE, listener.port)}
+
+    netns = str(os.stat(web["netns"]).st_ino)      # the one namespace this kill may reach
+    code, out, err = in_image(image, "--backend", "diag", "kill", "--container", web["name"],
+                              "--netns", netns, "--yes", "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["killed"] == CONNECTIONS
+    assert listener.states()[web["ip"]] == ["ECONNRESET"] * CONNECTIONS
+
+
+def test_doctor_in_the_image_says_what_the_host_gives_it(image):
+    code, out, err = in_image(image, "doctor", "-o", "json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["container"]["ok"] is True, checks["container"]
+    assert "runtime files read under /host" in checks["container"]["detail"]
+    assert checks["libbpf"]["ok"] is True, checks["libbpf"]
+    # the bpf engine loads in the image exactly where it loads on the host
+    _, host_out, _ = sockterm("doctor", "-o", "json")
+    host_checks = {c["name"]: c for c in json.loads(host_out)["checks"]}
+    assert checks["BPF load"]["ok"] == host_checks["BPF load"]["ok"], (checks["BPF load"],
+                                                                         host_checks["BPF load"])
+
+    # a container without the host's PID namespace, nor CAP_BPF: both named
+    code, out, err = in_image(image, "doctor", "-o", "json", flags=["--network=host"])
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    detail = checks["container"]["detail"]
+    assert checks["container"]["ok"] is False
+    assert "not in the host's PID namespace" in detail and "no CAP_BPF" in detail, detail
+
+
+def test_without_the_host_pid_namespace_one_line_says_why(image):
+    flags = [f for f in NODE_DEBUG if f != "--pid=host"]
+    code, out, err = in_image(image, "--backend", "diag", "list", "--dport", "1", "-o", "json",
+                              flags=flags)
+    assert code in (0, 1), err
+    said = [line for line in err.splitlines() if line.startswith("sockterm:")]
+    assert len(said) == 1 and "not in the host's PID namespace" in said[0] \
+        and "--pid=host" in said[0], err
+    json.loads(out)
