@@ -151,9 +151,9 @@ def _tables_check(doc: dict) -> Check:
 def container_checks(host) -> list[Check]:
     """What a container (sockterm's image, a debug pod) lacks that sockterm needs
     from the host, in one check: its PID namespace, CAP_BPF, the kernel's BTF,
-    the runtimes' files under SOCKTERM_ROOT_PREFIX. None on a host, where the
-    other checks say it all: outside the host's PID namespace, or where a root
-    prefix is set (the image sets /host), or where a runtime marks its container."""
+    the runtimes' files under SOCKTERM_ROOT_PREFIX. Made outside the host's PID
+    namespace, where a root prefix is set (the image sets /host) or where a
+    runtime marks its container; nothing on a host, where the other checks say it all."""
     from .host import netns, runtimes
     prefix = runtimes.root_prefix()
     host_pid = netns.kthreadd_netns() is not None
