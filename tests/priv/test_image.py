@@ -6,8 +6,8 @@ test's namespaces, processes and podman containers, and kill exactly the
 test's sockets (seen from the holders and from the host's end).
 
 The first run builds the image from scratch (a few minutes); later runs reuse
-it while the inputs' key is unchanged (about a second). The kills use the diag
-engine; whether the bpf engine loads in the image is checked against the host.
+it while the inputs' key is unchanged (about a second). Each engine runs where
+it loads in the image, and it loads there exactly where it loads on the host.
 """
 
 from __future__ import annotations
@@ -46,6 +46,22 @@ def image():
     return proc.stdout.split()[-1]
 
 
+@pytest.fixture(scope="session")
+def image_doctor(image):
+    code, out, err = in_image(image, "doctor", "-o", "json")
+    assert out, err
+    return json.loads(out)
+
+
+@pytest.fixture(params=["bpf", "diag"])
+def engine(request, image_doctor):
+    """Each engine, where it loads in the image (doctor's verdict says why not)."""
+    auto = image_doctor["auto_engine"]
+    if request.param == "bpf" and auto["engine"] != "bpf":
+        pytest.skip(f"the bpf engine does not load here: {auto['why_not_bpf']}")
+    return request.param
+
+
 def in_image(image, *args, flags=NODE_DEBUG):
     """sockterm run in the image; (code, stdout, stderr). A kill must name this
     session's namespaces with --netns (the same guard as every other test's)."""
@@ -76,7 +92,7 @@ def test_image_is_small_with_nothing_but_the_runtime(image):
     assert proc.stdout == "", f"a build tool or an unused dependency in the image: {proc.stdout}"
 
 
-def test_node_debug_pod_lists_and_kills_exactly_the_test_sockets(image):
+def test_node_debug_pod_lists_and_kills_exactly_the_test_sockets(image, engine):
     with ImageTopology() as topo:
         backend = topo.holder(topo.with_backend())
         for port in (80, 81):
@@ -93,7 +109,7 @@ def test_node_debug_pod_lists_and_kills_exactly_the_test_sockets(image):
         # /host), `host` the host's initial namespace, the holders by their pids (the
         # host's PID namespace). Named, not every namespace: other work on a shared
         # host may hold hundreds of thousands of sockets in namespaces of its own
-        code, out, err = in_image(image, "--backend", "diag", "list", "--netns", c0, "--netns", c1,
+        code, out, err = in_image(image, "--backend", engine, "list", "--netns", c0, "--netns", c1,
                                   "--netns", "host", "--dport", "80,81", "-o", "json")
         assert code == 0, err
         doc = json.loads(out)
@@ -109,7 +125,7 @@ def test_node_debug_pod_lists_and_kills_exactly_the_test_sockets(image):
                 assert h.pid in [p["pid"] for p in sock["processes"]], sock
 
         # the kill: c0's connections to :80, nothing else (c0's :81, c1's :80 stay)
-        code, out, err = in_image(image, "--backend", "diag", "kill", "--netns", c0,
+        code, out, err = in_image(image, "--backend", engine, "kill", "--netns", c0,
                                   "--dst", f"{VIP4}:80", "--yes", "-o", "json")
         assert code == 0, err
         doc = json.loads(out)
@@ -121,14 +137,14 @@ def test_node_debug_pod_lists_and_kills_exactly_the_test_sockets(image):
         assert h1.status(h1.doomed + h1.spared) == {i: 0 for i in h1.doomed + h1.spared}
 
 
-def test_container_names_resolve_inside_the_image(image, containers):  # noqa: F811
+def test_container_names_resolve_inside_the_image(image, engine, containers):  # noqa: F811
     run, listener = containers
     web = run(f"web-{uuid.uuid4().hex[:6]}")
     listener.wait_for(CONNECTIONS)
     want = {"runtime": "podman", "id": web["id"], "name": web["name"]}
 
     # podman's store, read under /host: the container by name, its sockets only
-    code, out, err = in_image(image, "--backend", "diag", "match", "--container", web["name"],
+    code, out, err = in_image(image, "--backend", engine, "match", "--container", web["name"],
                               "-o", "json")
     assert code == 0, err
     doc = json.loads(out)
@@ -136,16 +152,15 @@ def test_container_names_resolve_inside_the_image(image, containers):  # noqa: F
     assert {(s["dst"], s["dport"]) for s in doc["sockets"]} == {(BRIDGE, listener.port)}
 
     netns = str(os.stat(web["netns"]).st_ino)      # the one namespace this kill may reach
-    code, out, err = in_image(image, "--backend", "diag", "kill", "--container", web["name"],
+    code, out, err = in_image(image, "--backend", engine, "kill", "--container", web["name"],
                               "--netns", netns, "--yes", "-o", "json")
     assert code == 0, err
     assert json.loads(out)["summary"]["killed"] == CONNECTIONS
     assert listener.states()[web["ip"]] == ["ECONNRESET"] * CONNECTIONS
 
 
-def test_doctor_in_the_image_says_what_the_host_gives_it(image):
-    code, out, err = in_image(image, "doctor", "-o", "json")
-    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+def test_doctor_in_the_image_says_what_the_host_gives_it(image, image_doctor):
+    checks = {c["name"]: c for c in image_doctor["checks"]}
     assert checks["container"]["ok"] is True, checks["container"]
     assert "runtime files read under /host" in checks["container"]["detail"]
     assert checks["libbpf"]["ok"] is True, checks["libbpf"]
