@@ -194,6 +194,41 @@ def _tables_check(doc: dict) -> Check:
     return Check("hash tables", None, text)
 
 
+def container_checks(host) -> list[Check]:
+    """What a container (sockterm's image, a debug pod) lacks that sockterm needs
+    from the host, in one check: its PID namespace, CAP_BPF, the kernel's BTF,
+    the runtimes' files under SOCKTERM_ROOT_PREFIX. Made outside the host's PID
+    namespace, where a root prefix is set (the image sets /host) or where a
+    runtime marks its container; nothing on a host, where the other checks say it all."""
+    from .host import netns, runtimes
+    prefix = runtimes.root_prefix()
+    host_pid = netns.kthreadd_netns() is not None
+    marked = (os.path.exists("/run/.containerenv") or "container" in os.environ
+              or "KUBERNETES_SERVICE_HOST" in os.environ)
+    if host_pid and not prefix and not marked:
+        return []
+    missing = []
+    if not host_pid:
+        missing.append("not in the host's PID namespace: only its own network namespace and "
+                       "/run/netns's are found (run with --pid=host; Kubernetes: hostPID: true)")
+    if "CAP_SYS_ADMIN" not in host.caps and not {"CAP_BPF", "CAP_PERFMON"} <= host.caps:
+        missing.append("no CAP_BPF: the bpf engine cannot load (run with --privileged; "
+                       "Kubernetes: privileged: true)")
+    if not host.btf:
+        missing.append(f"no {probe.VMLINUX_BTF}: the bpf engine cannot load (the host's /sys "
+                       "is not mounted, as --privileged mounts it, or the kernel lacks BTF)")
+    if not prefix:
+        files = "runtime files read from /"
+    elif runtimes.runtime_present(prefix):
+        files = f"runtime files read under {prefix}"
+    else:
+        files = (f"no container runtime's files under {prefix}: containers and pods go unnamed "
+                 f"(mount the host's / at {prefix} read-only)")
+    if missing:
+        return [Check("container", False, "; ".join(missing + [files]))]
+    return [Check("container", True, f"host PID namespace, CAP_BPF, BTF; {files}")]
+
+
 def run(timed: bool = True) -> Findings:
     """All checks, the engine auto picks, the caveats that apply, and (timed)
     the hash table finding."""
@@ -213,6 +248,7 @@ def run(timed: bool = True) -> Findings:
                         "can enter every network namespace" if host.enters_other_namespaces else
                         "only its own: entering others needs CAP_SYS_ADMIN in the initial user "
                         "namespace" + ("" if host.initial_userns else " (this is a user namespace)")))
+    checks += container_checks(host)
     if host.lockdown:
         checks.append(Check("lockdown", host.lockdown != "confidentiality", host.lockdown))
     try:

@@ -178,6 +178,11 @@ def kill(target: Filter | Plan, report: Report, options: Options | None = None, 
 # -- one run -----------------------------------------------------------------------------
 
 OTHERS_NEED_ROOT = "other network namespaces need root (CAP_SYS_ADMIN in the initial user namespace)"
+# in a container of its own PID namespace /proc shows none of the host's processes,
+# so neither their namespaces nor `host` can be found (only /run/netns's)
+NOT_HOST_PID = ("searched only sockterm's own network namespace (and those in /run/netns): "
+                "it is not in the host's PID namespace, so /proc shows none of the host's "
+                "processes (run its container with --pid=host; in Kubernetes, hostPID: true)")
 
 
 class _Run:
@@ -217,6 +222,8 @@ class _Run:
         if own_only and not self.flt.netns:
             self.report.warnings.append(f"searched only this process's network namespace: "
                                         f"{OTHERS_NEED_ROOT}")
+        elif not self.flt.netns and netns.kthreadd_netns() is None:
+            self.report.warnings.append(NOT_HOST_PID)
         self.node.attribute(found)      # pods and containers name their namespaces (--netns too)
         if self.flt.netns:
             try:

@@ -22,15 +22,20 @@ class CgroupError(ValueError):
     """A --cgroup value that names no cgroup here; the message says why, in one line."""
 
 
-def v2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """Where the cgroup2 filesystem is mounted (/sys/fs/cgroup on a pure v2 host,
-    /sys/fs/cgroup/unified on a hybrid one), or None."""
+def v2(mountinfo: str = "/proc/self/mountinfo") -> tuple[str, str] | None:
+    """(mount point, its root as mountinfo shows it) of the cgroup2 filesystem:
+    /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid one.
+    Of several, the one that sees the most of the hierarchy: in a cgroup
+    namespace of its own (a Kubernetes pod's, `podman run --cgroupns=private`)
+    the container's own mount shows only its cgroup, and the host's, bound in
+    under /host, shows as rooted above it (/../..)."""
     try:
         # mount points are anyone's to name, in any bytes: never fail on one
         with open(mountinfo, errors="surrogateescape") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
+    found = []
     for line in lines:
         fields = line.split()
         try:
@@ -38,8 +43,16 @@ def v2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
         except ValueError:
             continue
         if sep + 1 < len(fields) and fields[sep + 1] == "cgroup2":
-            return _unescape(fields[4])
-    return None
+            found.append((_unescape(fields[4]), _unescape(fields[3])))
+    if not found:
+        return None
+    return max(found, key=lambda m: m[1].split("/").count(".."))    # the first of equals
+
+
+def v2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where the cgroup2 filesystem is mounted (see v2), or None."""
+    found = v2(mountinfo)
+    return found[0] if found else None
 
 
 def find(spec: str, mount: str) -> list[str]:
@@ -105,9 +118,17 @@ def ids_for(specs, mount: str | None = None) -> frozenset[int]:
     return subtree_ids(dirs)
 
 
-def path_of(relative: str, mount: str | None = None) -> str | None:
-    """The directory of a cgroup v2 path as /proc/PID/cgroup prints it."""
-    mount = mount or v2_mount()
+def path_of(relative: str, mount: str | None = None, root: str = "/") -> str | None:
+    """The directory of a cgroup v2 path as /proc/PID/cgroup prints it, under a
+    mount whose root mountinfo shows as `root`. Both are relative to the reader's
+    cgroup namespace: in one of its own, the host's cgroups are /../../NAME and
+    the host's mount is rooted at /../.. (None: not under this mount)."""
+    if mount is None:
+        mount, root = v2() or (None, "/")
     if not mount or not relative.startswith("/"):
         return None
-    return os.path.join(mount, relative.lstrip("/"))
+    parts = [p for p in relative.split("/") if p]
+    top = [p for p in root.split("/") if p]
+    if parts[:len(top)] != top or ".." in parts[len(top):]:
+        return None
+    return os.path.join(mount, *parts[len(top):])

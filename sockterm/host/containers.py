@@ -368,6 +368,8 @@ def inventory(node: Node | None = None) -> tuple[list[Container], list[Pod]]:
 
 def cgroup_ids_of(paths) -> frozenset[int]:
     """The ids of the cgroup v2 paths (as /proc/PID/cgroup prints them) and below."""
-    mount = cgroups.v2_mount()
-    dirs = [d for d in (cgroups.path_of(p, mount) for p in paths) if d]
+    mount, root = cgroups.v2() or (None, "/")
+    if not mount:
+        return frozenset()
+    dirs = [d for d in (cgroups.path_of(p, mount, root) for p in paths) if d]
     return cgroups.subtree_ids(dirs)

@@ -126,6 +126,18 @@ def kthreadd_netns() -> str | None:
     return None
 
 
+def netns_dirs() -> list[str]:
+    """Where `ip netns` names live: /run/netns, and the host's under
+    SOCKTERM_ROOT_PREFIX (sockterm's image, with the node's root at /host,
+    sees the names even when /run/netns itself is not mounted in)."""
+    from .runtimes import root_prefix
+    prefix = root_prefix()
+    dirs = ["/run/netns"]
+    if prefix and os.path.realpath(prefix) != "/":
+        dirs.append(os.path.join(prefix, "run/netns"))
+    return dirs
+
+
 class Discovery:
     """Every network namespace reachable from here, deduplicated by inode."""
 
@@ -164,12 +176,13 @@ class Discovery:
             self._add(host_path, name=HOST)
         own = f"/proc/{os.getpid()}/ns/net"
         self._add(own, pid=os.getpid())
-        try:
-            names = sorted(os.listdir("/run/netns"))
-        except OSError:
-            names = []
-        for name in names:
-            self._add(os.path.join("/run/netns", name), name=name)
+        for directory in netns_dirs():
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError:
+                names = []
+            for name in names:
+                self._add(os.path.join(directory, name), name=name)
         if not own_only:
             for mount in _nsfs_mounts():
                 self._add(mount)
