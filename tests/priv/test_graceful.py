@@ -1,9 +1,6 @@
 """kill --graceful: connections shut down through their holders' descriptors,
 checked from outside: what the peer receives and when it reads EOF, the
 application's errno, `ss`, the namespace's reset counter (OutRsts).
-
-The bpf engine cannot load on this kernel yet ("R1 type=untrusted_ptr_");
-its cases xfail on exactly that error and on nothing else.
 """
 
 from __future__ import annotations
@@ -27,22 +24,15 @@ from test_interrupt import AuditSink, start
 from test_operator_terminal import run_pty
 from test_podman import CONNECTIONS, containers, established, rootfs  # noqa: F401 (fixtures)
 
-BPF_LOAD_BUG = "untrusted_ptr_"
 PORT = 7400
 PAYLOAD = 4 << 20            # 4 MiB
 SO_SNDBUFFORCE = 32
 NO_PTRACE = ("setpriv", "--bounding-set", "-sys_ptrace")
 
 
-def known_bpf_failure(engine: str, err: str) -> None:
-    if engine == "bpf" and BPF_LOAD_BUG in err:
-        pytest.xfail("the BPF engine does not load on this kernel (untrusted_ptr_): being fixed")
-
-
 def graceful(engine: str, *args):
     """kill --graceful ... --yes -o json: (exit code, document, stderr)."""
     code, out, err = sockterm("--backend", engine, "kill", "--graceful", *args, "--yes", "-o", "json")
-    known_bpf_failure(engine, err)
     assert out, f"no output (exit {code}): {err}"
     return code, json.loads(out), err
 
@@ -126,7 +116,6 @@ def test_a_transfer_cut_mid_way(topo, engine, how):
     mode = ["--graceful"] if how == "graceful" else []
     code, out, err = sockterm("--backend", engine, "kill", *mode, "--netns", ns,
                               "--dst", f"{VIP4}:{PORT}", "--yes", "-o", "json")
-    known_bpf_failure(engine, err)
     assert code == 0, err
     [doc] = json.loads(out)["sockets"]
     states = ss_states(ns, f"{VIP4}:{PORT}")
@@ -200,7 +189,6 @@ def test_sockets_no_process_holds_are_left_unless_asked(topo, engine):
 
     code, out, err = sockterm("--backend", engine, "kill", "--graceful", "--netns", ns, *unheld,
                               "--state", "close-wait", "--yes", "--max", "2", "-o", "json")
-    known_bpf_failure(engine, err)
     assert code == 3 and json.loads(out)["summary"]["refused"].startswith("4 sockets match")
     assert ss_states(ns, "127.0.0.1") == before
 
@@ -271,7 +259,6 @@ def test_without_cap_sys_ptrace(topo, engine):
                                  "--dst", f"127.0.0.1:{PORT}", "-o", "json", answer="y",
                                  stdout_pty=False, prefix=NO_PTRACE,
                                  before_answer=lambda: refusing.call("dumpable", value=0))
-    known_bpf_failure(engine, shown)
     assert "Shut them down? [y/N]" in shown and "CAP_SYS_PTRACE" in shown
     result = {s["cookie"]: s["result"] for s in json.loads(piped)["sockets"]}
     assert result[cookie[plain.pid]] == "shut-down"
@@ -305,7 +292,6 @@ def test_holders_that_let_go_at_the_prompt(topo, engine):
     code, shown, piped = run_pty("--backend", engine, "kill", "--graceful", "--netns", ns,
                                  "--dst", f"127.0.0.1:{PORT}", "-o", "json", answer="y",
                                  stdout_pty=False, before_answer=let_go)
-    known_bpf_failure(engine, shown)
     by_cookie = {s["cookie"]: s for s in json.loads(piped)["sockets"]}
     assert by_cookie[cookies["left"]]["result"] == "gone"
     assert by_cookie[cookies["kept"]]["result"] == "shut-down"
@@ -512,7 +498,6 @@ def test_interrupted_graceful_kill_tells_the_truth(topo, audit_sink, engine):
     proc = start(["--backend", engine, "kill", "--graceful", "--netns", ns, "--dst",
                   f"127.0.0.1:{PORT}", "--yes", "-o", "json"], audit_sink)
     _, err = proc.communicate(timeout=120)
-    known_bpf_failure(engine, err.decode())
     took = time.monotonic() - started
     assert proc.returncode == 0, err.decode()
     assert len(audit_sink.records()) == 1
@@ -543,7 +528,6 @@ def test_interrupting_a_paced_graceful_kill(topo, audit_sink, engine):
     first = os.read(proc.stdout.fileno(), 1024)   # the first paced batch is out: the signal comes
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    known_bpf_failure(engine, err.decode())
     outcome = check_graceful_truth(ns, holder, ids, cookie_of, proc.returncode,
                                    (first + out).decode(), err.decode(), audit_sink.records(),
                                    signal.SIGINT)
