@@ -17,7 +17,7 @@ import socket
 
 from ... import model
 from ...host import netns
-from . import libbpf, record
+from . import btfcache, libbpf, record
 from .config import compile_config
 from .. import EngineError
 
@@ -114,7 +114,9 @@ class BpfEngine:
         path = object_path()
         if not os.path.exists(path):
             raise EngineError(f"BPF object missing at {path}: reinstall sockterm")
-        self.obj = lib.bpf_object__open_file(path.encode(), None)
+        # CO-RE against a minimized kernel BTF, cached per kernel and object (btfcache.py)
+        opts = libbpf.open_opts(btfcache.custom_btf(path, self.log))
+        self.obj = lib.bpf_object__open_file(path.encode(), opts)
         if not self.obj:
             raise EngineError(f"cannot open BPF object {path}: {self._why(ctypes.get_errno())}")
         btf = lib.bpf_object__btf(self.obj)
