@@ -108,7 +108,7 @@ def _destroy_servers(dsock, servers, log, rng) -> None:
 def _members(dsock, socks):
     """What the kernel has now on the local ports of socks: cookies alive, and
     how many peerless sockets share each local (proto, family, addr, port, if)."""
-    from .bytecode import TRUE, _or, assemble, port_tree   # imports pyroute2: only here
+    from .bytecode import TRUE, _or, assemble, port_tree
     alive, group = set(), {}
     keys = {(s.proto, s.family) for s in socks}
     for proto, fam in keys:

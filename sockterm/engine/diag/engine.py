@@ -19,7 +19,7 @@ from ... import states as st
 from ...exitcodes import ExitCode
 from ...host import netns, procs
 from .. import EngineError, Scope
-from . import netlink as n
+from . import wire as n
 from .bytecode import compile_bytecode, state_mask
 from .destroy import AF, PROTO_NUMS, destroy_with, settle_unacked
 
