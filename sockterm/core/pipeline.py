@@ -207,7 +207,11 @@ class _Run:
         if own_only and not self.flt.netns:
             self.report.warnings.append(f"searched only this process's network namespace: "
                                         f"{OTHERS_NEED_ROOT}")
-        self.node.attribute(found)      # pods and containers name their namespaces (--netns too)
+        # pods and containers name their namespaces (--netns too), unless
+        # --netns gave only inodes, paths or `host`: then only those are named
+        by_identity = bool(self.flt.netns) and all(map(netns.is_identity, self.flt.netns))
+        if not by_identity:
+            self.node.attribute(found)
         if self.flt.netns:
             try:
                 chosen = netns.resolve(self.flt.netns, found)
@@ -219,6 +223,8 @@ class _Run:
             if own_only and any(ns not in found for ns in chosen):
                 raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
             found = chosen
+            if by_identity:
+                self.node.attribute(found)
         found, self.owned = resolve_host_names(self.flt, found, self.node)
         return found
 

@@ -15,7 +15,6 @@ Standard library only: shell completion imports this.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
@@ -193,6 +192,7 @@ class Names:
         if not m:
             return None
         try:
+            import json      # a host without containers never needs it
             return json.loads(m.group(1))[1:] or None
         except ValueError:
             return None
@@ -251,6 +251,7 @@ def _listdir(path: str) -> list[str]:
 def _read_podman_store(path: str) -> dict:
     try:
         with open(path, "rb") as f:
+            import json
             entries = json.load(f)
     except (OSError, ValueError):
         return {}

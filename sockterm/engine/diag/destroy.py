@@ -11,7 +11,6 @@ lands on it, a bounded number of times.
 from __future__ import annotations
 
 import errno
-import random
 import socket
 
 from ... import model
@@ -66,6 +65,7 @@ def destroy_with(dsock, socks, log=lambda msg: None, rng=None, stop=None) -> Non
             model.set_error(sock, err)
     servers = [s for s in socks if _peerless(s)]
     if servers and not stop():
+        import random    # only for servers (rarely killed): not every run's import
         _destroy_servers(dsock, servers, log, rng or random.Random())
 
 
