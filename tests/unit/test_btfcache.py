@@ -108,7 +108,7 @@ def test_a_directory_others_can_write_is_never_used(tmp_path, minimized):
     # tmp_path is under /tmp (world-writable) and, without root, owned by us
     directory = tmp_path / "cache"
     directory.mkdir()
-    name = btfcache.hashlib.sha256(shipped()).hexdigest()[:32] + ".btf"
+    name = btfcache.digest(shipped())[:32] + ".btf"
     (directory / name).write_bytes(minimized)
     said = []
     assert btfcache.custom_btf(object_path(), said.append, str(directory)) is None

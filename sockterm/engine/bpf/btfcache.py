@@ -20,7 +20,7 @@ before) and the unit tests say so.
 
 The cache: /var/cache/sockterm/<object hash>.btf, read only when its key -
 the kernel's build id (/sys/kernel/notes), release, version and BTF size,
-and the object's sha256 - matches the key stored inside it (a string at
+and the object's BLAKE2b hash - matches the key stored inside it (a string at
 offset 1 of its string section: libbpf ignores it), and only when no one
 but root can have written it: the file and every directory up to / owned
 by root and writable by no one else, no symlinks. Anything else is
@@ -29,10 +29,14 @@ regenerated or, where the directory cannot be trusted, not used at all.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import struct
+
+try:
+    from _blake2 import blake2b     # what hashlib wraps: without its OpenSSL import (~3 ms)
+except ImportError:                 # pragma: no cover (another Python)
+    from hashlib import blake2b
 
 CACHE_DIR = "/var/cache/sockterm"
 CACHE_ENV = "SOCKTERM_CACHE_DIR"        # tests and benchmarks; "" turns the cache off
@@ -486,9 +490,13 @@ def build_id(notes: bytes) -> bytes:
     return b""
 
 
+def digest(data: bytes) -> str:
+    return blake2b(data, digest_size=32).hexdigest()
+
+
 def cache_key(obj: bytes, notes_path: str = KERNEL_NOTES, btf_path: str = VMLINUX_BTF) -> bytes:
     """What a cached BTF is good for: this kernel (build id, release, version,
-    BTF size) and this object (sha256). Empty when the kernel has no build id."""
+    BTF size) and this object (its hash). Empty when the kernel has no build id."""
     try:
         with open(notes_path, "rb") as f:
             bid = build_id(f.read())
@@ -500,8 +508,7 @@ def cache_key(obj: bytes, notes_path: str = KERNEL_NOTES, btf_path: str = VMLINU
     uts = os.uname()
     kernel = b"|".join([bid.hex().encode(), uts.release.encode(), uts.version.encode(),
                         str(btf_size).encode()])
-    return KEY_PREFIX + hashlib.sha256(kernel).hexdigest().encode() + b":" + \
-        hashlib.sha256(obj).hexdigest().encode()
+    return KEY_PREFIX + digest(kernel).encode() + b":" + digest(obj).encode()
 
 
 def trusted_dir(path: str) -> str:
@@ -583,7 +590,7 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
     if not key:
         log("btf cache: the kernel has no build id; using its full BTF")
         return None
-    path = os.path.join(directory, hashlib.sha256(obj).hexdigest()[:32] + ".btf")
+    path = os.path.join(directory, digest(obj)[:32] + ".btf")
     why = trusted_dir(directory) if os.path.isdir(directory) else trusted_dir(os.path.dirname(directory))
     if why:
         log(f"btf cache: not used ({why})")
