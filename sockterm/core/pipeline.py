@@ -496,9 +496,12 @@ class _Run:
             return
         attribution = None
         if owners is None and self.attribute and any(r.walked for r in nsrs):
-            attribution = _Attribution(self.engine, self.report)
+            # a kill attributes before it reads (a killed socket's holder may
+            # close it at once); a listing once something matched (when nothing
+            # does, the host's descriptors are never scanned)
+            attribution = _Attribution(self.engine, self.report, start=self.kill)
             owners = attribution
-        ready = attribution.ready if attribution else None
+        ready = attribution.ready if attribution and self.kill else None
         try:
             for nsr, batch in pool.run(nsrs, lambda nsr, entry, emit: self._search(
                     nsr, entry, emit, ready), stop=self.cancel.is_set):
@@ -506,11 +509,11 @@ class _Run:
                 yield from batch
         finally:
             if attribution:
-                attribution.join()
+                attribution.finish()
 
     def _account(self, nsr, batch: list, owners) -> None:
         if isinstance(owners, _Attribution):
-            owners = owners.owners          # done: reads waited for it
+            owners = owners.result()        # a kill's reads waited for it already
         if owners is not None:
             held = owners.get
             for sock in batch:
@@ -755,12 +758,29 @@ class _Attribution(threading.Thread):
     back until it is done, so a killed socket is attributed before its
     application can react and close it."""
 
-    def __init__(self, engine, report: Report):
+    def __init__(self, engine, report: Report, start: bool = True):
         super().__init__(name="sockterm-owners", daemon=True)
         self.engine, self.report = engine, report
         self.owners = None
         self.ready = threading.Event()
-        self.start()
+        self.begun = False
+        if start:
+            self.begin()
+
+    def begin(self) -> None:
+        if not self.begun:
+            self.begun = True
+            self.start()
+
+    def result(self):
+        """The owners (None: attribution failed), started now if it was not."""
+        self.begin()
+        self.ready.wait()
+        return self.owners
+
+    def finish(self) -> None:
+        if self.begun:
+            self.join()
 
     def run(self):
         try:
