@@ -434,9 +434,10 @@ class _Run:
             walked += nsr.walked
             self.log(f"namespace {nsr.ns.name}: " + (f"walked ({reason}: {detail})" if reason
                                                      else f"not walked: {detail}"))
-        self.log(f"one pass: {len(held.sockets)} matching sockets held, {elapsed * 1000:.0f} ms; "
+        self.log(f"one pass: {held.records} descriptors hold matching sockets, {elapsed * 1000:.0f} ms; "
                  f"{walked} of {len(self.nsrs)} namespaces to walk")
-        owners = held.owners() if self.attribute else None
+        # the pass's sockets carry their holders: only a walk's need the index
+        owners = held.owners() if self.attribute and walked else None
         yield from self._pass(self.nsrs, owners=owners)
 
     def _kill_reason(self, socks) -> tuple[str | None, str]:
@@ -540,7 +541,7 @@ class _Run:
         elif self.kill:
             self._destroy_held(nsr, entry, emit)
         else:
-            socks = self.held_socks.get(nsr.ns.ino, ())
+            socks = self.held_socks.pop(nsr.ns.ino, ())      # decoded now, then let go
             for start in range(0, len(socks), HELD_BATCH):
                 if self.cancel.is_set():
                     return

@@ -1,6 +1,6 @@
 """Where each millisecond of one sockterm process goes, from exec to exit.
 
-    sudo python3 -m tests.bench.timeline [-n RUNS] [--realtime] -- SOCKTERM-ARGS...
+    sudo python3 -m tests.bench.timeline [-n RUNS] [--realtime] [--small-host] -- SOCKTERM-ARGS...
 
 Each run is a fresh process started as the console script starts sockterm
 (`from sockterm.main import run; run()`), timed from the parent's exec: the
@@ -12,6 +12,10 @@ wrapped at run time; nothing in sockterm is changed. Prints, per event, the
 median over the runs of when it happened (ms since exec) and of the time
 from the event before. Unlike tests/bench/profile.py (which imports
 everything up front), the imports here are the run's own.
+
+--small-host builds the bench's small host (4 namespaces x 2,000 loopback
+sockets), gives the run its namespaces (--netns) and refills what a run
+killed before the next: `... --small-host -- kill --yes --dst 127.0.0.1:80 -o json`.
 """
 
 from __future__ import annotations
@@ -136,23 +140,34 @@ def child(t0: float, out: str) -> None:
 
 
 def main() -> None:
-    import statistics
-    import subprocess
-    import tempfile
     args = sys.argv[1:]
-    runs, realtime = 7, False
+    runs, realtime, small = 7, False, False
     while args and args[0] != "--":
         opt = args.pop(0)
         if opt == "-n":
             runs = int(args.pop(0))
         elif opt == "--realtime":
             realtime = True
+        elif opt == "--small-host":
+            small = True
     argv = args[1:]
+    if small:
+        from .run import FULL
+        from .workload import LoopbackWorkload
+        spec, _ = FULL["small"]
+        with LoopbackWorkload(spec, log=lambda msg: None) as w:
+            argv += [arg for ns in w.namespaces() for arg in ("--netns", ns)]
+            return report(argv, measure_runs(argv, runs, realtime, w.refill), runs, realtime)
+    report(argv, measure_runs(argv, runs, realtime), runs, realtime)
+
+
+def measure_runs(argv: list, runs: int, realtime: bool, after=None) -> list[dict]:
+    import subprocess
+    import tempfile
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     prefix = ["chrt", "-f", "10"] if realtime else []
     samples: list[dict] = []
-    order: dict = {}
     for _ in range(runs):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             code = ("import sys; sys.argv[1:] = " + repr(argv) +
@@ -167,9 +182,15 @@ def main() -> None:
             print(f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}", file=sys.stderr)
         events.append(("reaped by the parent", wall))
         samples.append(dict(events))
-        for i, (label, _) in enumerate(events):
-            order.setdefault(label, i)
-    labels = sorted(order, key=lambda l: statistics.median(s[l] for s in samples if l in s))
+        if after:
+            after()
+    return samples
+
+
+def report(argv: list, samples: list[dict], runs: int, realtime: bool) -> None:
+    import statistics
+    labels = {label for s in samples for label in s}
+    labels = sorted(labels, key=lambda l: statistics.median(s[l] for s in samples if l in s))
     print(f"# sockterm {' '.join(argv)}; {runs} runs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}" + (", real-time priority" if realtime else ""))
     print(f"{'ms since exec':>14} {'+ms':>7}  event")

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import socket
+import struct
 
 from ... import model
 from ...host import netns
@@ -76,6 +77,31 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
             sock.processes = holder
         elif holder[0] not in sock.processes:
             sock.processes += holder
+
+
+# each st_held record's namespace, and nothing else
+_HELD_NETNS = struct.Struct(f"<{record.StHeld.netns.offset}xI"
+                            f"{record.HELD.size - record.StHeld.netns.offset - 4}x")
+
+
+def split_by_namespace(chunks) -> dict:
+    """st_held records -> netns inode -> runs of its records (bytes of whole
+    records), decoded only when the namespace's turn comes: half a million
+    sockets decoded at once would hold ~300 MB of Sock objects, as records
+    they take 112 bytes each. A process's descriptors come in order, so runs
+    are long: a chunk is a few slices, often none."""
+    out: dict = {}
+    size = record.HELD.size
+    for chunk in chunks:
+        start, current = 0, None
+        for i, (ino,) in enumerate(_HELD_NETNS.iter_unpack(chunk)):
+            if ino != current:
+                if current is not None:
+                    out.setdefault(current, []).append(chunk[start * size:i * size])
+                start, current = i, ino
+        if current is not None:
+            out.setdefault(current, []).append(chunk[start * size:])
+    return out
 
 
 class BpfEngine:
@@ -341,13 +367,15 @@ class BpfEngine:
         finally:
             os.close(fd)
         names = {ns.ino: ns.name for ns in namespaces or ()}
+        records = sum(len(chunk) for chunk in chunks) // record.HELD.size
+        runs = split_by_namespace(chunks)
+        chunks.clear()
 
-        def decode() -> dict:
+        def decode(runs) -> list:
             found: dict = {}
-            for chunk in chunks:
-                decode_held(chunk, names, found, self.attributes)
-            chunks.clear()
-            return found
+            for run in runs:
+                decode_held(run, names, found, self.attributes)
+            return list(found.values())
         counts = {}
         value = record.StNsHeld()
         for ino in inodes:
@@ -361,7 +389,7 @@ class BpfEngine:
         elif stats.probe_refs != record.ONE_HOLDER_REFS:
             why = (f"the kernel showed {stats.probe_refs} references on a socket held once "
                    f"(expected {record.ONE_HOLDER_REFS}): shared sockets cannot be told apart")
-        self._held = model.Held(decode, counts, why)
+        self._held = model.Held(runs, decode, counts, why, records)
         return self._held
 
     def owners(self) -> model.Owners:
