@@ -608,9 +608,13 @@ class _Run:
         except (OSError, EngineError) as exc:
             self._namespace_failed(nsr, exc, emit)
             return
+        # a kill's sockets are attributed before any is destroyed (its holder may
+        # close it at once): before reading where reading destroys, else the
+        # reads overlap the owner pass and only the destroys wait for it
+        early = getattr(engine, "destroys_while_reading", True)
         try:
             if handle is not None:
-                if ready is not None:
+                if ready is not None and early:
                     ready.wait()
                 reading = engine.read(handle, ns)
                 try:
@@ -622,6 +626,8 @@ class _Run:
                             done = True
                             break
                         if self.kill:
+                            if ready is not None and not early:
+                                ready.wait()
                             try:
                                 batch = self._settle(entry, ns, handle, batch)
                             except (OSError, EngineError):
@@ -755,9 +761,10 @@ def _gone_copy(sock: model.Sock) -> model.Sock:
 
 class _Attribution(threading.Thread):
     """The host-wide owner pass, run while the workers enter namespaces and
-    create their iterators; `ready` holds every read (and so every destroy)
-    back until it is done, so a killed socket is attributed before its
-    application can react and close it."""
+    create their iterators (a kill's), or once something matched (a
+    listing's); `ready` holds every destroy back until it is done (and every
+    read, where reading destroys), so a killed socket is attributed before
+    its application can react and close it."""
 
     def __init__(self, engine, report: Report, start: bool = True):
         super().__init__(name="sockterm-owners", daemon=True)

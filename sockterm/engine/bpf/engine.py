@@ -130,6 +130,10 @@ class BpfEngine:
         self._bss_buf = None
         self._entries: dict = {}
 
+    @property
+    def destroys_while_reading(self) -> bool:
+        return self.kill          # the kfunc runs inside the iterator
+
     # -- setup ---------------------------------------------------------------
     def open(self) -> None:
         try:

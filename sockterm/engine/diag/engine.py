@@ -70,6 +70,7 @@ class _Handle:
 
 class DiagEngine:
     name = "diag"
+    destroys_while_reading = False     # a dump reads; destroy() destroys
 
     def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None):
         self.flt = flt
