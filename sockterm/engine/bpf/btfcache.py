@@ -590,7 +590,7 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
     if not key:
         log("btf cache: the kernel has no build id; using its full BTF")
         return None
-    path = os.path.join(directory, digest(obj)[:32] + ".btf")
+    path = os.path.join(directory, key.rsplit(b":", 1)[1][:32].decode() + ".btf")   # the object's
     why = trusted_dir(directory) if os.path.isdir(directory) else trusted_dir(os.path.dirname(directory))
     if why:
         log(f"btf cache: not used ({why})")
