@@ -114,7 +114,7 @@ def walk_ms() -> float | None:
     """Wall time of one namespace walk, as the diag engine does it (TCP and UDP,
     IPv4 and IPv6) with a filter matching nothing: the fixed cost each namespace
     pays when the hash tables are shared."""
-    from .engine.diag import netlink as n
+    from .engine.diag import wire as n
     from .engine.diag.bytecode import compile_bytecode, state_mask
     from .engine.diag.destroy import AF, PROTO_NUMS
     from .filter import build_filter

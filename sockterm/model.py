@@ -139,35 +139,61 @@ class HeldCounts(NamedTuple):
 
 
 class Held:
-    """The one pass: the sockets the filter selects that processes hold
-    (socket inode -> Sock, holders attributed when asked; decoded when first
-    asked for; a cookie of 0 is one the kernel has not made yet), and per
+    """The one pass: the sockets the filter selects that processes hold, by
+    namespace, kept as the kernel's records until a namespace's are asked
+    for (then one Sock per socket, holders attributed when asked; a cookie of
+    0 is one the kernel has not made yet), and per
     namespace inode what its processes hold in all."""
 
-    def __init__(self, decode, counts: dict, uncounted: str = ""):
-        self._decode = decode
-        self._sockets = None
+    def __init__(self, records: dict, decode, counts: dict, uncounted: str = "",
+                 count: int = 0, uncookied=lambda records: 0):
+        self._records = records         # netns inode -> its records (an engine's form)
+        self._decode = decode           # records -> [Sock]
+        self._uncookied = uncookied     # records -> how many sockets have no cookie yet
         self.counts = counts            # netns inode -> HeldCounts
         self.uncounted = uncounted      # why the counts cannot be trusted ("": they can)
+        self.records = count            # descriptors holding a selected socket
 
-    @property
-    def sockets(self) -> dict:
-        if self._sockets is None:
-            self._sockets = self._decode()
-        return self._sockets
-
-    def by_namespace(self) -> dict:
-        out: dict = {}
-        for sock in self.sockets.values():
-            out.setdefault(sock.netns, []).append(sock)
-        return out
+    def by_namespace(self) -> "HeldSockets":
+        return HeldSockets(self._records, self._decode, self._uncookied)
 
     def owners(self) -> "Owners":
         found = Owners()
-        for sock in self.sockets.values():
-            if sock.processes and sock.ino:
-                found.by_ino[sock.ino] = sock.processes
+        for records in self._records.values():
+            for sock in self._decode(records):
+                if sock.processes and sock.ino:
+                    found.by_ino[sock.ino] = sock.processes
         return found
+
+
+class HeldSockets:
+    """netns inode -> the one pass's sockets there, decoded on demand: get()
+    keeps what it decoded (a kill asks twice, and must see the same Socks),
+    pop() does not (a listing streams each namespace once, and memory stays
+    that of the records plus the namespaces in flight)."""
+
+    def __init__(self, records: dict, decode, uncookied=lambda records: 0):
+        self._records, self._decode, self._uncookied = records, decode, uncookied
+        self._kept: dict = {}
+
+    def uncookied(self, ino: int) -> int:
+        """How many of the namespace's sockets the kernel has no cookie for
+        yet, read from the records without decoding them."""
+        return self._uncookied(self._records[ino]) if ino in self._records else 0
+
+    def get(self, ino: int, default=()):
+        socks = self._kept.get(ino)
+        if socks is None:
+            if ino not in self._records:
+                return default
+            socks = self._kept[ino] = self._decode(self._records[ino])
+        return socks
+
+    def pop(self, ino: int, default=()):
+        socks = self._kept.pop(ino, None)
+        if socks is not None:
+            return socks
+        return self._decode(self._records[ino]) if ino in self._records else default
 
 
 def set_error(sock: Sock, err: int) -> None:

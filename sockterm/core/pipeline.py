@@ -224,7 +224,11 @@ class _Run:
                                         f"{OTHERS_NEED_ROOT}")
         elif not self.flt.netns and netns.kthreadd_netns() is None:
             self.report.warnings.append(NOT_HOST_PID)
-        self.node.attribute(found)      # pods and containers name their namespaces (--netns too)
+        # pods and containers name their namespaces (--netns too), unless
+        # --netns gave only inodes, paths or `host`: then only those are named
+        by_identity = bool(self.flt.netns) and all(map(netns.is_identity, self.flt.netns))
+        if not by_identity:
+            self.node.attribute(found)
         if self.flt.netns:
             try:
                 chosen = netns.resolve(self.flt.netns, found)
@@ -236,6 +240,8 @@ class _Run:
             if own_only and any(ns not in found for ns in chosen):
                 raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
             found = chosen
+            if by_identity:
+                self.node.attribute(found)
         found, self.owned = resolve_host_names(self.flt, found, self.node)
         return found
 
@@ -475,21 +481,22 @@ class _Run:
             reason, detail = onepass.walk_reason(self.flt, self.scope, before.get(ino),
                                                  after.get(ino), held.counts.get(ino),
                                                  held.uncounted)
-            if reason is None:
-                socks = self.held_socks.get(ino, ())
-                if self.kill:
-                    reason, detail = self._kill_reason(socks)
-                elif _uncookied(socks) and self._walk_cheaper(0, _uncookied(socks)):
+            if reason is None and self.kill:
+                reason, detail = self._kill_reason(self.held_socks.get(ino, ()))
+            elif reason is None:
+                unknown = self.held_socks.uncookied(ino)
+                if unknown and self._walk_cheaper(0, unknown):
                     reason, detail = onepass.COOKIE, (
-                        f"{_uncookied(socks)} sockets the kernel has no cookie for yet: "
+                        f"{unknown} sockets the kernel has no cookie for yet: "
                         "the walk makes them for less than a lookup each")
             nsr.walked, nsr.walk_reason = reason is not None, reason
             walked += nsr.walked
             self.log(f"namespace {nsr.ns.name}: " + (f"walked ({reason}: {detail})" if reason
                                                      else f"not walked: {detail}"))
-        self.log(f"one pass: {len(held.sockets)} matching sockets held, {elapsed * 1000:.0f} ms; "
+        self.log(f"one pass: {held.records} descriptors hold matching sockets, {elapsed * 1000:.0f} ms; "
                  f"{walked} of {len(self.nsrs)} namespaces to walk")
-        owners = held.owners() if self.attribute else None
+        # the pass's sockets carry their holders: only a walk's need the index
+        owners = held.owners() if self.attribute and walked else None
         yield from self._pass(self.nsrs, owners=owners)
 
     def _kill_reason(self, socks) -> tuple[str | None, str]:
@@ -506,7 +513,7 @@ class _Run:
 
     def _bulk(self, kills: int, lookups: int = 0) -> bool:
         # the diag engine's walk destroys over netlink too: it saves only lookups
-        return self._walk_cheaper(kills if self.engine.destroys_in_kernel else 0, lookups)
+        return self._walk_cheaper(kills if self.engine.destroys_while_reading else 0, lookups)
 
     def _walk_cheaper(self, kills: int, lookups: int) -> bool:
         if not (kills or lookups):
@@ -553,9 +560,12 @@ class _Run:
             return
         attribution = None
         if owners is None and self.attribute and any(r.walked for r in nsrs):
-            attribution = _Attribution(self.engine, self.report)
+            # a kill attributes before it reads (a killed socket's holder may
+            # close it at once); a listing once something matched (when nothing
+            # does, the host's descriptors are never scanned)
+            attribution = _Attribution(self.engine, self.report, start=self.kill)
             owners = attribution
-        ready = attribution.ready if attribution else None
+        ready = attribution.ready if attribution and self.kill else None
         try:
             for nsr, batch in pool.run(nsrs, lambda nsr, entry, emit: self._search(
                     nsr, entry, emit, ready), stop=self.cancel.is_set):
@@ -563,11 +573,11 @@ class _Run:
                 yield from batch
         finally:
             if attribution:
-                attribution.join()
+                attribution.finish()
 
     def _account(self, nsr, batch: list, owners) -> None:
         if isinstance(owners, _Attribution):
-            owners = owners.owners          # done: reads waited for it
+            owners = owners.result()        # a kill's reads waited for it already
         if owners is not None:
             held = owners.get
             for sock in batch:
@@ -594,7 +604,7 @@ class _Run:
         elif self.kill:
             self._destroy_held(nsr, entry, emit)
         else:
-            socks = self.held_socks.get(nsr.ns.ino, ())
+            socks = self.held_socks.pop(nsr.ns.ino, ())      # decoded now, then let go
             if any(not s.cookie for s in socks):
                 socks = self._list_held_cookies(nsr, entry, emit, socks)
             for start in range(0, len(socks), HELD_BATCH):
@@ -713,9 +723,13 @@ class _Run:
         except (OSError, EngineError) as exc:
             self._namespace_failed(nsr, exc, emit)
             return
+        # a kill's sockets are attributed before any is destroyed (its holder may
+        # close it at once): before reading where reading destroys, else the
+        # reads overlap the owner pass and only the destroys wait for it
+        early = getattr(engine, "destroys_while_reading", True)
         try:
             if handle is not None:
-                if ready is not None:
+                if ready is not None and early:
                     ready.wait()
                 reading = engine.read(handle, ns)
                 try:
@@ -727,6 +741,8 @@ class _Run:
                             done = True
                             break
                         if self.kill:
+                            if ready is not None and not early:
+                                ready.wait()
                             try:
                                 batch = self._settle(entry, ns, handle, batch)
                             except (OSError, EngineError):
@@ -865,16 +881,34 @@ def _gone_copy(sock: model.Sock) -> model.Sock:
 
 class _Attribution(threading.Thread):
     """The host-wide owner pass, run while the workers enter namespaces and
-    create their iterators; `ready` holds every read (and so every destroy)
-    back until it is done, so a killed socket is attributed before its
-    application can react and close it."""
+    create their iterators (a kill's), or once something matched (a
+    listing's); `ready` holds every destroy back until it is done (and every
+    read, where reading destroys), so a killed socket is attributed before
+    its application can react and close it."""
 
-    def __init__(self, engine, report: Report):
+    def __init__(self, engine, report: Report, start: bool = True):
         super().__init__(name="sockterm-owners", daemon=True)
         self.engine, self.report = engine, report
         self.owners = None
         self.ready = threading.Event()
-        self.start()
+        self.begun = False
+        if start:
+            self.begin()
+
+    def begin(self) -> None:
+        if not self.begun:
+            self.begun = True
+            self.start()
+
+    def result(self):
+        """The owners (None: attribution failed), started now if it was not."""
+        self.begin()
+        self.ready.wait()
+        return self.owners
+
+    def finish(self) -> None:
+        if self.begun:
+            self.join()
 
     def run(self):
         try:

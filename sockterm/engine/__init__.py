@@ -14,12 +14,15 @@ the run's Scope (what the run derived from it), then asked, per namespace:
                           cannot take as DEFERRED (the core hands those on)
   release(handle)
 
-plus owners() (who holds the sockets, host-wide) and close(). The bpf engine
+plus owners() (who holds the sockets, host-wide) and close(), and one
+capability the core reads: destroys_while_reading (a kill's read() destroys,
+so the owners must be known before it; otherwise only before destroy()).
+The bpf engine
 also makes the one pass, held(): every socket every process holds, host-wide,
 and what each namespace's processes hold in all (see core/onepass.py).
 
-What an engine can do, the core reads from it: destroys_in_kernel (a walk
-destroys as it reads), and for bpf after open(), what the kernel loaded:
+What else an engine can do, the core reads from it: for bpf after open(),
+what the kernel loaded:
 walks (the socket iterators), one_pass (the task_file program) and lost
 (capability -> why the kernel refused its program).
 Threads, ordering, accounting and cancellation are the core's (sockterm.core).

@@ -6,7 +6,6 @@ entered by worker threads (core/pool.py); the main thread never moves.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import queue
@@ -21,7 +20,17 @@ from ..text import shown
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = None
+
+
+def _setns(fd: int) -> int:
+    """setns(fd, CLONE_NEWNET) for the calling thread: 0, or the errno. ctypes
+    is loaded on first use (~2 ms): a run that stays home never pays for it."""
+    global _libc
+    import ctypes
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return ctypes.get_errno() if _libc.setns(fd, CLONE_NEWNET) != 0 else 0
 
 
 class NamespaceError(OSError):
@@ -215,6 +224,15 @@ def discover(own_only: bool = False) -> tuple[list[Namespace], list[str]]:
     return found, d.skipped
 
 
+def is_identity(selector: str) -> bool:
+    """Does this --netns value name its namespace whatever runs in it (an
+    inode, a path, `host`), so that no container's name can be meant?"""
+    key = selector.strip()
+    if key.startswith("net:[") and key.endswith("]"):
+        key = key[5:-1]
+    return key == HOST or key.isdigit() or key.startswith("/")
+
+
 def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
     """The namespaces --netns names: an ip-netns or display name (a pod's
     NAMESPACE/NAME, a container's name), an inode, or an nsfs path."""
@@ -273,13 +291,13 @@ def run_in(ns: Namespace, fn, home: int):
         raise NamespaceError(getattr(last, "errno", 0) or errno.ENOENT,
                              f"namespace {ns.name} is gone ({getattr(last, 'strerror', 'no path left')})")
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
+        err = _setns(fd)
+        if err:
             raise NamespaceError(err, f"cannot enter namespace {ns.name}: {os.strerror(err)}")
         try:
             return fn()
         finally:
-            if _libc.setns(home, CLONE_NEWNET) != 0:   # never leave a thread elsewhere
+            if _setns(home):   # never leave a thread elsewhere
                 raise SystemExit("sockterm: cannot return to the original network namespace")
     finally:
         os.close(fd)

@@ -16,7 +16,6 @@ Standard library only: shell completion imports this.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
@@ -266,6 +265,7 @@ def docker_name(data: bytes) -> str | None:
     if not m:
         return None
     try:
+        import json      # a host without containers never needs it
         return json.loads(m.group(1))[1:] or None
     except ValueError:
         return None
@@ -273,6 +273,7 @@ def docker_name(data: bytes) -> str | None:
 
 def podman_names(data: bytes) -> dict[str, str]:
     """A podman containers.json -> {id: first name}."""
+    import json
     try:
         entries = json.loads(data)
     except (ValueError, RecursionError):     # RecursionError: nesting deeper than Python's stack

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from . import graceful, measure, onepass, workload
+from . import graceful, measure, onepass, scale, workload
 from .workload import LOOPBACK, VIP, LoopbackWorkload, LoopSpec, Spec, Workload
 
 PY = sys.executable
@@ -43,17 +43,28 @@ SS_LIST = f"ss -tuan; for ns in {NS_LOOP}; do ss -N \"$ns\" -tuan; done"
 NOTHING = ["--dst", "255.255.255.255:1"]
 
 FULL = dict(target=Spec(20, 1000, 3000, 100), repeats=5, start_repeats=15, curve_repeats=3,
+            nothing_passes=15,
             socket_curve=[(4, t) for t in (31, 312, 1562, 3125, 6250)],
             ns_curve=[1, 10, 50, 100], ns_curve_connections=16_000,
             # 20 x 8,000 sockets, 5,000 killed a pass; 4 x 2,000, 124 killed a pass
             loopback=(LoopSpec(20, 250, 3750), 8), small=(LoopSpec(4, 31, 969), 10))
 QUICK = dict(target=Spec(4, 250, 750, 50), repeats=1, start_repeats=5, curve_repeats=1,
+             nothing_passes=5,
              socket_curve=[(2, t) for t in (31, 312, 1250)],
              ns_curve=[1, 5, 10], ns_curve_connections=4_000,
              loopback=(LoopSpec(10, 250, 1750), 4), small=(LoopSpec(4, 31, 969), 4))
-SECTIONS = ("start", "target", "loopback", "small", "curves", "onepass", "graceful")
+SECTIONS = ("start", "nothing", "target", "loopback", "small", "curves", "onepass", "graceful",
+            "scale")
 LOOPBACK_RATIO = 0.65        # target: bpf kill / ss loop, median over the passes
-SMALL_RATIO = 4.0
+SMALL_RATIO = 3.0            # each engine's kill / ss loop, median over the passes
+NOTHING_RATIO = 12.0         # match of nothing in one namespace / ss -tan dst
+START_LIMIT = 0.060          # --help, and completing an option
+UNUSED = "192.0.2.99"        # TEST-NET-1: no socket here talks to it
+# --bpf-args / --bpf-env: what every bpf run gets besides, so that a kernel
+# refusing one program can still be measured with what loads (--no-processes,
+# SOCKTERM_WALK=all); the tables say so
+BPF_ARGS: list = []
+BPF_ENV: list = []
 
 
 def log(msg: str) -> None:
@@ -61,7 +72,13 @@ def log(msg: str) -> None:
 
 
 def sockterm(*args: str) -> list[str]:
+    if args[:2] == ("--backend", "bpf") and (BPF_ARGS or BPF_ENV):
+        return [*(["env", *BPF_ENV] if BPF_ENV else []), *SOCKTERM, *args, *BPF_ARGS]
     return [*SOCKTERM, *args]
+
+
+def bpf_note() -> str:
+    return f" [bpf runs with {' '.join(BPF_ENV + BPF_ARGS)}]" if BPF_ARGS or BPF_ENV else ""
 
 
 def install_launcher(tmp: str) -> None:
@@ -105,10 +122,12 @@ def kill_contenders(w: Workload) -> dict:
             "ss -K -N loop": (ss_kill_loop(w, VIP, 80), True)}
 
 
-def loopback_contenders(w: LoopbackWorkload) -> dict:
-    return {"sockterm kill (bpf)": (sockterm("--backend", "bpf", *kill_args(w, f"{LOOPBACK}:80")),
-                                    False),
-            "ss -K -N loop": (ss_kill_loop(w, LOOPBACK, 80), True)}
+def loopback_contenders(w: LoopbackWorkload, engines=("bpf",)) -> dict:
+    """sockterm on each engine, then the ss loop (last: what the others are compared with)."""
+    out = {f"sockterm kill ({e})": (sockterm("--backend", e, *kill_args(w, f"{LOOPBACK}:80")), False)
+           for e in engines}
+    out["ss -K -N loop"] = (ss_kill_loop(w, LOOPBACK, 80), True)
+    return out
 
 
 def check_kill(w: Workload, sample: measure.Sample) -> str:
@@ -151,19 +170,25 @@ def _kill_once(w: Workload, res: measure.Result, argv, shell: bool) -> None:
 
 
 def measure_alternating(w: Workload, contenders: dict, passes: int) -> dict:
-    """Two contenders, `passes` runs each, in ABBA order (AB, BA, AB, ...): a
-    drift in the machine or the tables (a refilled target group sits in fresh
-    hash chains) favours neither. Per-pass ratios A/B come with the results."""
-    (a, (argv_a, sh_a)), (b, (argv_b, sh_b)) = contenders.items()
-    results = {a: measure.Result(a), b: measure.Result(b)}
+    """Every contender `passes` times, in an order that rotates and reverses
+    every other pass (two: AB, BA, AB, ...): a drift in the machine or the
+    tables (a refilled target group sits in fresh hash chains) favours none.
+    Per-pass ratios of each contender to the last one come with the results."""
+    names = list(contenders)
+    results = {name: measure.Result(name) for name in names}
     for p in range(passes):
-        order = ((a, argv_a, sh_a), (b, argv_b, sh_b))
-        for name, argv, shell in (order if p % 2 == 0 else order[::-1]):
+        order = names[p % len(names):] + names[:p % len(names)]
+        for name in (order if p % 2 == 0 else order[::-1]):
+            argv, shell = contenders[name]
             _kill_once(w, results[name], argv, shell)
-    ratios = [x.wall / y.wall for x, y in zip(results[a].samples, results[b].samples)]
-    return {"kills": results, "ratios": ratios, "passes": passes,
-            "median_ratio": statistics.median(ratios),
-            "ratio_of_medians": results[a].wall / results[b].wall}
+    base = results[names[-1]]
+    ratios = {n: [x.wall / y.wall for x, y in zip(results[n].samples, base.samples)]
+              for n in names[:-1]}
+    first = names[0]
+    return {"kills": results, "ratios": ratios[first], "passes": passes,
+            "median_ratio": statistics.median(ratios[first]),
+            "ratio_of_medians": results[first].wall / base.wall,
+            "median_ratios": {n: statistics.median(r) for n, r in ratios.items()}}
 
 
 def measure_floor(obj: str, repeats: int, w: Workload) -> dict:
@@ -208,6 +233,10 @@ def _env() -> dict:
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+def _bpf_env() -> dict:
+    return dict(_env(), **dict(e.split("=", 1) for e in BPF_ENV))
+
+
 # -- start-up ------------------------------------------------------------------
 
 def measure_startup(repeats: int) -> dict:
@@ -216,6 +245,12 @@ def measure_startup(repeats: int) -> dict:
              "sockterm --version": sockterm("--version"),
              "sockterm --help": sockterm("--help"),
              "sockterm kill --help": sockterm("kill", "--help"),
+             # what bash runs for `sockterm kill --st<TAB>` and `... --state <TAB>`
+             "completion: kill --st<TAB>": ["env", "COMP_WORDS=sockterm kill --st", "COMP_CWORD=2",
+                                            "_SOCKTERM_COMPLETE=bash_complete", *SOCKTERM],
+             "completion: kill --state <TAB>": ["env", "COMP_WORDS=sockterm kill --state ",
+                                                "COMP_CWORD=3", "_SOCKTERM_COMPLETE=bash_complete",
+                                                *SOCKTERM],
              "python3 -m sockterm --help": [PY, "-m", "sockterm", "--help"]}
     on_path = shutil.which("sockterm")
     if on_path:
@@ -225,6 +260,43 @@ def measure_startup(repeats: int) -> dict:
         measure.run(argv)   # warm the page cache
         out[name] = measure.repeat(name, argv, repeats)
     return out
+
+
+def nothing_section(cfg: dict, res: dict) -> None:
+    """One namespace, nothing matching: `match --netns host --dst` of an address
+    nobody uses, on each engine, against `ss -tan dst` of it (one namespace:
+    no workload; the host's own sockets, whatever they are, are walked by all)."""
+    cases = {"sockterm match (bpf)": sockterm("--backend", "bpf", "match", "--netns", "host",
+                                              "--dst", UNUSED),
+             "sockterm match (diag)": sockterm("--backend", "diag", "match", "--netns", "host",
+                                               "--dst", UNUSED),
+             "ss -tan dst": ["ss", "-tan", "dst", UNUSED]}
+    names = list(cases)
+    results = {name: measure.Result(name) for name in names}
+    load, sockets = os.getloadavg(), host_sockets()
+    for argv in cases.values():
+        measure.run(argv)              # the page cache
+    for p in range(cfg["nothing_passes"]):
+        order = names[p % len(names):] + names[:p % len(names)]
+        for name in (order if p % 2 == 0 else order[::-1]):
+            sample = measure.run(cases[name])
+            results[name].samples.append(sample)
+            if sample.rc not in (0, 1):
+                results[name].ok, results[name].note = False, f"exit {sample.rc}: {_last_line(sample.err)}"
+    res["nothing_match"] = {"kills": results, "loadavg": [load, os.getloadavg()],
+                            "host_sockets": [sockets, host_sockets()]}
+
+
+def report_nothing(case: dict) -> None:
+    kills = case["kills"]
+    ss = kills["ss -tan dst"]
+    rows = [[n, fmt_ms(r.wall), fmt_ms(r.cpu), f"{r.rss:6.1f}", ratio(r.wall, ss.wall),
+             "ok" if r.ok else f"FAIL: {r.note}"] for n, r in kills.items()]
+    before, after = case["loadavg"]
+    table(f"one namespace, nothing matching (--netns host --dst {UNUSED}); median of "
+          f"{len(ss.samples)} rotating passes (load average {before[0]:.2f} -> {after[0]:.2f}; "
+          f"sockets on the host {case['host_sockets'][0]}){bpf_note()}",
+          rows, ["command", "wall ms", "cpu ms", "maxrss MiB", "vs ss", "check"])
 
 
 def import_breakdown() -> list[tuple[str, float]]:
@@ -246,9 +318,9 @@ def import_breakdown() -> list[tuple[str, float]]:
 
 def profile_kill(w: Workload, out_dir: str, dst: str, tag: str = "kill") -> dict:
     path = os.path.join(out_dir, f"{tag}.json")
-    args = ["--backend", "bpf", *kill_args(w, dst)]
+    args = ["--backend", "bpf", *kill_args(w, dst), *BPF_ARGS]
     for attempt in range(3):     # a crashing run (see the kill table) leaves no profile
-        sample = measure.run([PY, "-m", "tests.bench.profile", path, "--", *args], env=_env())
+        sample = measure.run([PY, "-m", "tests.bench.profile", path, "--", *args], env=_bpf_env())
         w.refill()
         if os.path.exists(path):
             break
@@ -259,7 +331,7 @@ def profile_kill(w: Workload, out_dir: str, dst: str, tag: str = "kill") -> dict
         doc = json.load(f)
     doc["wall"] = sample.wall
     prof_json = os.path.join(out_dir, f"{tag}-cprofile.json")
-    measure.run([PY, "-m", "tests.bench.profile", prof_json, "--cprofile", "--", *args], env=_env())
+    measure.run([PY, "-m", "tests.bench.profile", prof_json, "--cprofile", "--", *args], env=_bpf_env())
     w.refill()
     doc["cprofile"] = _top_functions(prof_json.replace(".json", ".prof"))
     doc["prof_path"] = prof_json.replace(".json", ".prof")
@@ -453,27 +525,42 @@ def report_targets(res: dict, cfg: dict) -> list:
                        f"{small.rss:.1f} MiB at {curve[0]['spec'].sockets} -> {lst.rss:.1f} MiB at "
                        f"{big['spec'].sockets}"))
     if start:
-        helptime = start["sockterm --help"].wall
-        checks.append(("4. sockterm --help < 120 ms", helptime < 0.120, f"{helptime * 1000:.0f} ms"))
+        for name in ("sockterm --help", "completion: kill --st<TAB>"):
+            took = start[name].wall
+            checks.append((f"4. {name} <= {START_LIMIT * 1000:.0f} ms", took <= START_LIMIT,
+                           f"{took * 1000:.0f} ms"))
+    if "nothing_match" in res:
+        kills = res["nothing_match"]["kills"]
+        ss = kills["ss -tan dst"]
+        for name in ("sockterm match (bpf)", "sockterm match (diag)"):
+            r = kills[name]
+            checks.append((f"7. one namespace, nothing matching: {name} <= {NOTHING_RATIO:g} x "
+                           f"ss -tan dst", r.ok and r.wall <= NOTHING_RATIO * ss.wall,
+                           f"{r.wall / ss.wall:.2f}x ({r.wall * 1000:.0f} ms vs {ss.wall * 1000:.0f} ms)"))
     for key, number, limit in (("loopback", 5, LOOPBACK_RATIO), ("small", 6, SMALL_RATIO)):
         if key in res:
-            checks.append(_ratio_check(number, res[key], limit))
+            checks += _ratio_checks(number, res[key], limit)
     checks += onepass.report(res, table, fmt_ms)      # its tables, then its targets
     checks += graceful.report(res, table, fmt_ms)
+    checks += scale.report(res, table, fmt_ms)
     table("targets", [[n, "PASS" if ok else "FAIL", why] for n, ok, why in checks],
           ["target", "result", "measured"])
     return checks
 
 
-def _ratio_check(number: int, case: dict, limit: float) -> tuple:
+def _ratio_checks(number: int, case: dict, limit: float) -> list:
     spec, kills = case["spec"], case["kills"]
-    bpf, loop = kills["sockterm kill (bpf)"], kills["ss -K -N loop"]
-    ok = bpf.ok and loop.ok and case["median_ratio"] <= limit
-    return (f"{number}. {spec.namespaces}ns x {spec.sockets // spec.namespaces} loopback, "
-            f"{spec.doomed} kills: bpf kill <= {limit:g} x ss -K loop "
-            f"(median of {case['passes']} ABBA passes)", ok,
-            f"{case['median_ratio']:.2f}x ({bpf.wall * 1000:.0f} ms vs {loop.wall * 1000:.0f} ms)"
-            + ("" if bpf.ok and loop.ok else f" (failed: {bpf.note or loop.note})"))
+    loop = kills["ss -K -N loop"]
+    checks = []
+    for name, ratio in case["median_ratios"].items():
+        res = kills[name]
+        ok = res.ok and loop.ok and ratio <= limit
+        checks.append((f"{number}. {spec.namespaces}ns x {spec.sockets // spec.namespaces} loopback, "
+                       f"{spec.doomed} kills: {name} <= {limit:g} x ss -K loop "
+                       f"(median of {case['passes']} rotating passes)", ok,
+                       f"{ratio:.2f}x ({res.wall * 1000:.0f} ms vs {loop.wall * 1000:.0f} ms)"
+                       + ("" if res.ok and loop.ok else f" (failed: {res.note or loop.note})")))
+    return checks
 
 
 # -- main ----------------------------------------------------------------------
@@ -498,7 +585,9 @@ def loopback_section(key: str, cfg: dict, tmp: str, res: dict) -> None:
     with LoopbackWorkload(spec, log=log) as w:
         log(f"built in {w.build_seconds:.1f}s; {passes} alternating passes")
         load, sockets = os.getloadavg(), host_sockets()
-        case = measure_alternating(w, loopback_contenders(w), passes)
+        # the small host: both engines (where most hosts are, diag is what old kernels get)
+        engines = ("bpf", "diag") if key == "small" else ("bpf",)
+        case = measure_alternating(w, loopback_contenders(w, engines), passes)
         case["spec"] = spec
         case["loadavg"] = [load, os.getloadavg()]
         # every namespace's walk crosses every socket on the host (shared hash tables)
@@ -523,23 +612,26 @@ def host_sockets() -> int:
 
 def report_alternating(title: str, case: dict) -> None:
     kills = case["kills"]
-    (a, ra), (b, rb) = kills.items()
+    names = list(kills)
+    base = kills[names[-1]]
+    head = ["pass"] + [f"{n} ms" for n in names] + [f"{n} / {names[-1]}" for n in names[:-1]]
     rows = []
-    for i, (x, y) in enumerate(zip(ra.samples, rb.samples)):
-        rows.append([str(i + 1), "AB" if i % 2 == 0 else "BA", fmt_ms(x.wall), fmt_ms(y.wall),
-                     f"{x.wall / y.wall:6.2f}x"])
-    rows.append(["median", "", fmt_ms(ra.wall), fmt_ms(rb.wall),
-                 f"{case['median_ratio']:6.2f}x (of medians {case['ratio_of_medians']:.2f}x)"])
-    rows.append(["cpu ms", "", fmt_ms(ra.cpu), fmt_ms(rb.cpu), ""])
-    rows.append(["maxrss MiB", "", f"{ra.rss:6.1f}", f"{rb.rss:6.1f}", ""])
-    rows.append(["check", "", "ok" if ra.ok else f"FAIL: {ra.note}",
-                 "ok" if rb.ok else f"FAIL: {rb.note}", ""])
+    for i in range(case["passes"]):
+        walls = [kills[n].samples[i].wall for n in names]
+        rows.append([str(i + 1)] + [fmt_ms(w) for w in walls]
+                    + [f"{w / walls[-1]:6.2f}x" for w in walls[:-1]])
+    rows.append(["median"] + [fmt_ms(kills[n].wall) for n in names]
+                + [f"{case['median_ratios'][n]:6.2f}x (of medians {kills[n].wall / base.wall:.2f}x)"
+                   for n in names[:-1]])
+    rows.append(["cpu ms"] + [fmt_ms(kills[n].cpu) for n in names] + [""] * (len(names) - 1))
+    rows.append(["maxrss MiB"] + [f"{kills[n].rss:6.1f}" for n in names] + [""] * (len(names) - 1))
+    rows.append(["check"] + ["ok" if kills[n].ok else f"FAIL: {kills[n].note}" for n in names]
+                + [""] * (len(names) - 1))
     before, after = case["loadavg"]
     table(f"{title}: {case['spec'].label()} = {case['spec'].sockets} sockets, "
-          f"{case['spec'].doomed} killed a pass (A = bpf kill, B = ss loop; "
-          f"load average {before[0]:.2f} -> {after[0]:.2f}; sockets on the host "
-          f"{case['host_sockets'][0]} -> {case['host_sockets'][1]})",
-          rows, ["pass", "order", f"A: {a} ms", f"B: {b} ms", "A/B"])
+          f"{case['spec'].doomed} killed a pass, rotating order (load average "
+          f"{before[0]:.2f} -> {after[0]:.2f}; sockets on the host "
+          f"{case['host_sockets'][0]} -> {case['host_sockets'][1]}){bpf_note()}", rows, head)
 
 
 def target_section(cfg: dict, floor_obj: str, tmp: str, res: dict, profile: bool) -> None:
@@ -571,6 +663,11 @@ def main(argv=None) -> None:
                     help=f"run only these sections, of {', '.join(SECTIONS)}")
     ap.add_argument("--svg", metavar="FILE",
                     help="where the onepass section draws its curve (default: the temp dir)")
+    ap.add_argument("--bpf-args", metavar="ARGS", default="",
+                    help="append these to every bpf sockterm run (e.g. --no-processes where the "
+                         "kernel refuses the one pass); the tables say so")
+    ap.add_argument("--bpf-env", metavar="NAME=VALUE", action="append", default=[],
+                    help="set this in every bpf sockterm run's environment (e.g. SOCKTERM_WALK=all)")
     ap.add_argument("--cleanup", action="store_true",
                     help=f"delete leftover {workload.PREFIX}* namespaces and exit")
     args = ap.parse_args(argv)
@@ -578,12 +675,16 @@ def main(argv=None) -> None:
         for name in workload.stale_namespaces():
             workload.sh("ip", "netns", "del", name, check=False)
         return
-    sections = set(SECTIONS) - ({"curves"} if args.no_curves else set())
+    # scale builds half a million sockets (minutes, ~2 GB of kernel memory): asked for only
+    sections = set(SECTIONS) - {"scale"} - ({"curves"} if args.no_curves else set())
     if args.only:
         sections = set(args.only.split(","))
         if sections - set(SECTIONS):
             ap.error(f"unknown section(s): {', '.join(sorted(sections - set(SECTIONS)))}")
     preflight()
+    import shlex
+    BPF_ARGS[:] = shlex.split(args.bpf_args)
+    BPF_ENV[:] = args.bpf_env
     if args.realtime:
         measure.PREFIX[:] = ["chrt", "-f", "10"]
     signal.signal(signal.SIGTERM, _interrupt)
@@ -603,6 +704,10 @@ def main(argv=None) -> None:
         res["start"] = measure_startup(cfg["start_repeats"])
         res["imports"] = import_breakdown()
         report_startup(res["start"])
+    if "nothing" in sections:
+        log("one namespace, nothing matching")
+        nothing_section(cfg, res)
+        report_nothing(res["nothing_match"])
     if "target" in sections:
         target_section(cfg, floor_obj, tmp, res, profile=True)
         start = res["start"]["sockterm --version"].wall if "start" in res else float("nan")
@@ -625,6 +730,8 @@ def main(argv=None) -> None:
         onepass.section(args.quick, log, res, args.svg or os.path.join(tmp, "onepass-curve.svg"))
     if "graceful" in sections:
         graceful.section(args.quick, log, res)
+    if "scale" in sections:
+        scale.section(args.quick, log, res)
     checks = report_targets(res, cfg)
     res["targets"] = [{"target": n, "ok": ok, "measured": why} for n, ok, why in checks]
     res["loadavg_end"] = os.getloadavg()

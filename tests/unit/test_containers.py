@@ -271,6 +271,39 @@ def test_namespaces_are_named_after_their_pod_or_container(fake):
     assert netns.resolve(["cni-1234"], [host, pod, web, empty]) == [web]
 
 
+@pytest.mark.parametrize("sel,identity", [("host", True), ("4026531840", True),
+                                           ("net:[4026531840]", True), ("/run/netns/x", True),
+                                           (" /proc/1/ns/net ", True), ("shop/cart", False),
+                                           ("web", False), ("pause[70]", False),
+                                           ("net:[web]", False)])
+def test_which_netns_values_need_no_container_names(sel, identity):
+    assert netns.is_identity(sel) is identity
+
+
+@pytest.mark.parametrize("selectors,named", [(["host"], {1}), (["3"], {3}),
+                                             (["web"], {1, 2, 3, 4}), (["3", "web"], {1, 2, 3, 4})])
+def test_only_the_chosen_namespaces_are_named_when_netns_needs_no_names(fake, monkeypatch,
+                                                                          selectors, named):
+    # naming reads every namespace's processes' cgroups and the runtimes' files:
+    # an inode, a path or `host` cannot mean a container's name, so only what
+    # they choose is named (the host's is never renamed)
+    from sockterm.core import pipeline
+    from sockterm.filter import build_filter
+    node, nss = _pod_node(fake)
+    monkeypatch.setattr(netns, "discover", lambda own_only: (list(nss), []))
+    monkeypatch.setattr(C, "host_namespaces", lambda: {1})
+    asked = []
+    attribute = node.attribute
+    monkeypatch.setattr(node, "attribute", lambda found: (asked.extend(ns.ino for ns in found),
+                                                          attribute(found)))
+    run = pipeline._Run(build_filter(netns=selectors), pipeline.Report(), pipeline.Options(),
+                        kill=False)
+    run.node = node
+    chosen = run.find_namespaces()
+    assert set(asked) == named
+    assert [ns.name for ns in chosen if ns.ino == 3] in ([], ["web"])
+
+
 def test_a_name_two_namespaces_share_is_refused(fake):
     a = model.Namespace(ino=5, name="web", path="")
     b = model.Namespace(ino=6, name="x", path="", aliases=["web"])

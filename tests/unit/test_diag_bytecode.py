@@ -436,6 +436,14 @@ def test_dump_error_raises_netlink_error():
 
 # -- decoding dumps ------------------------------------------------------------------------
 
+def test_wire_is_what_the_declarations_say(monkeypatch):
+    # checked here, not on every run: a run imports wire.py alone, never pyroute2
+    assert nld.wire_mismatches() == []
+    monkeypatch.setattr(nld, "MSG", struct.Struct("=IHHIIBBBBHH16s16sI2IIIII"))
+    monkeypatch.setattr(nld._wire, "SOCK_DESTROY", 22)
+    assert [p.split(" is ")[0] for p in nld.wire_mismatches()] == ["wire.MSG", "wire.SOCK_DESTROY"]
+
+
 def test_flat_layouts_match_pyroute2():
     req = nld.inet_diag_req_v2()
     req["header"].update(type=nld.SOCK_DESTROY, flags=5, sequence_number=9)

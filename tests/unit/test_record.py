@@ -122,6 +122,44 @@ def test_held_records_decode_once_per_socket_with_every_holder():
     assert sorted(fresh) == [1003, 1004] and {s.cookie for s in fresh.values()} == {0}
 
 
+def _held_record(cookie, pid, netns, comm=b"app"):
+    rec = record.StHeld(pid=pid, comm=comm, netns=netns)
+    rec.rec.cookie, rec.rec.ino = cookie, 1000 + cookie
+    rec.rec.family, rec.rec.proto, rec.rec.state = socket.AF_INET, socket.IPPROTO_TCP, 1
+    return bytes(rec)
+
+
+def test_one_pass_records_are_kept_by_namespace_and_decoded_on_demand():
+    """Half a million held sockets must not become half a million Socks at
+    once: the records are split by namespace (runs of whole records, in
+    order) and a namespace is decoded when its turn comes."""
+    a, b = 4026531001, 4026531002
+    chunks = [_held_record(1, 10, a) + _held_record(2, 10, a) + _held_record(3, 11, b)
+              + _held_record(1, 12, a),
+              _held_record(4, 11, b) + _held_record(5, 11, b)]
+    runs = bpf_engine.split_by_namespace(chunks)
+    size = record.HELD.size
+    assert [len(r) // size for r in runs[a]] == [2, 1] and [len(r) // size for r in runs[b]] == [1, 2]
+    assert runs[b][1] is chunks[1]           # a chunk of one namespace is not copied
+
+    def decode(runs_of_ns):
+        found: dict = {}
+        for run in runs_of_ns:
+            bpf_engine.decode_held(run, {a: "a"}, found, processes=True)
+        decoded.append(len(found))
+        return list(found.values())
+    decoded: list = []
+    held = model.Held(runs, decode, {}, count=6)
+    socks = held.by_namespace()
+    kept = socks.get(a)
+    assert [s.cookie for s in kept] == [1, 2] and kept[0].processes == ((10, "app"), (12, "app"))
+    assert socks.get(a) is kept and socks.pop(a) is kept          # a kill sees the same Socks
+    assert [s.cookie for s in socks.pop(b)] == [3, 4, 5] and socks.pop(b) is not socks.pop(b)
+    assert socks.get(4026531003, "none") == "none" and socks.pop(4026531003, ()) == ()
+    assert held.owners().by_ino == {1001: ((10, "app"), (12, "app")), 1002: ((10, "app"),),
+                                    1003: ((11, "app"),), 1004: ((11, "app"),), 1005: ((11, "app"),)}
+
+
 def test_config_compiles_prefixes_as_network_order_words():
     from sockterm.filter import build_filter
     flt = build_filter(dst=["10.0.0.0/8:80-90"], dport=["443"])

@@ -15,10 +15,11 @@ import errno
 import os
 import re
 import socket
+import struct
 
 from ... import model
 from ...host import netns
-from . import libbpf, record
+from . import btfcache, libbpf, record
 from .config import compile_config
 from .. import EngineError
 
@@ -92,9 +93,44 @@ _WHAT = {ENUMERATE: "the socket iterators", ONE_PASS: "the one-pass program"}
 _FAILED_PROGRAM = re.compile(r"prog '([^']+)': failed to load")
 
 
+# each st_held record's namespace, and nothing else
+_HELD_NETNS = struct.Struct(f"<{record.StHeld.netns.offset}xI"
+                            f"{record.HELD.size - record.StHeld.netns.offset - 4}x")
+
+
+# each st_held record's cookie and socket inode
+_HELD_COOKIE_INO = struct.Struct(f"<QQ{record.HELD.size - 16}x")
+
+
+def uncookied(runs) -> int:
+    """How many sockets of these st_held records have no cookie yet (0: the
+    kernel had not made one when the pass read it)."""
+    return len({ino for run in runs for cookie, ino in _HELD_COOKIE_INO.iter_unpack(run)
+                if not cookie})
+
+
+def split_by_namespace(chunks) -> dict:
+    """st_held records -> netns inode -> runs of its records (bytes of whole
+    records), decoded only when the namespace's turn comes: half a million
+    sockets decoded at once would hold ~300 MB of Sock objects, as records
+    they take 112 bytes each. A process's descriptors come in order, so runs
+    are long: a chunk is a few slices, often none."""
+    out: dict = {}
+    size = record.HELD.size
+    for chunk in chunks:
+        start, current = 0, None
+        for i, (ino,) in enumerate(_HELD_NETNS.iter_unpack(chunk)):
+            if ino != current:
+                if current is not None:
+                    out.setdefault(current, []).append(chunk[start * size:i * size])
+                start, current = i, ino
+        if current is not None:
+            out.setdefault(current, []).append(chunk[start * size:])
+    return out
+
+
 class BpfEngine:
     name = "bpf"
-    destroys_in_kernel = True      # a walk destroys with the kfunc as it reads
 
     def __init__(self, *, flt, scope, kill: bool, owners: bool = True, walks: bool = True,
                  held: bool = False, log=lambda msg: None):
@@ -119,6 +155,11 @@ class BpfEngine:
         self.warnings: list[str] = []
         self._bss_buf = None
         self._entries: dict = {}
+        self._opts = None                   # bpf_object_open_opts (kept alive while loading)
+
+    @property
+    def destroys_while_reading(self) -> bool:
+        return self.kill          # the kfunc runs inside the iterator
 
     # -- setup ---------------------------------------------------------------
     def open(self) -> None:
@@ -190,7 +231,10 @@ class BpfEngine:
 
     def _open_object(self, path: str, wanted: dict) -> None:
         lib = self.lib
-        self.obj = lib.bpf_object__open_file(path.encode(), None)
+        if self._opts is None:
+            # CO-RE against a minimized kernel BTF, cached per kernel and object (btfcache.py)
+            self._opts = libbpf.open_opts(btfcache.custom_btf(path, self.log))
+        self.obj = lib.bpf_object__open_file(path.encode(), self._opts)
         if not self.obj:
             raise EngineError(f"cannot open BPF object {path}: {self._why(ctypes.get_errno())}")
         btf = lib.bpf_object__btf(self.obj)
@@ -394,13 +438,15 @@ class BpfEngine:
         finally:
             os.close(fd)
         names = {ns.ino: ns.name for ns in namespaces or ()}
+        records = sum(len(chunk) for chunk in chunks) // record.HELD.size
+        runs = split_by_namespace(chunks)
+        chunks.clear()
 
-        def decode() -> dict:
+        def decode(runs) -> list:
             found: dict = {}
-            for chunk in chunks:
-                decode_held(chunk, names, found, self.attributes)
-            chunks.clear()
-            return found
+            for run in runs:
+                decode_held(run, names, found, self.attributes)
+            return list(found.values())
         counts = {}
         value = record.StNsHeld()
         for ino in inodes:
@@ -414,7 +460,7 @@ class BpfEngine:
         elif stats.probe_refs != record.ONE_HOLDER_REFS:
             why = (f"the kernel showed {stats.probe_refs} references on a socket held once "
                    f"(expected {record.ONE_HOLDER_REFS}): shared sockets cannot be told apart")
-        self._held = model.Held(decode, counts, why)
+        self._held = model.Held(runs, decode, counts, why, records, uncookied)
         return self._held
 
     def owners(self) -> model.Owners:

@@ -21,12 +21,27 @@ LIBBPF_INFO = 1   # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 
+
+class OpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts up to btf_custom_path (libbpf reads sz bytes)."""
+
+    _fields_ = [("sz", c_size_t), ("object_name", c_char_p), ("relaxed_maps", ctypes.c_bool),
+                ("pin_root_path", c_char_p), ("_attach_prog_fd", ctypes.c_uint32),
+                ("kconfig", c_char_p), ("btf_custom_path", c_char_p)]
+
+
+def open_opts(btf_custom_path: str | None = None):
+    """Options for bpf_object__open_file (None: libbpf's defaults)."""
+    if btf_custom_path is None:
+        return None
+    return OpenOpts(sz=ctypes.sizeof(OpenOpts), btf_custom_path=btf_custom_path.encode())
+
 # name: (restype, argtypes)
 _API = {
     "libbpf_major_version": (c_uint, []),
     "libbpf_minor_version": (c_uint, []),
     "libbpf_set_print": (c_void_p, [PRINT_FN]),
-    "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
+    "bpf_object__open_file": (c_void_p, [c_char_p, ctypes.POINTER(OpenOpts)]),
     "bpf_object__load": (c_int, [c_void_p]),
     "bpf_object__close": (None, [c_void_p]),
     "bpf_object__btf": (c_void_p, [c_void_p]),

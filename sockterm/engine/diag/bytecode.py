@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 
 from ... import states as st
-from . import netlink as n
+from . import wire as n
 
 TCPF_NEW_SYN_RECV = 1 << st.NEW_SYN_RECV
 _V4_PREFIX = b"\0" * 10 + b"\xff\xff"

@@ -11,7 +11,6 @@ lands on it, a bounded number of times.
 from __future__ import annotations
 
 import errno
-import random
 import socket
 
 from ... import model
@@ -96,6 +95,7 @@ def destroy_with(dsock, socks, log=lambda msg: None, rng=None, stop=None) -> Non
             model.set_error(sock, err)
     servers = [s for s in socks if _peerless(s)]
     if servers and not stop():
+        import random    # only for servers (rarely killed): not every run's import
         _destroy_servers(dsock, servers, log, rng or random.Random())
 
 
@@ -138,7 +138,7 @@ def _destroy_servers(dsock, servers, log, rng) -> None:
 def _members(dsock, socks):
     """What the kernel has now on the local ports of socks: cookies alive, and
     how many peerless sockets share each local (proto, family, addr, port, if)."""
-    from .bytecode import TRUE, _or, assemble, port_tree   # imports pyroute2: only here
+    from .bytecode import TRUE, _or, assemble, port_tree
     alive, group = set(), {}
     keys = {(s.proto, s.family) for s in socks}
     for proto, fam in keys:

@@ -19,7 +19,7 @@ from ... import states as st
 from ...exitcodes import ExitCode
 from ...host import netns, procs
 from .. import CannotDestroy, EngineError, Scope
-from . import netlink as n
+from . import wire as n
 from .bytecode import compile_bytecode, state_mask
 from .destroy import AF, PROTO_NUMS, destroy_with, settle_unacked
 
@@ -70,7 +70,7 @@ class _Handle:
 
 class DiagEngine:
     name = "diag"
-    destroys_in_kernel = False     # a walk destroys one netlink request a socket
+    destroys_while_reading = False     # a dump reads; destroy() destroys, a netlink request each
 
     def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None):
         self.flt = flt

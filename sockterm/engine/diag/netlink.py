@@ -1,21 +1,21 @@
 """NETLINK_SOCK_DIAG for INET sockets: the messages, declared in pyroute2's
-style, and a light netlink socket that speaks them.
+style; the declarations wire.py's flattened formats are checked against.
 
 pyroute2 (0.9) ships inet_diag_req/inet_diag_msg but no request with the
 bytecode attribute, no destroy request, and a diag Marshal that does not turn
 NLMSG_ERROR acks into errors. This module declares what is missing. The
 declarations are the one source of the layouts: the hot paths (decoding tens
 of thousands of dump messages, encoding one destroy per socket) use
-struct.Struct objects *derived* from them by `flat()`, because pyroute2's
+struct.Struct objects that `flat()` derives from them, because pyroute2's
 per-message dict decoding costs tens of microseconds a socket.
 
 I/O is a plain AF_NETLINK socket (wire.py): pyroute2 0.9's NetlinkSocket
 runs an asyncio loop and threads, which is too heavy for one socket per
 namespace. wire.py holds the flattened formats, the encoding and the socket
-without importing pyroute2 (a destroy by exact tuple needs nothing else);
-this module checks on import that they are what the declarations say.
-
-Only imported by the diag engine; it is the one module that imports pyroute2.
+without importing pyroute2, whose package import costs a process ~80 ms
+(its __init__ pulls in ndb, ipdb, conntrack and asyncio, whatever submodule
+is asked for). No run imports this module: the unit tests do, and check
+that wire.py is what these declarations say (wire_mismatches()).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pyroute2 import netlink as _pr
 from pyroute2.netlink import nlmsg, nlmsg_base, nlmsg_decoder_generic, nlmsg_encoder_generic, nlmsgerr
 from pyroute2.netlink import diag as _pr_diag
 
-from .wire import *  # noqa: F401,F403 (this module is the diag engine's one netlink namespace)
+from .wire import *  # noqa: F401,F403 (the declarations beside what they declare)
 from .wire import (DiagSocket, NLMSG_DONE, NLMSG_ERROR, SOCK_DESTROY, SOCK_DIAG_BY_FAMILY,  # noqa: F401
                    CGROUP_ID, ERR, HOSTCOND, INET_DIAG_BC_CGROUP_COND, INET_DIAG_BC_D_COND,
                    INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE, INET_DIAG_BC_S_COND, INET_DIAG_BC_S_GE,
@@ -124,24 +124,25 @@ def flat(cls, header: bool = True) -> struct.Struct:
         fmt += code
     return struct.Struct(fmt)
 
-def _check_wire() -> None:
-    """wire.py's formats and constants are what pyroute2 and these declarations say."""
+
+def wire_mismatches() -> list[str]:
+    """Where wire.py's formats and constants differ from what these
+    declarations and pyroute2 say (empty: nowhere)."""
+    problems = []
     pairs = {"REQ": (REQ, flat(inet_diag_req_v2)), "MSG": (MSG, flat(inet_diag_msg)),
              "ERR": (ERR, flat(nlmsgerr)), "OP": (OP, flat(inet_diag_bc_op, header=False)),
              "HOSTCOND": (HOSTCOND, flat(inet_diag_hostcond, header=False))}
     for name, (ours, declared) in pairs.items():
         if ours.format != declared.format:
-            raise ImportError(f"wire.{name} is {ours.format}, the declaration says {declared.format}")
+            problems.append(f"wire.{name} is {ours.format}, the declaration says {declared.format}")
     for name, theirs in (("NETLINK_SOCK_DIAG", _pr.NETLINK_SOCK_DIAG), ("NLM_F_ACK", _pr.NLM_F_ACK),
                          ("NLM_F_DUMP", _pr.NLM_F_DUMP), ("NLM_F_REQUEST", _pr.NLM_F_REQUEST),
                          ("NLMSG_DONE", _pr.NLMSG_DONE), ("NLMSG_ERROR", _pr.NLMSG_ERROR),
                          ("SOCK_DESTROY", _pr_diag.SOCK_DESTROY),
                          ("SOCK_DIAG_BY_FAMILY", _pr_diag.SOCK_DIAG_BY_FAMILY)):
         if getattr(_wire, name) != theirs:
-            raise ImportError(f"wire.{name} is {getattr(_wire, name)}, pyroute2 says {theirs}")
-
-
-_check_wire()
+            problems.append(f"wire.{name} is {getattr(_wire, name)}, pyroute2 says {theirs}")
+    return problems
 
 
 def decode_error(data: bytes) -> NetlinkError | None:

@@ -1,0 +1,137 @@
+"""The minimized kernel BTF against the real kernel and libbpf: the object
+relocates against it exactly as against the kernel's whole BTF, and the cache
+is used only while its key holds and only root can have written it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from sockterm.engine.bpf import btfcache, libbpf
+from sockterm.engine.bpf.engine import HELD_PROGRAMS, PROGRAMS, SCOPED_PROGRAMS, object_path
+
+PROGRAM_NAMES = (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), *HELD_PROGRAMS.values())
+LD_IMM64 = 0x18
+MAP_SRC_REGS = (1, 2, 5, 6)     # BPF_PSEUDO_MAP_FD/_VALUE/_IDX/_IDX_VALUE: fds differ per load
+
+
+@pytest.fixture
+def cache_dir():
+    """A directory only root can write (under /run: /tmp is everyone's)."""
+    path = tempfile.mkdtemp(prefix="sockterm-btf-", dir="/run")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def relocated(custom: str | None) -> dict[str, bytes]:
+    """Every program's instructions after libbpf's CO-RE relocation
+    (bpf_object__prepare: relocated, maps created, nothing verified)."""
+    lib = libbpf.load()
+    c = lib.lib
+    c.bpf_object__prepare.argtypes, c.bpf_object__prepare.restype = [ctypes.c_void_p], ctypes.c_int
+    c.bpf_program__insns.argtypes, c.bpf_program__insns.restype = [ctypes.c_void_p], ctypes.c_void_p
+    c.bpf_program__insn_cnt.argtypes = [ctypes.c_void_p]
+    c.bpf_program__insn_cnt.restype = ctypes.c_size_t
+    obj = lib.bpf_object__open_file(object_path().encode(), libbpf.open_opts(custom))
+    assert obj
+    try:
+        assert c.bpf_object__prepare(obj) == 0, lib.log[-5:]
+        out = {}
+        for name in PROGRAM_NAMES:
+            prog = lib.bpf_object__find_program_by_name(obj, name.encode())
+            insns = bytearray(ctypes.string_at(c.bpf_program__insns(prog),
+                                               8 * c.bpf_program__insn_cnt(prog)))
+            for at in range(0, len(insns) - 8, 8):
+                if insns[at] == LD_IMM64 and insns[at + 1] >> 4 in MAP_SRC_REGS:
+                    insns[at + 4:at + 8] = insns[at + 12:at + 16] = bytes(4)
+            out[name] = bytes(insns)
+        return out
+    finally:
+        lib.bpf_object__close(obj)
+
+
+def test_object_relocates_against_the_minimized_btf_as_against_the_kernels(cache_dir):
+    path = btfcache.custom_btf(object_path(), directory=cache_dir)
+    assert path and path.startswith(cache_dir)
+    assert relocated(path) == relocated(None)
+    # and the comparison can fail: one member moved, one relocation differs
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    small = btfcache.Btf(bytes(data))
+    sock = next(i for i in range(1, len(small.at)) if small.name(small.type(i)[1]) == "sock_common")
+    names = [small.name(n) for n, _, _ in small.members(sock)]
+    at = small.at[sock] + 12 + 12 * names.index("skc_family") + 8
+    data[at:at + 4] = (int.from_bytes(data[at:at + 4], "little") + 8).to_bytes(4, "little")
+    moved = os.path.join(cache_dir, "moved.btf")
+    with open(moved, "wb") as f:
+        f.write(data)
+    assert relocated(moved) != relocated(None)
+
+
+def test_cache_is_reused_while_its_key_holds(cache_dir, tmp_path):
+    said = []
+    path = btfcache.custom_btf(object_path(), said.append, cache_dir)
+    assert "made" in said[-1]
+    first = os.stat(path)
+    assert first.st_uid == 0 and first.st_mode & 0o777 == 0o644
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert "CO-RE against" in said[-1] and os.stat(path).st_ino == first.st_ino
+    # another kernel (another build id): the key inside the file no longer
+    # matches, the file is made again and carries the new key
+    notes = tmp_path / "notes"
+    notes.write_bytes(b"\4\0\0\0\24\0\0\0\3\0\0\0GNU\0" + b"\x5a" * 20)
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir, notes_path=str(notes)) == path
+    assert "made for another kernel or object; regenerating" in said[-2]
+    key = btfcache.cache_key(open(object_path(), "rb").read(), str(notes))
+    with open(path, "rb") as f:
+        assert key in f.read()
+    # back on this kernel: stale again, regenerated again, never used as is
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert "regenerating" in said[-2]
+
+
+@pytest.mark.parametrize("how", ["chmod", "chown"])
+def test_a_cache_file_others_could_write_is_never_used(cache_dir, how):
+    path = btfcache.custom_btf(object_path(), directory=cache_dir)
+    if how == "chmod":
+        os.chmod(path, 0o666)
+    else:
+        os.chown(path, 65534, 65534)
+    said = []
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert "not a regular file that only root can write" in said[-2]
+    st = os.stat(path)
+    assert st.st_uid == 0 and st.st_mode & 0o022 == 0
+
+
+def test_a_cache_directory_others_could_write_is_never_used(cache_dir):
+    path = btfcache.custom_btf(object_path(), directory=cache_dir)
+    os.chown(cache_dir, 65534, 65534)
+    said = []
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir) is None
+    assert "can be written by others than root" in said[-1]
+    # a symlink in place of the file is not followed either
+    os.chown(cache_dir, 0, 0)
+    os.replace(path, path + ".real")
+    os.symlink(path + ".real", path)
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert not os.path.islink(path)
+
+
+def test_a_run_uses_the_cache(cache_dir):
+    # only the socket iterators: the one pass is not what this is about
+    env = dict(os.environ, SOCKTERM_CACHE_DIR=cache_dir, SOCKTERM_WALK="all")
+    argv = [sys.executable, "-m", "sockterm", "--backend", "bpf", "-v", "list", "--netns", "host",
+            "--no-processes", "--dst", "192.0.2.1:9"]
+    runs = [subprocess.run(argv, capture_output=True, text=True, env=env) for _ in range(2)]
+    for run in runs:
+        assert run.returncode in (0, 1), run.stderr
+    assert "btf cache: made" in runs[0].stderr
+    assert "btf cache: CO-RE against" in runs[1].stderr
