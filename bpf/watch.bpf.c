@@ -6,12 +6,13 @@
  * destroys each over netlink SOCK_DESTROY, by exact tuple and cookie, in its
  * namespace.
  *
- *   tp_btf/inet_sock_set_state (Linux >= 5.5, every TCP state change):
- *       a connect() at SYN-SENT, before the peer answers (a dead VIP never
- *       does) -- the local port may not be chosen yet: user space finds it by
- *       cookie; an incoming connection at ESTABLISHED (hashed, not accepted
- *       yet); an outgoing one at ESTABLISHED when --state selects established
- *       but not syn-sent
+ *   tp_btf/inet_sock_set_state (Linux >= 5.5, every TCP state change): an
+ *       incoming connection at ESTABLISHED (hashed, not accepted yet); an
+ *       outgoing one at ESTABLISHED; a connect() at SYN-SENT when its socket
+ *       was bound to a port (else the port is chosen only after this
+ *       tracepoint, and no event carries it until the peer answers...)
+ *   tp_btf/tcp_retransmit_skb: ...or the SYN is sent again (1 s later: a
+ *       dead VIP that drops SYNs never answers)
  *   fexit/ip4_datagram_connect, ip6_datagram_connect: a UDP connect()
  *       returned (udp_connect, udpv6_connect on Linux >= 6.13: user space
  *       retargets), the protocols' connect operations, reached through
@@ -183,19 +184,31 @@ int st_watch_state(__u64 *ctx)
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	if (newstate == TCP_SYN_SENT) {
-		if (selects(TCP_SYN_SENT))
+		if (selects(TCP_SYN_SENT) && sk->__sk_common.skc_num)
 			report(sk, IPPROTO_TCP, TCP_SYN_SENT, ST_WATCH_CONNECT,
 			       bpf_get_socket_cookie(sk));
 		return 0;
 	}
 	if (newstate != TCP_ESTABLISHED || !selects(TCP_ESTABLISHED))
 		return 0;
-	if (oldstate == TCP_SYN_RECV)
-		report(sk, IPPROTO_TCP, TCP_ESTABLISHED, ST_WATCH_PASSIVE,
+	/* (a bound connect() reported at SYN-SENT comes again here, if still
+	 * alive: user space has destroyed it, and drops the repeat) */
+	if (oldstate == TCP_SYN_RECV || oldstate == TCP_SYN_SENT)
+		report(sk, IPPROTO_TCP, TCP_ESTABLISHED,
+		       oldstate == TCP_SYN_RECV ? ST_WATCH_PASSIVE : ST_WATCH_ACTIVE,
 		       bpf_get_socket_cookie(sk));
-	else if (oldstate == TCP_SYN_SENT && !selects(TCP_SYN_SENT))
-		report(sk, IPPROTO_TCP, TCP_ESTABLISHED, ST_WATCH_ACTIVE,
-		       bpf_get_socket_cookie(sk));
+	return 0;
+}
+
+/* A SYN sent again: a connect() nobody answered, its port known by now. */
+SEC("tp_btf/tcp_retransmit_skb")
+int st_watch_syn_again(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+
+	if (!selects(TCP_SYN_SENT) || sk->__sk_common.skc_state != TCP_SYN_SENT)
+		return 0;
+	report(sk, IPPROTO_TCP, TCP_SYN_SENT, ST_WATCH_RETRANSMIT, bpf_get_socket_cookie(sk));
 	return 0;
 }
 

@@ -12,15 +12,15 @@
 #include "sockterm.h"
 
 /* st_watch_event.hook: where the kernel saw the connection */
-#define ST_WATCH_CONNECT 1 /* TCP connect(): SYN-SENT, its local port maybe not chosen yet (0) */
-#define ST_WATCH_ACTIVE  2 /* an outgoing TCP connection reached ESTABLISHED */
-#define ST_WATCH_PASSIVE 3 /* an incoming TCP connection reached ESTABLISHED (not accepted yet) */
-#define ST_WATCH_UDP     4 /* UDP: connect() returned, or (fallback) its first send */
+#define ST_WATCH_CONNECT    1 /* TCP connect() of a bound socket: SYN-SENT */
+#define ST_WATCH_ACTIVE     2 /* an outgoing TCP connection reached ESTABLISHED */
+#define ST_WATCH_PASSIVE    3 /* an incoming TCP connection reached ESTABLISHED (not accepted yet) */
+#define ST_WATCH_UDP        4 /* UDP: connect() returned, or (fallback) its first send */
+#define ST_WATCH_RETRANSMIT 5 /* TCP connect(): its SYN sent again, unanswered (SYN-SENT) */
 
 /* One new connection the filter selects. held.rec.cookie is 0 when the
  * program could not know it (it never hands an untrusted socket pointer to
- * a helper), held.rec.sport 0 when the port is not chosen yet: user space
- * finds the socket in its namespace. held.pid and held.comm are the process
+ * a helper): user space asks the kernel by exact tuple. held.pid and held.comm are the process
  * that connected; 0 and "" when the connection came from the network. */
 struct st_watch_event {
 	struct st_held held;

@@ -7,4 +7,10 @@ from ..cancel import Cancel
 from .pipeline import Options, Plan, Refused, Report, SocktermError, kill, plan, scan
 
 __all__ = ["Cancel", "Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan",
-           "scan"]
+           "scan", "watch"]
+
+
+def watch(flt, options, **kw):
+    """A watch window (core/watch.py), attached and ready to run: kill --watch, match --watch."""
+    from .watch import Watch
+    return Watch(flt, options, **kw)

@@ -30,10 +30,9 @@ RING_SIZE = 1 << 20                 # ~7,700 events in flight
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
 # st_watch_event.hook (bpf/watch.h)
-CONNECT, ACTIVE, PASSIVE, UDP = 1, 2, 3, 4
-HOOKS = {CONNECT: "connect", ACTIVE: "established", PASSIVE: "accepted", UDP: "udp"}
+CONNECT, ACTIVE, PASSIVE, UDP, RETRANSMIT = 1, 2, 3, 4, 5
 
-STATE_PROGRAM = "st_watch_state"
+TCP_PROGRAMS = ("st_watch_state", "st_watch_syn_again")
 UDP_CONNECT_PROGRAMS = {4: "st_watch_udp4", 6: "st_watch_udp6"}
 UDP_SEND_PROGRAM = "st_watch_udp_send"
 # the UDP connect operation each family's fexit program attaches to: the
@@ -182,7 +181,7 @@ class WatchSource:
         lib.bpf_map__set_max_entries(self._map("st_events"), RING_SIZE)
         wanted = set()
         if "tcp" in self.flt.protos:
-            wanted.add(STATE_PROGRAM)
+            wanted.update(TCP_PROGRAMS)
         if udp_mode == "connect":
             for fam in self.flt.families:
                 if fam == 6 and not os.path.exists("/proc/sys/net/ipv6"):
@@ -195,7 +194,7 @@ class WatchSource:
                 lib.lib.bpf_program__set_attach_target(self._program(prog), 0, target.encode())
         elif udp_mode == "send":
             wanted.add(UDP_SEND_PROGRAM)
-        for prog in (STATE_PROGRAM, UDP_SEND_PROGRAM, *UDP_CONNECT_PROGRAMS.values()):
+        for prog in (*TCP_PROGRAMS, UDP_SEND_PROGRAM, *UDP_CONNECT_PROGRAMS.values()):
             lib.bpf_program__set_autoload(self._program(prog), prog in wanted)
         lib.log.clear()
         err = lib.bpf_object__load(self.obj)
