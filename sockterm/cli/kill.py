@@ -8,7 +8,7 @@ import click
 
 from ..exitcodes import ExitCode
 from ..text import shown
-from .options import filter_args, filter_options, global_options, output_options
+from .options import filter_args, filter_options, global_options, output_options, watch_option
 from .run import abort, build_filter, core_options, renderer_for, show, stderr_log, stream
 
 
@@ -23,8 +23,10 @@ from .run import abort, build_filter, core_options, renderer_for, show, stderr_l
               help="Destroy at most N sockets a second: the matching set is fixed first, "
                    "then destroyed in paced batches.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be killed (same as match).")
+@watch_option
 @click.pass_context
-def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_run: bool, **kwargs):
+def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_run: bool,
+             watch: float | None, **kwargs):
     """Destroy the matching sockets in every namespace.
 
     The local application gets ECONNABORTED, a TCP peer gets a reset.
@@ -33,13 +35,15 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     A filter naming an address, port, process, namespace, container, pod,
     cgroup or user is required.
     On a terminal kill shows what matches and asks; elsewhere it needs --yes.
+    With --watch it then holds for DURATION: new matching connections are
+    destroyed as they appear (--max bounds the total).
     Every kill is recorded in syslog (authpriv).
     """
     from .. import core, states
     flt = build_filter(filter_args(kwargs), states.DEFAULT_KILL)
     processes = not kwargs["no_processes"]
     if dry_run:
-        return show(ctx, "match", flt, kwargs)
+        return show(ctx, "match", flt, kwargs, watch=watch)
     if not flt.targeted:
         abort("kill needs a filter naming what to kill: --dst, --src, --dport, --sport, "
               "--netns, --pid, --comm, --container, --pod, --cgroup or --uid", ExitCode.USAGE)
@@ -47,23 +51,52 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     if not yes and not interactive:
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
     opts = core_options(ctx, processes=processes)
-    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
+    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True, watch=watch)
     meta = {"command": "kill", "filter": flt.describe()}
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
         _audit(flt, report, error, log)
 
-    target = flt
-    if max_kills is not None or not yes or rate:
-        # kill exactly what was counted and shown: a socket that appears in
-        # between is not part of what the operator agreed to
-        target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes)
-    return stream(lambda report: core.kill(target, report, opts, rate=rate), renderer, meta,
-                  kill=True, on_done=audit, hints=flt.hints())
+    # a watch attaches first: one that cannot fails before anything is asked or killed
+    window = _watch(flt, opts, watch, max_kills, rate, audit) if watch else None
+    try:
+        target = flt
+        if max_kills is not None or not yes or rate:
+            # kill exactly what was counted and shown: a socket that appears in
+            # between is not part of what the operator agreed to (a watch
+            # takes it, if it is new and matches)
+            target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes,
+                           watch=watch)
+        if window is not None:
+            return stream(lambda report: window.run(target, report, on_start=_audit_start(flt, watch, log)),
+                          renderer, meta, kill=True, on_done=audit, hints=flt.hints())
+        return stream(lambda report: core.kill(target, report, opts, rate=rate), renderer, meta,
+                      kill=True, on_done=audit, hints=flt.hints())
+    finally:
+        if window is not None:
+            window.close()
 
 
-def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
+def _watch(flt, opts, duration: float, max_kills, rate, audit):
+    """The watch, attached (or a one-line refusal, audited: nothing was touched)."""
+    from .. import core
+    try:
+        return core.watch(flt, opts, duration=duration, kill=True, limit=max_kills, rate=rate)
+    except core.SocktermError as exc:
+        audit(core.Report(), str(exc))
+        abort(str(exc), exc.code)
+
+
+def _audit_start(flt, duration: float, log):
+    def started(report) -> None:
+        from .. import audit
+        _write_audit(audit.watch_started(filter_text=flt.describe(), duration=duration),
+                     audit.SEVERITY_NOTICE, log)
+    return started
+
+
+def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool, watch: float | None):
     """The match pass before a kill: the --max guard and the confirmation.
     Returns the plan to kill, or exits with a report saying why not."""
     from .. import core
@@ -81,12 +114,12 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
     matched = len(the_plan.sockets)
     if not confirm:
         return the_plan          # --yes: even when nothing matched, the kill pass reports as usual
-    if not matched:
+    if not matched and not watch:
         for hint in flt.hints():
             click.echo(f"sockterm: hint: {shown(hint)}", err=True)
         report.refused = "nothing matches"
         _refuse(renderer, report, meta, "nothing matches; nothing killed", ExitCode.NO_MATCH)
-    answer = _ask(the_plan, report)
+    answer = _ask(the_plan, report, watch)
     if answer is not True:
         report.refused = "declined at the prompt"
         code = ExitCode.NO_MATCH if answer is False else 128 + answer
@@ -94,17 +127,23 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool):
     return the_plan
 
 
-def _ask(the_plan, report):
+def _ask(the_plan, report, watch: float | None):
     """True to go ahead, False for no (Ctrl-C and end of input included), or
     the number of a terminating signal that arrived at the prompt."""
     from ..signals import Interrupted, at_prompt
     import signal
     from .confirm import sample, show as show_kill
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
-    show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets))
+    question = "Kill them?"
+    if the_plan.sockets:
+        show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets))
+        if watch:
+            question = f"Kill them, then for {watch:g} s every new connection that matches?"
+    else:
+        question = f"Nothing matches now. For {watch:g} s, kill every new connection that matches?"
     try:
         with at_prompt():
-            return click.confirm("Kill them?", default=False, err=True)
+            return click.confirm(question, default=False, err=True)
     except click.exceptions.Abort:
         click.echo("", err=True)
         return False
@@ -127,6 +166,11 @@ def _audit(flt, report, error: str, log) -> None:
     from .. import audit
     text = audit.message(filter_text=flt.describe(), report=report, error=error)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
+    _write_audit(text, severity, log)
+
+
+def _write_audit(text: str, severity: int, log) -> None:
+    from .. import audit
     problem = audit.write(text, severity=severity)
     if problem and problem.startswith("no syslog socket"):
         log(problem)

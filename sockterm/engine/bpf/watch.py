@@ -64,9 +64,37 @@ _BUSY, _DISCARD = 1 << 31, 1 << 30
 _BIND = {
     "bpf_program__attach": (ctypes.c_void_p, [ctypes.c_void_p]),
     "bpf_program__set_attach_target": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p]),
-    "libbpf_find_vmlinux_btf_id": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_int]),
+    "btf__load_vmlinux_btf": (ctypes.c_void_p, []),
+    "btf__find_by_name_kind": (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]),
+    "btf__free": (None, [ctypes.c_void_p]),
+    "bpf_prog_load": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p,
+                                     ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]),
 }
-BPF_TRACE_RAW_TP, BPF_TRACE_FEXIT = 23, 25
+BTF_KIND_TYPEDEF, BTF_KIND_FUNC = 8, 12
+BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT = 26, 25
+
+
+class _ProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts (libbpf >= 0.7), the fields up to attach_btf_obj_fd."""
+    _fields_ = [("sz", ctypes.c_size_t), ("attempts", ctypes.c_int),
+                ("expected_attach_type", ctypes.c_int), ("prog_btf_fd", u32),
+                ("prog_flags", u32), ("prog_ifindex", u32), ("kern_version", u32),
+                ("attach_btf_id", u32), ("attach_prog_fd", u32), ("attach_btf_obj_fd", u32)]
+
+
+def _fexit_refused(lib, btf_id: int) -> str:
+    """Does the kernel take an fexit program (a BPF trampoline) on this
+    function? "" if so, else why not: a two-instruction program, loaded and
+    closed (some kernels, and VMs, refuse every trampoline)."""
+    insns = bytes([0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])   # r0 = 0; exit
+    opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=BPF_TRACE_FEXIT,
+                         attach_btf_id=btf_id)
+    fd = lib.bpf_prog_load(BPF_PROG_TYPE_TRACING, b"st_watch_probe", b"GPL", insns, 2,
+                           ctypes.byref(opts))
+    if fd >= 0:
+        os.close(fd)
+        return ""
+    return libbpf.errno_text(-fd)
 
 
 class Event:
@@ -117,6 +145,8 @@ class WatchSource:
         self.obj = None
         self.links: list = []
         self.udp = ""                   # how UDP connects are seen: "connect", "send" or ""
+        self._targets: dict = {}        # family -> the UDP connect function fexit attaches to
+        self._wanted: set = set()       # the programs loaded
         self._ring = None               # (consumer page, producer page + data) mmaps
         self._fd = -1
         self._seen_fd = -1
@@ -131,32 +161,41 @@ class WatchSource:
         for name, (restype, argtypes) in _BIND.items():
             fn = getattr(self.lib.lib, name)
             fn.restype, fn.argtypes = restype, argtypes
-        # UDP connects: fexit on the connect operation; where the kernel
-        # refuses BPF trampolines, the first send after connect (a tracepoint)
-        modes = ("connect", "send") if "udp" in self.flt.protos else ("",)
-        refused = None
-        for mode in modes:
-            if mode == "send" and not self._has_tracepoint("sock_send_length"):
-                raise EngineError(f"{refused}; and this kernel has no other event for UDP "
-                                  "connects (sock_send_length: Linux >= 6.3): use --proto tcp")
-            try:
-                self._load(mode)
-            except EngineError as exc:
-                refused = refused or exc
-                self._close_object()
-                continue
-            if refused:
-                self.log(f"watch: UDP connects cannot be hooked here ({refused}); "
-                         "UDP sockets are caught at their first send")
-            self.udp = mode
-            break
-        else:
-            raise refused
+        udp = ""
+        if "udp" in self.flt.protos:
+            udp = self._udp_mode()
+        self._load(udp)
+        self.udp = udp
         self._attach()
         self._map_ring()
 
-    def _has_tracepoint(self, name: str) -> bool:
-        return self.lib.lib.libbpf_find_vmlinux_btf_id(name.encode(), BPF_TRACE_RAW_TP) > 0
+    def _udp_mode(self) -> str:
+        """How this kernel can report UDP connects: "connect" (fexit on the
+        connect operations: the UDP_TARGETS it has), else "send" (the first
+        send, a tracepoint: Linux >= 6.3); EngineError when neither."""
+        lib = self.lib.lib
+        btf = lib.btf__load_vmlinux_btf()
+        if not btf:
+            raise EngineError("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)")
+        try:
+            def func(name: str) -> int:
+                return lib.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_FUNC)
+            self._targets = {fam: next((t for t in names if func(t) > 0), "")
+                             for fam, names in UDP_TARGETS.items()}
+            first = func(self._targets[4]) if self._targets[4] else 0
+            send = lib.btf__find_by_name_kind(btf, b"btf_trace_sock_send_length",
+                                              BTF_KIND_TYPEDEF) > 0
+        finally:
+            lib.btf__free(btf)
+        refused = _fexit_refused(lib, first) if first else "no UDP connect function in its BTF"
+        if not refused:
+            return "connect"
+        if send:
+            self.log(f"watch: this kernel refuses fexit programs ({refused}): UDP sockets are "
+                     "caught at their first send after connect()")
+            return "send"
+        raise EngineError(f"this kernel cannot report UDP connects (fexit: {refused}; no "
+                          "sock_send_length tracepoint before Linux 6.3): add --proto tcp")
 
     def _load(self, udp_mode: str) -> None:
         lib = self.lib
@@ -188,9 +227,7 @@ class WatchSource:
                     continue             # no IPv6 in this kernel: no such sockets either
                 prog = UDP_CONNECT_PROGRAMS[fam]
                 wanted.add(prog)
-                target = next((t for t in UDP_TARGETS[fam] if
-                               lib.lib.libbpf_find_vmlinux_btf_id(t.encode(), BPF_TRACE_FEXIT) > 0),
-                              UDP_TARGETS[fam][-1])
+                target = self._targets.get(fam) or UDP_TARGETS[fam][-1]
                 lib.lib.bpf_program__set_attach_target(self._program(prog), 0, target.encode())
         elif udp_mode == "send":
             wanted.add(UDP_SEND_PROGRAM)
