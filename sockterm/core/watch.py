@@ -148,6 +148,7 @@ class Watch:
             self.close()
             if self.cancel.is_set():
                 report.interrupted, report.signum = True, self.cancel.signum
+                self.summary.ended = self.summary.ended or SIGNAL
 
     def _window(self, report: Report):
         self._nsrs = {r.ns.ino: r for r in report.namespaces}
@@ -161,6 +162,7 @@ class Watch:
                     self._failed(self._nsr(ns), exc)
         started = time.monotonic()
         deadline = started + self.summary.duration
+        self.log(f"watch: window open for {self.summary.duration:g} s")
         poller = select.poll()
         poller.register(self.source.fileno(), select.POLLIN)
         with _Wakeup() as wake:
