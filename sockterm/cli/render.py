@@ -447,7 +447,7 @@ def summary_dict(report, kill: bool) -> dict:
            "namespace_errors": len(report.ns_errors), "interrupted": report.interrupted}
     if kill:
         doc.update(killed=report.killed, failed=report.failed, refused=report.refused or None)
-    if report.watch is not None:
+    if getattr(report, "watch", None) is not None:
         doc["watch"] = watch_dict(report.watch, kill)
     return doc
 
@@ -515,7 +515,7 @@ def summary_lines(report, kill: bool) -> list[str]:
         where = f"in {_plural(len(report.namespaces), 'namespace')} searched"
     lines.append(f"{_counts(report.matched, report.killed, report.failed, kill, ' ' + where)} "
                  f"(engine {report.engine})")
-    if report.watch is not None:
+    if getattr(report, "watch", None) is not None:
         lines += watch_lines(report, kill)
     if report.interrupted:
         import signal
