@@ -45,6 +45,23 @@ def _bpf_load(kill: bool) -> str:
     return ""
 
 
+def _watch_check() -> Check:
+    """kill --watch: its program loaded and attached (then detached), and how
+    UDP connects are seen here."""
+    from .engine import EngineError, Scope
+    from .engine.bpf.watch import WatchSource
+    from .filter import build_filter
+    source = WatchSource(flt=build_filter(dst=["192.0.2.1"]), scope=Scope())
+    try:
+        source.open()
+    except EngineError as exc:
+        return Check("watch", False, f"kill --watch cannot run: {exc}")
+    finally:
+        source.close()
+    udp = {"connect": "UDP at connect()", "send": "UDP at its first send (no BPF trampolines here)"}
+    return Check("watch", True, f"kill --watch attaches: TCP at ESTABLISHED, {udp[source.udp]}")
+
+
 def _diag_checks(host) -> list[Check]:
     try:
         from .engine.diag import engine as diag
@@ -189,6 +206,8 @@ def run(timed: bool = True) -> Findings:
         why = _bpf_load(kill=host.bpf_can_kill)
         bpf_ok = not why and host.bpf_can_kill
         checks.append(Check("BPF load", not why, why or "loaded, verified and attached"))
+    if host.btf:
+        checks.append(_watch_check())
     checks += _diag_checks(host)
     diag_ok = all(c.ok for c in checks if c.name in ("tcp diag", "udp diag", "diag destroy"))
     if auto == "bpf" and not bpf_ok:

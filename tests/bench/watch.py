@@ -4,7 +4,7 @@
 
 Two throwaway namespaces (skwatch-*) joined by a veth: a client namespace,
 and a backend holding the VIP 10.226.0.5 with a server that accepts and
-holds connections to :80 and accepts and closes connections to :81.
+holds connections to :80, and one that accepts and closes those to :81.
 `sockterm kill --watch --netns CLIENT --dst VIP:80` runs while:
 
   latency  a client connects to VIP:80 over and over (>= 1,000 times), each
@@ -15,9 +15,9 @@ holds connections to :80 and accepts and closes connections to :81.
            reports it (summary.watch.lag_ms)
   idle     nothing matches for a 30 s window: sockterm's CPU time in it
            (/proc/PID/stat, from the window's opening to just before its end)
-  churn    2,000 non-matching connections a second (to VIP:81) open and close
-           while the latency client runs again: the same latencies, and
-           sockterm's CPU
+  churn    2,000 non-matching connections a second (to VIP:81, churn.c) open
+           and close while the latency client runs again: the same
+           latencies, and sockterm's CPU
 
 Every kill names the client namespace (--netns). --realtime runs sockterm
 and the clients at real-time priority (chrt -f 10): the machine is shared.
@@ -32,27 +32,22 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 VIP = "10.226.0.5"
 TICK = os.sysconf("SC_CLK_TCK")
 
 SERVER = r"""
-import socket, threading
-def serve(port, hold):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("%(vip)s", port)); s.listen(4096)
-    kept = []
-    while True:
-        c, _ = s.accept()
-        if hold:
-            kept.append(c)
-            del kept[:-2000]
-        else:
-            c.close()
-threading.Thread(target=serve, args=(81, False), daemon=True).start()
-serve(80, True)
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("%(vip)s", 80)); s.listen(4096)
+kept = []
+while True:
+    kept.append(s.accept()[0])
+    del kept[:-2000]
 """
 
 LATENCY = r"""
@@ -72,26 +67,6 @@ for _ in range(n):
     s.close()
 print(json.dumps(out))
 """
-
-CHURN = r"""
-import socket, time, sys
-rate, seconds = float(sys.argv[1]), float(sys.argv[2])
-start, done = time.monotonic(), 0
-while time.monotonic() - start < seconds:
-    due = start + done / rate
-    pause = due - time.monotonic()
-    if pause > 0:
-        time.sleep(pause)
-    s = socket.socket()
-    try:
-        s.connect(("%(vip)s", 81))
-    except OSError:
-        pass
-    s.close()
-    done += 1
-print(done)
-"""
-
 
 def sh(*args, **kw):
     return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
@@ -118,6 +93,8 @@ class Bench:
         sh("ip", "-n", self.backend, "link", "set", b, "up")
         sh("ip", "-n", self.client, "route", "add", f"{VIP}/32", "via", "10.227.0.1")
         self.procs.append(self.inside(self.backend, SERVER))
+        self.procs.append(subprocess.Popen([*self.prefix, "ip", "netns", "exec", self.backend,
+                                            churn_helper(), "serve", VIP, "81"]))
         time.sleep(0.5)
         return self
 
@@ -129,11 +106,16 @@ class Bench:
         for ns in (self.client, self.backend):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
-    def inside(self, ns, code, *args, priority: int = 10) -> subprocess.Popen:
-        prefix = ["chrt", "-f", str(priority)] if self.prefix else []
-        return subprocess.Popen([*prefix, "ip", "netns", "exec", ns,
+    def inside(self, ns, code, *args) -> subprocess.Popen:
+        return subprocess.Popen([*self.prefix, "ip", "netns", "exec", ns,
                                  sys.executable, "-c", code % {"vip": VIP}, *map(str, args)],
                                 stdout=subprocess.PIPE, text=True)
+
+    def churn(self, rate: float, seconds: float) -> subprocess.Popen:
+        """The generator below sockterm's priority (chrt -f 5 under --realtime)."""
+        prefix = ["chrt", "-f", "5"] if self.prefix else []
+        return subprocess.Popen([*prefix, "ip", "netns", "exec", self.client, churn_helper(), VIP,
+                                 "81", str(rate), str(seconds)], stdout=subprocess.PIPE, text=True)
 
     def watch(self, seconds: float) -> subprocess.Popen:
         proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "sockterm", "-v", "--backend",
@@ -145,6 +127,14 @@ class Bench:
             if "watch: window open" in line:
                 return proc
         raise SystemExit(f"bench: sockterm ended before its window opened ({proc.wait()})")
+
+
+def churn_helper() -> str:
+    """tests/bench/churn.c, compiled once (as measure.py compiles rusage_run.c)."""
+    out = os.path.join(tempfile.gettempdir(), f"sockterm-bench-churn-{os.getpid()}")
+    if not os.path.exists(out):
+        subprocess.run(["cc", "-O2", "-o", out, os.path.join(HERE, "churn.c")], check=True)
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -191,12 +181,11 @@ def idle_case(bench: Bench, seconds: float) -> dict:
 def churn_case(bench: Bench, seconds: float, rate: float, count: int) -> dict:
     proc = bench.watch(600)
     before, started = cpu_seconds(proc.pid), time.monotonic()
-    # generators below sockterm's priority, a share of the rate each: one Python
-    # loop cannot keep 2,000 a second here
-    churn = [bench.inside(bench.client, CHURN, rate / 3, seconds, priority=5) for _ in range(3)]
+    churn = bench.churn(rate, seconds)
+    time.sleep(1.0)                    # the churn is on when the clients start
     client = bench.inside(bench.client, LATENCY, count)
     seen = json.loads(client.communicate(timeout=900)[0])
-    made = sum(int(c.communicate(timeout=900)[0]) for c in churn)
+    made = int(churn.communicate(timeout=900)[0])
     elapsed = time.monotonic() - started
     used = cpu_seconds(proc.pid) - before
     watch = finish(proc)

@@ -231,3 +231,10 @@ def test_find_cookie_by_exact_tuple():
             assert find_cookie(conn, sock) == 0, proto
     for s in (server, lst, udp, tcp):
         s.close()
+
+
+def test_doctor_says_whether_watch_attaches():
+    from conftest import sockterm
+    code, out, err = sockterm("doctor", "-o", "json")
+    [check] = [c for c in json.loads(out)["checks"] if c["name"] == "watch"]
+    assert check["ok"] is True and "kill --watch attaches" in check["detail"], check
