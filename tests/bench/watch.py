@@ -111,11 +111,13 @@ class Bench:
                                  sys.executable, "-c", code % {"vip": VIP}, *map(str, args)],
                                 stdout=subprocess.PIPE, text=True)
 
-    def churn(self, rate: float, seconds: float) -> subprocess.Popen:
-        """The generator below sockterm's priority (chrt -f 5 under --realtime)."""
+    def churn(self, rate: float, seconds: float, parts: int = 4) -> list:
+        """Generators below sockterm's priority (chrt -f 5 under --realtime),
+        a share of the rate each: one waits out every handshake it makes."""
         prefix = ["chrt", "-f", "5"] if self.prefix else []
-        return subprocess.Popen([*prefix, "ip", "netns", "exec", self.client, churn_helper(), VIP,
-                                 "81", str(rate), str(seconds)], stdout=subprocess.PIPE, text=True)
+        return [subprocess.Popen([*prefix, "ip", "netns", "exec", self.client, churn_helper(), VIP,
+                                  "81", str(rate / parts), str(seconds)], stdout=subprocess.PIPE,
+                                 text=True) for _ in range(parts)]
 
     def watch(self, seconds: float) -> subprocess.Popen:
         proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "sockterm", "-v", "--backend",
@@ -185,7 +187,7 @@ def churn_case(bench: Bench, seconds: float, rate: float, count: int) -> dict:
     time.sleep(1.0)                    # the churn is on when the clients start
     client = bench.inside(bench.client, LATENCY, count)
     seen = json.loads(client.communicate(timeout=900)[0])
-    made = int(churn.communicate(timeout=900)[0])
+    made = sum(int(c.communicate(timeout=900)[0]) for c in churn)
     elapsed = time.monotonic() - started
     used = cpu_seconds(proc.pid) - before
     watch = finish(proc)
