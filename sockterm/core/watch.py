@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from .. import model
 from .. import states as st
 from ..engine import EngineError, Scope
+from ..engine.bpf.watch import WatchSource, decode
+from ..engine.diag.destroy import destroy_with, find_cookie, settle_unacked
+from ..engine.diag.wire import DiagSocket, NetlinkError
 from ..exitcodes import ExitCode
 from ..host import containers, netns, probe, procs
 from . import pipeline
@@ -98,25 +101,21 @@ class Watch:
         self.scope = Scope(exclude_inodes=procs.own_inodes(), **owned)
         self.namespaces = _Namespaces(found, narrowed, node, self.log)
         self.pids = frozenset(flt.pids) | frozenset(procs.pids_by_comm(flt.comms))
-        self.source = self._attach()
-        self.summary.udp = self.source.udp
-        from ..engine.bpf import watch as _events   # noqa: F401 (loaded now, not at the first event)
-        from ..engine.diag import destroy as _destroy   # noqa: F401
-        self._conns: dict = {}           # netns inode -> its DiagSocket
-        self._worker = None
-        self._killed: set = set()        # cookies destroyed by this run
-        self._seen: set = set()          # cookies reported (match)
-        self._next_slot = 0.0            # --rate: when the next destroy may start
         if kill:
             from .. import engine as engines
             try:
                 engines.destroyer(self.log)          # can this kernel destroy over netlink?
             except EngineError as exc:
-                self.source.close()
                 raise SocktermError(f"cannot watch: {exc}", exc.code) from None
+        self.source = self._attach()
+        self.summary.udp = self.source.udp
+        self._conns: dict = {}           # netns inode -> its DiagSocket
+        self._worker = None
+        self._killed: set = set()        # cookies destroyed by this run
+        self._seen: set = set()          # cookies reported (match)
+        self._next_slot = 0.0            # --rate: when the next destroy may start
 
     def _attach(self):
-        from ..engine.bpf.watch import WatchSource
         source = WatchSource(flt=self.flt, scope=self.scope, log=self.log)
         try:
             source.open()
@@ -187,7 +186,6 @@ class Watch:
                 self.summary.elapsed = round(time.monotonic() - started, 3)
 
     def _events(self) -> list:
-        from ..engine.bpf.watch import decode
         events = [decode(raw) for raw in self.source.read()]
         self.summary.events += len(events)
         return events
@@ -267,7 +265,6 @@ class Watch:
         """An event without its cookie (a UDP connect() seen by fexit, whose
         pointer no helper may take) gets it from the kernel by exact tuple; a
         socket no longer there is reported gone."""
-        from ..engine.diag.destroy import find_cookie
         for ev in evs:
             if not ev.sock.cookie:
                 cookie = find_cookie(conn, ev.sock)
@@ -291,8 +288,6 @@ class Watch:
                     f"--max {self.limit} reached: the watch stopped; {len(todo) - room} more "
                     "matching connections were not destroyed")
                 todo = todo[:room]
-        from ..engine.diag.destroy import destroy_with, settle_unacked
-        from ..engine.diag.wire import NetlinkError
         try:
             for group in self._paced(todo):
                 destroy_with(conn, group, self.log)
@@ -341,7 +336,6 @@ class Watch:
     def _conn(self, ns):
         conn = self._conns.get(ns.ino)
         if conn is None:
-            from ..engine.diag.wire import DiagSocket
             if self._worker is None:
                 self._worker = netns.Worker()
             conn = self._conns[ns.ino] = self._worker.call(ns, DiagSocket)

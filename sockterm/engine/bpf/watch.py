@@ -242,6 +242,8 @@ class WatchSource:
             reason = _verifier_reason(lib.log) or next(
                 (line.split("libbpf: ", 1)[-1] for line in lib.log if "prog '" in line
                  and "failed to load" in line), "see -v for the libbpf log")
+            if "bpf_get_socket_cookie" in reason:
+                reason += " (tracing programs have it from Linux 5.12)"
             raise EngineError(f"the kernel refused the watch program ({libbpf.errno_text(-err)}): "
                               f"{reason}")
         self._wanted = wanted
