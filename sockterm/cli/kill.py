@@ -69,8 +69,9 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
             target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes,
                            watch=watch)
         if window is not None:
-            return stream(lambda report: window.run(target, report, on_start=_audit_start(flt, watch, log)),
-                          renderer, meta, kill=True, on_done=audit, hints=flt.hints())
+            started = _audit_start(flt, watch, log)
+            return stream(lambda report: window.run(target, report, on_start=started), renderer,
+                          meta, kill=True, on_done=audit, hints=flt.hints())
         return stream(lambda report: core.kill(target, report, opts, rate=rate), renderer, meta,
                       kill=True, on_done=audit, hints=flt.hints())
     finally:
