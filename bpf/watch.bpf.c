@@ -133,6 +133,7 @@ static __always_inline bool caller(struct st_held *h)
 	return false;
 }
 
+/* 1 when the event was written */
 static __always_inline int report(struct sock *sk, __u8 proto, __u8 state, __u32 hook,
 				  __u64 cookie)
 {
@@ -223,9 +224,9 @@ static __always_inline bool udp_connected_sock(struct sock *sk, __u16 family)
  * passes through the v4 code on its way and is reported by the v6 hook. */
 static __always_inline int udp_connected(struct sock *sk, int ret, __u16 family)
 {
-	if (ret || !udp_connected_sock(sk, family))
-		return 0;
-	return report(sk, IPPROTO_UDP, TCP_ESTABLISHED, ST_WATCH_UDP, 0);
+	if (!ret && udp_connected_sock(sk, family))
+		report(sk, IPPROTO_UDP, TCP_ESTABLISHED, ST_WATCH_UDP, 0);
+	return 0;     /* what a tracing program must return (Linux >= 6.x checks it) */
 }
 
 SEC("fexit/ip4_datagram_connect")
