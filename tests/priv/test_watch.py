@@ -238,3 +238,27 @@ def test_doctor_says_whether_watch_attaches():
     code, out, err = sockterm("doctor", "-o", "json")
     [check] = [c for c in json.loads(out)["checks"] if c["name"] == "watch"]
     assert check["ok"] is True and "kill --watch attaches" in check["detail"], check
+
+
+def test_max_bounds_the_whole_watch(topo, sink):
+    """--max counts the start's kill and the window's together; the watch
+    stops, exit 3, before the destroy that would exceed it."""
+    backend(topo)
+    ns = topo.client(0)
+    h = topo.holder(ns)
+    h.call("connect", dst=VIP, port=80)                       # one for the start
+    args = ["-v", "--backend", "diag", "kill", "--watch", "20s", "--max", "3", "--netns", ns,
+            "--dst", f"{VIP}:80", "--yes", "-o", "json"]
+    confine.check_kill(args)
+    proc = subprocess.Popen([sys.executable, "-m", "sockterm", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=sockterm_env(sink))
+    window_open(proc)
+    seen = outcomes(loop(ns, "tcp", 80, 1.5))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    doc = json.loads(out)
+    assert doc["summary"]["killed"] == 3 and doc["summary"]["watch"]["ended"] == "max"
+    assert "--max 3 reached" in err
+    aborted = {c for c, o in seen if o in ABORTED}
+    assert len(aborted) == 2 and len(seen) > 2, seen      # the rest lived
+    assert aborted <= {s["cookie"] for s in doc["sockets"]}
