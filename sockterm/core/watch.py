@@ -263,16 +263,18 @@ class Watch:
 
     def _resolve(self, conn, evs: list) -> list:
         """An event without its cookie (a UDP connect() seen by fexit, whose
-        pointer no helper may take) gets it from the kernel by exact tuple; a
-        socket no longer there is reported gone."""
+        pointer no helper may take) gets it from the kernel by exact tuple.
+        One whose socket is gone by then is dropped: without its cookie it
+        cannot be told from a socket the kill at the start destroyed."""
+        ready = []
         for ev in evs:
             if not ev.sock.cookie:
-                cookie = find_cookie(conn, ev.sock)
-                if cookie:
-                    ev.sock.cookie = cookie
-                else:
-                    model.set_error(ev.sock, errno.ENOENT)
-        return evs
+                ev.sock.cookie = find_cookie(conn, ev.sock)
+                if not ev.sock.cookie:
+                    self.log(f"watch: {ev.sock!r} was gone before it could be looked up")
+                    continue
+            ready.append(ev)
+        return ready
 
     def _destroy(self, conn, evs: list) -> list:
         """Destroy what is ready (paced by --rate, bounded by --max); the
