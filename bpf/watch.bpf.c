@@ -6,7 +6,8 @@
  * destroys each over netlink SOCK_DESTROY, by exact tuple and cookie, in its
  * namespace.
  *
- *   tp_btf/inet_sock_set_state (Linux >= 5.5, every TCP state change): an
+ *   tp_btf/inet_sock_set_state (every TCP state change; Linux >= 5.12 for
+ *       bpf_get_socket_cookie in tracing programs, 5.10 refuses): an
  *       incoming connection at ESTABLISHED (hashed, not accepted yet); an
  *       outgoing one at ESTABLISHED; a connect() at SYN-SENT when its socket
  *       was bound to a port (else the port is chosen only after this
