@@ -83,6 +83,11 @@ def message(*, filter_text: str, report, error: str = "", environ=None, mode=Non
             f"engine={report.engine or '-'} "
             + " ".join(f"{name}={getattr(report, name)}" for name in fields)
             + f" namespaces={len(report.namespaces)}")
+    watch = getattr(report, "watch", None)
+    if watch is not None:
+        head += (f" watch={watch.duration:g}s ended={watch.ended or '-'} "
+                 f"killed_at_start={watch.killed_at_start} killed_in_window={watch.killed} "
+                 f"lost={watch.lost}")
     if error:
         head += f" error={_quote(error)}"
     touched = [r for r in report.namespaces if r.matched or r.error]
@@ -98,6 +103,13 @@ def message(*, filter_text: str, report, error: str = "", environ=None, mode=Non
     if len(text.encode()) > MAX_RECORD:
         text = text.encode()[:MAX_RECORD - 14].decode(errors="ignore") + " ...truncated"
     return text
+
+
+def watch_started(*, filter_text: str, duration: float, environ=None) -> str:
+    """The record a kill --watch writes once its event source is attached,
+    before it kills anything (the end writes message()'s, with the counts)."""
+    return shown(f"kill --watch {duration:g}s started by {who(environ)} "
+                 f"filter={_quote(filter_text)}")
 
 
 def frame(text: str, *, severity: int = SEVERITY_NOTICE, now: float | None = None) -> bytes:

@@ -90,6 +90,23 @@ def _capabilities(host, object_ok: bool) -> dict:
     return found
 
 
+def _watch_check() -> Check:
+    """kill --watch: its program loaded and attached (then detached), and how
+    UDP connects are seen here."""
+    from .engine import EngineError, Scope
+    from .engine.bpf.watch import WatchSource
+    from .filter import build_filter
+    source = WatchSource(flt=build_filter(dst=["192.0.2.1"]), scope=Scope())
+    try:
+        source.open()
+    except EngineError as exc:
+        return Check("watch", False, f"kill --watch cannot run: {exc}")
+    finally:
+        source.close()
+    udp = {"connect": "UDP at connect()", "send": "UDP at its first send (no BPF trampolines here)"}
+    return Check("watch", True, f"kill --watch attaches: TCP at ESTABLISHED, {udp[source.udp]}")
+
+
 def _diag_checks(host) -> list[Check]:
     try:
         from .engine.diag import engine as diag
@@ -264,6 +281,8 @@ def run(timed: bool = True) -> Findings:
                         + (f"; {'; '.join(info.problems)}" if info.problems else "")))
     capabilities = _capabilities(host, info.ok)
     checks += [Check(name, ok, detail) for name, (ok, detail) in capabilities.items()]
+    if host.btf:
+        checks.append(_watch_check())
     checks += _diag_checks(host)
     diag_ok = all(c.ok for c in checks if c.name in ("tcp diag", "udp diag", "destroy by netlink"))
     enumerate_ok = capabilities["enumerate"][0]

@@ -104,6 +104,24 @@ class Sock:
                 f" -> {self.dst_text()}:{self.dport} ns={self.netns} cookie={self.cookie} {self.result})")
 
 
+class Stamped(Sock):
+    """A socket a watch reported (kill --watch, match --watch): when, and
+    whether in the kill of what matched at the start or during the window."""
+
+    __slots__ = ("time", "phase")
+
+    @classmethod
+    def of(cls, sock: Sock, phase: str, when: float) -> "Stamped":
+        copy = cls.__new__(cls)
+        for name in Sock.__slots__:
+            setattr(copy, name, getattr(sock, name))
+        copy.time, copy.phase = when, phase
+        return copy
+
+
+START, WINDOW = "start", "window"      # Stamped.phase
+
+
 class Owners:
     """socket inode -> ((pid, comm), ...): who holds each socket.
 

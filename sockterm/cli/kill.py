@@ -8,7 +8,7 @@ import click
 
 from ..exitcodes import ExitCode
 from ..text import shown
-from .options import filter_args, filter_options, global_options, output_options
+from .options import filter_args, filter_options, global_options, output_options, watch_option
 from .run import abort, build_filter, core_options, renderer_for, show, stderr_log, stream
 
 
@@ -33,9 +33,10 @@ from .run import abort, build_filter, core_options, renderer_for, show, stderr_l
 @click.option("--abort-rest", is_flag=True,
               help="With --graceful: abort the sockets no process holds (orphans, time-wait, "
                    "request sockets) instead of leaving them.")
+@watch_option
 @click.pass_context
 def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_run: bool,
-             graceful: bool, half_close: bool, abort_rest: bool, **kwargs):
+             graceful: bool, half_close: bool, abort_rest: bool, watch: float | None, **kwargs):
     """Destroy the matching sockets in every namespace.
 
     The local application gets ECONNABORTED, a TCP peer gets a reset.
@@ -46,6 +47,8 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     A filter naming an address, port, process, namespace, container, pod,
     cgroup or user is required.
     On a terminal kill shows what matches and asks; elsewhere it needs --yes.
+    With --watch it then holds for DURATION: new matching connections are
+    destroyed as they appear (--max bounds the total).
     Every kill is recorded in syslog (authpriv).
     """
     from .. import core, states
@@ -56,8 +59,11 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     if graceful and not processes:
         abort("--graceful shuts sockets down through the processes holding them: "
               "it cannot run with --no-processes", ExitCode.USAGE)
+    if graceful and watch:
+        abort("--watch destroys new connections as they appear: it cannot run with --graceful",
+              ExitCode.USAGE)
     if dry_run:
-        return show(ctx, "match", flt, kwargs)
+        return show(ctx, "match", flt, kwargs, watch=watch)
     if not flt.targeted:
         abort("kill needs a filter naming what to kill: --dst, --src, --dport, --sport, "
               "--netns, --pid, --comm, --container, --pod, --cgroup or --uid", ExitCode.USAGE)
@@ -65,7 +71,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     if not yes and not interactive:
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
     opts = core_options(ctx, processes=processes)
-    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True)
+    renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True, watch=watch)
     mode = _mode(graceful, half_close, abort_rest)
     meta = {"command": "kill", "mode": mode["mode"], "shutdown": mode["shutdown"],
             "filter": flt.describe()}
@@ -74,20 +80,31 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     def audit(report, error):
         _audit(flt, report, error, log, mode)
 
-    target = flt
-    if max_kills is not None or not yes or rate:
-        # kill exactly what was counted and shown: a socket that appears in
-        # between is not part of what the operator agreed to
-        target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes,
-                       mode=mode)
-    if graceful:
-        def start(report):
-            return core.shut_down(target, report, opts, rate=rate, half_close=half_close,
-                                  abort_rest=abort_rest)
-    else:
-        def start(report):
-            return core.kill(target, report, opts, rate=rate)
-    return stream(start, renderer, meta, kill=True, on_done=audit, hints=flt.hints())
+    # a watch attaches first: one that cannot fails before anything is asked or killed
+    window = _watch(flt, opts, watch, max_kills, rate, audit) if watch else None
+    try:
+        target = flt
+        if max_kills is not None or not yes or rate:
+            # kill exactly what was counted and shown: a socket that appears in
+            # between is not part of what the operator agreed to (a watch
+            # takes it, if it is new and matches)
+            target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes,
+                           mode=mode, watch=watch)
+        if window is not None:
+            started = _audit_start(flt, watch, log)
+            return stream(lambda report: window.run(target, report, on_start=started), renderer,
+                          meta, kill=True, on_done=audit, hints=flt.hints())
+        if graceful:
+            def start(report):
+                return core.shut_down(target, report, opts, rate=rate, half_close=half_close,
+                                      abort_rest=abort_rest)
+        else:
+            def start(report):
+                return core.kill(target, report, opts, rate=rate)
+        return stream(start, renderer, meta, kill=True, on_done=audit, hints=flt.hints())
+    finally:
+        if window is not None:
+            window.close()
 
 
 def _mode(graceful: bool, half_close: bool, abort_rest: bool) -> dict:
@@ -98,7 +115,26 @@ def _mode(graceful: bool, half_close: bool, abort_rest: bool) -> dict:
             "abort_rest": abort_rest}
 
 
-def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool, mode: dict):
+def _watch(flt, opts, duration: float, max_kills, rate, audit):
+    """The watch, attached (or a one-line refusal, audited: nothing was touched)."""
+    from .. import core
+    try:
+        return core.watch(flt, opts, duration=duration, kill=True, limit=max_kills, rate=rate)
+    except core.SocktermError as exc:
+        audit(core.Report(), str(exc))
+        abort(str(exc), exc.code)
+
+
+def _audit_start(flt, duration: float, log):
+    def started(report) -> None:
+        from .. import audit
+        _write_audit(audit.watch_started(filter_text=flt.describe(), duration=duration),
+                     audit.SEVERITY_NOTICE, log)
+    return started
+
+
+def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool, mode: dict,
+          watch: float | None):
     """The match pass before a kill: the --max guard and the confirmation.
     Returns the plan to kill, or exits with a report saying why not."""
     from .. import core
@@ -116,12 +152,12 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool, mode: d
     matched = len(the_plan.sockets)
     if not confirm:
         return the_plan          # --yes: even when nothing matched, the kill pass reports as usual
-    if not matched:
+    if not matched and not watch:
         for hint in flt.hints():
             click.echo(f"sockterm: hint: {shown(hint)}", err=True)
         report.refused = "nothing matches"
         _refuse(renderer, report, meta, "nothing matches; nothing killed", ExitCode.NO_MATCH)
-    answer = _ask(the_plan, report, mode)
+    answer = _ask(the_plan, report, mode, watch)
     if answer is not True:
         report.refused = "declined at the prompt"
         code = ExitCode.NO_MATCH if answer is False else 128 + answer
@@ -129,7 +165,7 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool, mode: d
     return the_plan
 
 
-def _ask(the_plan, report, mode: dict):
+def _ask(the_plan, report, mode: dict, watch: float | None):
     """True to go ahead, False for no (Ctrl-C and end of input included), or
     the number of a terminating signal that arrived at the prompt."""
     from ..signals import Interrupted, at_prompt
@@ -137,13 +173,18 @@ def _ask(the_plan, report, mode: dict):
     from .confirm import sample, show as show_kill
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
     graceful = mode["mode"] == "graceful"
-    show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets),
-              graceful=graceful, abort_rest=mode["abort_rest"],
-              unheld=sum(1 for s in the_plan.sockets if not s.processes) if graceful else 0)
+    question = "Shut them down?" if graceful else "Kill them?"
+    if the_plan.sockets:
+        show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets),
+                  graceful=graceful, abort_rest=mode["abort_rest"],
+                  unheld=sum(1 for s in the_plan.sockets if not s.processes) if graceful else 0)
+        if watch:
+            question = f"Kill them, then for {watch:g} s every new connection that matches?"
+    else:
+        question = f"Nothing matches now. For {watch:g} s, kill every new connection that matches?"
     try:
         with at_prompt():
-            return click.confirm("Shut them down?" if graceful else "Kill them?", default=False,
-                                 err=True)
+            return click.confirm(question, default=False, err=True)
     except click.exceptions.Abort:
         click.echo("", err=True)
         return False
@@ -166,6 +207,11 @@ def _audit(flt, report, error: str, log, mode: dict) -> None:
     from .. import audit
     text = audit.message(filter_text=flt.describe(), report=report, error=error, mode=mode)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
+    _write_audit(text, severity, log)
+
+
+def _write_audit(text: str, severity: int, log) -> None:
+    from .. import audit
     problem = audit.write(text, severity=severity)
     if problem and problem.startswith("no syslog socket"):
         log(problem)

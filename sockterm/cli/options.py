@@ -123,6 +123,31 @@ output_options = _compose(
 )
 
 
+class Duration(click.ParamType):
+    """30s, 5m, 1h, 500ms, or plain seconds."""
+
+    name = "duration"
+    UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        import re
+        found = re.fullmatch(r"(\d{1,9}(?:\.\d{1,6})?)(ms|s|m|h)?", str(value).strip())
+        seconds = float(found[1]) * self.UNITS[found[2] or "s"] if found else 0.0
+        if not 0 < seconds <= 7 * 86400:
+            self.fail(f"{value!r} is not a duration: expected e.g. 30s, 5m or 1h (at most 7 days)",
+                      param, ctx)
+        return seconds
+
+
+watch_option = click.option(
+    "--watch", "watch", type=Duration(), metavar="DURATION",
+    help="After the kill of what matches now, keep watching for DURATION (30s, 5m, 1h): every new "
+         "connection that matches, in any namespace, is destroyed as the kernel reports it "
+         "(match: reported). Ends early on SIGINT, SIGTERM or SIGHUP.")
+
+
 def _set_global(ctx, param, value):
     """The group's callback has run and set ctx.obj: a value given after the
     subcommand overrides it (`sockterm list -v` = `sockterm -v list`)."""

@@ -149,23 +149,48 @@ def socket_json(sock: model.Sock, kill: bool) -> str:
     return text + "}"
 
 
-def ns_dict(nsr: model.NamespaceReport) -> dict:
+def watched_json(sock: model.Stamped, kill: bool) -> str:
+    """socket_json plus a watch's keys: `time` and `phase` (start, window)."""
+    return socket_json(sock, kill)[:-1] + f',"time":"{stamp_text(sock.time)}","phase":"{sock.phase}"}}'
+
+
+def ns_dict(nsr: model.NamespaceReport, watch=None) -> dict:
     place = nsr.ns.place
-    return {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
-            "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
-            "shut_down": nsr.shut_down, "not_held": nsr.not_held, "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason,
-            "container": container_dict(place.container if place else None),
-            "pod": pod_dict(place.pod if place else None)}
+    doc = {"netns": nsr.ns.ino, "netns_name": nsr.ns.name, "engine": nsr.engine,
+           "matched": nsr.matched, "killed": nsr.killed, "failed": nsr.failed,
+           "shut_down": nsr.shut_down, "not_held": nsr.not_held,
+           "error": nsr.error or None, "walked": nsr.walked, "walk_reason": nsr.walk_reason,
+           "container": container_dict(place.container if place else None),
+           "pod": pod_dict(place.pod if place else None)}
+    if watch is not None:
+        matched, killed, failed = watch.by_ns.get(nsr.ns.ino, (0, 0, 0))
+        doc["window"] = {"matched": matched, "killed": killed, "failed": failed}
+    return doc
 
 
-def row(sock: model.Sock, kill: bool) -> tuple:
+def row(sock: model.Sock, kill: bool, watch: bool = False) -> tuple:
     # process and namespace names are anyone's to choose: no tab may split a
     # tsv column, no escape sequence may reach root's terminal
     cells = (shown(sock.netns_name), sock.proto, sock.state_name(),
              endpoint(sock.src_text(), sock.sport, sock.family),
              endpoint(sock.dst_text(), sock.dport, sock.family),
              shown(process_text(sock)))
+    if watch:
+        cells = (clock_text(sock.time),) + cells
     return cells + (result_text(sock),) if kill else cells
+
+
+def clock_text(when: float) -> str:
+    """A watch's TIME column: local time to the millisecond."""
+    import time
+    return time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when * 1000) % 1000:03d}"
+
+
+def stamp_text(when: float) -> str:
+    """A watch's `time` key: UTC, ISO 8601, to the microsecond."""
+    import datetime
+    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Renderer:
@@ -173,10 +198,11 @@ class Renderer:
 
     fmt = ""
 
-    def __init__(self, *, kill: bool, header: bool, out=None):
+    def __init__(self, *, kill: bool, header: bool, out=None, watch: bool = False):
         self.kill = kill
         self.header = header
         self.out = out or sys.stdout
+        self.watch = watch            # kill/match --watch: stamped sockets, streamed as they come
 
     def write(self, text: str) -> None:
         """Out in full: signals wait until the text has left (see signals.held)."""
@@ -185,7 +211,7 @@ class Renderer:
             self.out.flush()
 
     def columns(self):
-        return COLUMNS + (("RESULT",) if self.kill else ())
+        return (("TIME",) if self.watch else ()) + COLUMNS + (("RESULT",) if self.kill else ())
 
     def socket(self, sock: model.Sock) -> None:
         raise NotImplementedError
@@ -214,8 +240,8 @@ class TsvRenderer(Renderer):
 
     def socket(self, sock):
         self._start()
-        self.lines.append("\t".join(map(str, row(sock, self.kill))))
-        if len(self.lines) >= self.BATCH:
+        self.lines.append("\t".join(map(str, row(sock, self.kill, self.watch))))
+        if len(self.lines) >= self.BATCH or (self.watch and sock.phase == model.WINDOW):
             self._flush()
 
     def _flush(self):
@@ -237,7 +263,12 @@ class JsonlRenderer(Renderer):
         self.lines: list[str] = []
 
     def socket(self, sock):
-        self.lines.append(socket_json(sock, self.kill))
+        if self.watch:
+            self.lines.append(watched_json(sock, self.kill))
+            if sock.phase == model.WINDOW:
+                self._flush()         # one line per socket as it is destroyed
+        else:
+            self.lines.append(socket_json(sock, self.kill))
         if len(self.lines) >= self.BATCH:
             self._flush()
 
@@ -263,13 +294,14 @@ class JsonRenderer(Renderer):
         self.sockets = []
 
     def socket(self, sock):
-        self.sockets.append(socket_json(sock, self.kill))
+        self.sockets.append(watched_json(sock, self.kill) if self.watch
+                            else socket_json(sock, self.kill))
 
     def finish(self, report, meta):
         doc = dict(meta)
         doc["engine"] = report.engine
         doc["sockets"] = []
-        doc["namespaces"] = [ns_dict(r) for r in report.namespaces]
+        doc["namespaces"] = [ns_dict(r, report.watch) for r in report.namespaces]
         doc["summary"] = summary_dict(report, self.kill)
         # one socket object a line inside the pretty document: readable, and
         # without the pure-Python indenting encoder over 20k objects
@@ -299,28 +331,42 @@ class TableRenderer(Renderer):
         self.color = color
 
     def socket(self, sock):
-        self.rows.append(row(sock, self.kill))
+        self.rows.append(row(sock, self.kill, self.watch))
+        if self.watch:
+            self._lines(self.rows)          # as they come, in columns fixed up front
+            self.rows.clear()
 
     def finish(self, report, meta):
-        if not self.rows:
-            return
+        if self.rows:
+            self._lines(self.rows)
+
+    def _lines(self, rows) -> None:
         width = self.width or terminal_width()
         color = use_color(self.out) if self.color is None else self.color
         names = self.columns()
-        widths = fit_widths(names, self.rows, width)
+        if self.watch:
+            widths = self._widths = getattr(self, "_widths", None) or fit_widths(
+                names, [tuple("x" * n for n in WATCH_WIDTHS[-len(names):])], width)
+        else:
+            widths = fit_widths(names, rows, width)
         out: list[str] = []
         write = out.append
         if self.header:
+            self.header = False
             for line in folded_lines(names, widths, BOLD if color else None):
                 write(line + "\n")
         result_at = len(names) - 1 if self.kill else None
-        for cells in self.rows:
+        for cells in rows:
             style = None
             if color and result_at is not None:
                 style = {result_at: GREEN if cells[result_at] in ENDED else RED}
             for line in folded_lines(cells, widths, style):
                 write(line + "\n")
         self.write("".join(out))
+
+
+# the columns of a watch's table, sized before the first line (TIME ... RESULT)
+WATCH_WIDTHS = (12, 16, 5, 11, 21, 21, 16, 7)
 
 
 BOLD, GREEN, RED, RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[0m"
@@ -407,6 +453,18 @@ def summary_dict(report, kill: bool) -> dict:
     if kill:
         doc.update(killed=report.killed, failed=report.failed, shut_down=report.shut_down,
                    not_held=report.not_held, refused=report.refused or None)
+    if getattr(report, "watch", None) is not None:
+        doc["watch"] = watch_dict(report.watch, kill)
+    return doc
+
+
+def watch_dict(watch, kill: bool) -> dict:
+    doc = {"duration": watch.duration, "elapsed": watch.elapsed, "ended": watch.ended or None,
+           "udp": watch.udp or None, "matched_in_window": watch.matched,
+           "events": watch.events, "lost": watch.lost, "unreachable": watch.unreachable}
+    if kill:
+        doc.update(killed_at_start=watch.killed_at_start, killed_in_window=watch.killed,
+                   failed_in_window=watch.failed, lag_ms=watch.lag())
     return doc
 
 
@@ -432,6 +490,27 @@ def _counts(r, kill: bool, graceful: bool, where: str = "") -> str:
 MAX_NS_LINES = 20
 
 
+def watch_lines(report, kill: bool) -> list[str]:
+    """A watch's part of the summary: what died at the start, what in the
+    window, per namespace."""
+    watch = report.watch
+    how = {"duration": "its end", "signal": "a signal", "max": "--max"}.get(watch.ended, "an error")
+    window = f"the window ({watch.elapsed:g} of {watch.duration:g} s, ended by {how})"
+    if not kill:
+        return [f"{_plural(watch.matched, 'new connection')} matched in {window}"]
+    lines = []
+    for r in report.namespaces:
+        at_window = watch.by_ns.get(r.ns.ino, (0, 0, 0))[1]
+        if r.killed and len(report.namespaces) > 1 and len(lines) < MAX_NS_LINES:
+            lines.append(f"  {shown(r.ns.name)}: {r.killed - at_window} killed at start, "
+                         f"{at_window} in the window")
+    lag = watch.lag()
+    lines.append(f"killed {watch.killed_at_start} at start and {watch.killed} in {window}"
+                 + (f"; event to destroy: median {lag['median']:g} ms, p99 {lag['p99']:g} ms"
+                    if lag else ""))
+    return lines
+
+
 def summary_lines(report, kill: bool) -> list[str]:
     """For stderr: one line per namespace when several matched, then the total."""
     touched = [r for r in report.namespaces if r.matched]
@@ -449,6 +528,8 @@ def summary_lines(report, kill: bool) -> list[str]:
     else:
         where = f"in {_plural(len(report.namespaces), 'namespace')} searched"
     lines.append(f"{_counts(report, kill, report.graceful, ' ' + where)} (engine {report.engine})")
+    if getattr(report, "watch", None) is not None:
+        lines += watch_lines(report, kill)
     if report.interrupted:
         import signal
         try:

@@ -64,7 +64,8 @@ def stream(start, renderer, meta: dict, *, kill: bool, on_done=None, hints=()) -
     reader_gone = False
     unwritable = ""
     try:
-        with Progress(report, kill=kill, enabled=wanted(renderer.fmt)):
+        # (a watch streams lines for minutes: no spinner between them)
+        with Progress(report, kill=kill, enabled=wanted(renderer.fmt) and not renderer.watch):
             sockets = start(report)
             for sock in sockets:
                 if reader_gone:
@@ -137,16 +138,28 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-def show(ctx, command: str, flt, options: dict) -> int:
-    """list / match (and kill --dry-run): stream the selected sockets, kill nothing."""
+def show(ctx, command: str, flt, options: dict, watch: float | None = None) -> int:
+    """list / match (and kill --dry-run): stream the selected sockets, kill
+    nothing; with watch (match), then what appears for that many seconds."""
     from .. import core
     opts = core_options(ctx, processes=not options["no_processes"])
-    renderer = renderer_for(options["output"], options["no_header"], kill=False)
-    return stream(lambda report: core.scan(flt, report, opts), renderer,
-                  {"command": command, "filter": flt.describe()}, kill=False, hints=flt.hints())
+    renderer = renderer_for(options["output"], options["no_header"], kill=False, watch=watch)
+    meta = {"command": command, "filter": flt.describe()}
+    if not watch:
+        return stream(lambda report: core.scan(flt, report, opts), renderer, meta, kill=False,
+                      hints=flt.hints())
+    try:
+        window = core.watch(flt, opts, duration=watch, kill=False)
+    except core.SocktermError as exc:
+        abort(str(exc), exc.code)
+    try:
+        return stream(lambda report: window.run(flt, report), renderer, meta, kill=False,
+                      hints=flt.hints())
+    finally:
+        window.close()
 
 
-def renderer_for(output, no_header: bool, kill: bool):
+def renderer_for(output, no_header: bool, kill: bool, watch: float | None = None):
     from .render import RENDERERS, default_format
     fmt = output or default_format()
-    return RENDERERS[fmt](kill=kill, header=not no_header)
+    return RENDERERS[fmt](kill=kill, header=not no_header, watch=bool(watch))

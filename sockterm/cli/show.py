@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .options import filter_args, filter_options, global_options, output_options
+from .options import filter_args, filter_options, global_options, output_options, watch_option
 from .run import build_filter, show
 
 
-def _show(ctx, command: str, kwargs: dict) -> int:
+def _show(ctx, command: str, kwargs: dict, watch: float | None = None) -> int:
     from .. import states
     defaults = states.ALL if command == "list" else states.DEFAULT_KILL
-    return show(ctx, command, build_filter(filter_args(kwargs), defaults), kwargs)
+    return show(ctx, command, build_filter(filter_args(kwargs), defaults), kwargs, watch=watch)
 
 
 @click.command("list")
@@ -31,11 +31,13 @@ def list_cmd(ctx, **kwargs):
 @filter_options
 @output_options
 @global_options
+@watch_option
 @click.pass_context
-def match_cmd(ctx, **kwargs):
+def match_cmd(ctx, *, watch: float | None, **kwargs):
     """Show exactly what `kill` with the same filter would destroy.
 
     Same filter, same defaults as kill: without --state only connected
-    sockets (never listeners, unconnected UDP or time-wait).
+    sockets (never listeners, unconnected UDP or time-wait). With --watch,
+    then every new connection that kill --watch would destroy, as it appears.
     """
-    return _show(ctx, "match", kwargs)
+    return _show(ctx, "match", kwargs, watch)

@@ -8,4 +8,10 @@ from .graceful import shut_down
 from .pipeline import Options, Plan, Refused, Report, SocktermError, kill, plan, scan
 
 __all__ = ["Cancel", "Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan",
-           "scan", "shut_down"]
+           "scan", "shut_down", "watch"]
+
+
+def watch(flt, options, **kw):
+    """A watch window (core/watch.py), attached and ready to run: kill --watch, match --watch."""
+    from .watch import Watch
+    return Watch(flt, options, **kw)

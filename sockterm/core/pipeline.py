@@ -77,6 +77,7 @@ class Report:
     signum: int = 0                # ... which one
     refused: str = ""              # a kill that refused to start: why (nothing killed)
     graceful: bool = False         # a kill --graceful: sockets shut down, not destroyed
+    watch: object = None           # core.watch.WatchReport: what a --watch window did
 
     @property
     def matched(self) -> int:
@@ -107,8 +108,8 @@ class Report:
         received one while it wrote its report)."""
         if signum or self.signum:
             return 128 + (signum or self.signum)
-        if self.failed or self.ns_errors:
-            return ExitCode.FAILURE
+        if self.failed or self.ns_errors or getattr(self.watch, "ended", "") == "max":
+            return ExitCode.FAILURE       # (a watch stopped by --max: more matched than allowed)
         if kill:
             return ExitCode.OK if self.killed or self.shut_down else ExitCode.NO_MATCH
         return ExitCode.OK if self.matched else ExitCode.NO_MATCH
@@ -213,36 +214,8 @@ class _Run:
     # -- set-up: everything refusable is refused here ----------------------------
     def find_namespaces(self) -> list[model.Namespace]:
         self.host = probe.probe()
-        # not root, or in a user namespace of its own: only where it runs, as ss
-        own_only = not self.host.enters_other_namespaces
-        found, skipped = netns.discover(own_only)
-        self.report.skipped.extend(skipped)
-        for note in skipped:
-            self.log(f"skipped {note}")
-        if own_only and not self.flt.netns:
-            self.report.warnings.append(f"searched only this process's network namespace: "
-                                        f"{OTHERS_NEED_ROOT}")
-        elif not self.flt.netns and netns.kthreadd_netns() is None:
-            self.report.warnings.append(NOT_HOST_PID)
-        # pods and containers name their namespaces (--netns too), unless
-        # --netns gave only inodes, paths or `host`: then only those are named
-        by_identity = bool(self.flt.netns) and all(map(netns.is_identity, self.flt.netns))
-        if not by_identity:
-            self.node.attribute(found)
-        if self.flt.netns:
-            try:
-                chosen = netns.resolve(self.flt.netns, found)
-            except netns.NamespaceError as exc:
-                if own_only:      # it may well exist: this caller cannot see it
-                    raise SocktermError(f"cannot search namespace {', '.join(self.flt.netns)}: "
-                                        f"{OTHERS_NEED_ROOT}") from None
-                raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
-            if own_only and any(ns not in found for ns in chosen):
-                raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
-            found = chosen
-            if by_identity:
-                self.node.attribute(found)
-        found, self.owned = resolve_host_names(self.flt, found, self.node)
+        found, self.owned, _ = find_namespaces(self.flt, self.report, self.log, self.node,
+                                               self.host)
         return found
 
     def prepare(self, namespaces: list[model.Namespace]) -> None:
@@ -936,6 +909,45 @@ def cannot_destroy(host: probe.HostProbe, engine: str) -> str:
                 "(Linux >= 6.5) nor SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY); " + GRACEFUL_INSTEAD)
     return (f"{engine} engine: the kernel cannot destroy sockets over netlink (no "
             f"CONFIG_INET_DIAG_DESTROY): use --backend bpf, or {GRACEFUL_INSTEAD}")
+
+
+def find_namespaces(flt: Filter, report: Report, log, node, host) -> tuple[list, dict, bool]:
+    """The namespaces a run covers, named (pods and containers name theirs),
+    the Scope fields --cgroup/--container/--pod resolved to, and whether the
+    filter narrowed them to a set (--netns, --container, --pod) rather than
+    every namespace there is."""
+    # not root, or in a user namespace of its own: only where it runs, as ss
+    own_only = not host.enters_other_namespaces
+    found, skipped = netns.discover(own_only)
+    report.skipped.extend(skipped)
+    for note in skipped:
+        log(f"skipped {note}")
+    if own_only and not flt.netns:
+        report.warnings.append(f"searched only this process's network namespace: "
+                               f"{OTHERS_NEED_ROOT}")
+    elif not flt.netns and netns.kthreadd_netns() is None:
+        report.warnings.append(NOT_HOST_PID)
+    # pods and containers name their namespaces (--netns too), unless
+    # --netns gave only inodes, paths or `host`: then only those are named
+    by_identity = bool(flt.netns) and all(map(netns.is_identity, flt.netns))
+    if not by_identity:
+        node.attribute(found)
+    if flt.netns:
+        try:
+            chosen = netns.resolve(flt.netns, found)
+        except netns.NamespaceError as exc:
+            if own_only:      # it may well exist: this caller cannot see it
+                raise SocktermError(f"cannot search namespace {', '.join(flt.netns)}: "
+                                    f"{OTHERS_NEED_ROOT}") from None
+            raise SocktermError(str(exc.strerror or exc), ExitCode.USAGE) from None
+        if own_only and any(ns not in found for ns in chosen):
+            raise SocktermError(f"cannot search {chosen[-1].name}: {OTHERS_NEED_ROOT}")
+        found = chosen
+        if by_identity:
+            node.attribute(found)
+    narrowed, found_all = bool(flt.netns), len(found)
+    found, owned = resolve_host_names(flt, found, node)
+    return found, owned, narrowed or len(found) != found_all or bool(flt.containers or flt.pods)
 
 
 def choose_engine(backend: str, kill: bool, host: probe.HostProbe, log) -> str:

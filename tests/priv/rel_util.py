@@ -31,7 +31,10 @@ VIP4 = "10.213.0.5"
 VIP6 = "fd2b::5"
 MAPPED_VIP = f"::ffff:{VIP4}"
 BPF_PROG_NAMES = {"st_tcp", "st_udp", "st_tcp_scoped", "st_udp_scoped", "st_held",
-                  "st_held_scoped"}
+                  "st_held_scoped",
+                  # kill --watch (watch.bpf.o), as the kernel keeps them: 15 characters at most
+                  "st_watch_state", "st_watch_syn_ag", "st_watch_udp4", "st_watch_udp6",
+                  "st_watch_udp_se", "st_watch_probe"}
 # the object's maps as the kernel names them (libbpf prefixes internal maps
 # with the object's name, cut to 15 characters)
 BPF_MAP_NAMES = {"st_inodes", "st_cookies", "st_kill_errors", ".rodata.cfg", "st_ns",
@@ -761,8 +764,12 @@ def held_by_me() -> tuple[set, set]:
     return _fd_bpf_ids("self")
 
 
+WATCH_MAP_NAMES = {"st_events", "st_udp_seen", ".rodata.watch"}
+
+
 def _ours_map(name: str) -> bool:
-    return name in BPF_MAP_NAMES or name.startswith("sockterm.")
+    return (name in BPF_MAP_NAMES or name in WATCH_MAP_NAMES or name.startswith("sockterm.")
+            or name.startswith("watch."))
 
 
 def bpf_orphans() -> dict:

@@ -58,7 +58,7 @@ FILTER_VALUES = {
     "--comm": ["nginx", "python3"],
     "-o": ["json", "jsonl", "tsv", "table"],
 }
-KILL_VALUES = {"--max": ["0", "10", "1000000"]}
+KILL_VALUES = {"--max": ["0", "10", "1000000"], "--watch": ["5s", "1m", "0", "x"]}
 FLAGS = ["-4", "-6", "-H", "--no-processes"]
 KILL_FLAGS = ["--yes", "-y", "--dry-run", "--graceful", "--graceful", "--half-close", "--abort-rest"]
 STRAYS = ["--help", "-V", "--bogus", "-x", "--backend", "-v", "--max", "--yes", "--dry-run"]
@@ -121,6 +121,18 @@ class Recorder:
         self.requests.append(("kill", getattr(target, "flt", target)))
         return iter(())
 
+    def watch(self, flt, options, *, duration, kill, **kw):
+        recorder = self
+
+        class Window:
+            def run(self, target, report, on_start=None):
+                recorder.requests.append(("kill" if kill else "list", flt))
+                return iter(())
+
+            def close(self):
+                pass
+        return Window()
+
 
 class Tripwire(BaseException):
     """Raised by anything that would reach the kernel (BaseException: no handler eats it)."""
@@ -136,9 +148,11 @@ def tripwires():
     from sockterm import engine
     from sockterm.engine.bpf.engine import BpfEngine
     from sockterm.engine.diag.engine import DiagEngine
+    from sockterm.engine.bpf.watch import WatchSource
     from sockterm.host import netns, pidfd
     return [mock.patch.object(engine, "create", _tripwire),
             mock.patch.object(pidfd, "getfd", _tripwire),
+            mock.patch.object(WatchSource, "__init__", _tripwire),
             mock.patch.object(BpfEngine, "__init__", _tripwire),
             mock.patch.object(DiagEngine, "__init__", _tripwire),
             mock.patch.object(netns, "run_in", _tripwire),
@@ -159,7 +173,7 @@ def run_inproc(argv):
 def _run_inproc(argv, rec, out, err, env):
     from sockterm import cli, core
     with mock.patch.object(core, "scan", rec.scan), mock.patch.object(core, "plan", rec.plan), \
-            mock.patch.object(core, "kill", rec.kill), \
+            mock.patch.object(core, "kill", rec.kill), mock.patch.object(core, "watch", rec.watch), \
             mock.patch.object(core, "shut_down", rec.shut_down), mock.patch.dict(os.environ, env), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         os.environ.pop("SOCKTERM_BACKEND", None)

@@ -202,6 +202,28 @@ def _retry_members(dsock, pending, log, rng) -> None:
         log(f"diag: reuseport retries: {attempts} round(s) for {len(pending)} socket(s)")
 
 
+def find_cookie(dsock, sock) -> int:
+    """The cookie of the socket with sock's exact tuple and interface, 0 when
+    there is none: one request, an O(1) lookup like a destroy's. udp_diag
+    looks a UDP socket up with the request's addresses swapped ("for
+    historical reasons", udp_dump_one); the answer is checked either way."""
+    family = AF[sock.family]
+    src, dst = n.sockid_addr(sock.src, family), n.sockid_addr(sock.dst, family)
+    ends = (sock.sport, sock.dport, src, dst)
+    if sock.proto == "udp":
+        ends = (sock.dport, sock.sport, dst, src)
+    row = dsock.get(n.encode_request(
+        n.SOCK_DIAG_BY_FAMILY, n.NLM_F_REQUEST, 0, family=family, proto=PROTO_NUMS[sock.proto],
+        states=n.TCPF_ALL, sport=ends[0], dport=ends[1], src=ends[2], dst=ends[3],
+        ifindex=sock.ifindex))
+    if row is None:
+        return 0
+    sport, dport, rsrc, rdst = row[9:13]
+    if (socket.ntohs(sport), socket.ntohs(dport), rsrc, rdst) != (sock.sport, sock.dport, src, dst):
+        return 0
+    return row[14] | row[15] << 32
+
+
 class Destroyer:
     """SOCK_DESTROY for sockets found some other way (the one pass; the bpf
     engine's time-wait and request sockets, which its kfunc cannot take):
