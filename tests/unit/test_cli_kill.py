@@ -32,6 +32,7 @@ def sockterm(*args):
     (["kill", "--yes", "--dport", "80", "--abort-rest"], "go with --graceful"),
     (["kill", "--yes", "--dport", "80", "--graceful", "--no-processes"], "--no-processes"),
     (["kill", "--yes", "--graceful", "--state", "all"], "kill needs a filter"),
+    (["kill", "--yes", "--dport", "80", "--graceful", "--watch", "5s"], "cannot run with --graceful"),
 ])
 def test_refusals_are_one_line_exit_2(args, needle):
     code, out, err = sockterm(*args)
@@ -44,5 +45,5 @@ def test_help_lists_the_rails():
     code, out, err = sockterm("kill", "--help")
     assert code == 0
     for opt in ("--yes", "--max", "--dry-run", "--no-header", "--output", "--graceful",
-                "--half-close", "--abort-rest"):
+                "--half-close", "--abort-rest", "--watch"):
         assert opt in out
