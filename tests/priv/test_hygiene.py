@@ -89,6 +89,7 @@ def small():
         yield ns, h
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("engine", ["bpf", "diag"])
 def test_cli_runs_leave_no_bpf_objects(small, engine):
     ns, h = small

@@ -149,6 +149,7 @@ def test_signal_matrix(topo, audit_sink, engine, signum):
     assert {"after", "interrupted", "partial"} & set(outcomes), (took, outcomes)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("engine", ENGINES)
 def test_signal_while_the_document_is_written(topo, audit_sink, engine):
     """The reader is slow: sockterm blocks writing the report when the signal

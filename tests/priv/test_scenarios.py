@@ -33,6 +33,7 @@ def pair(topo, family=4):
     return server, client, lst, vip
 
 
+@pytest.mark.kernels
 def test_tcp_client(topo, engine):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=3)
@@ -47,6 +48,7 @@ def test_tcp_client(topo, engine):
     assert server.status([peer["id"]])[peer["id"]] == errno.ECONNRESET
 
 
+@pytest.mark.kernels
 def test_tcp_server(topo, engine):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=2)
@@ -60,6 +62,7 @@ def test_tcp_server(topo, engine):
     assert set(client.status([c["id"] for c in conns]).values()) == {errno.ECONNRESET}
 
 
+@pytest.mark.kernels
 def test_udp_client(topo, engine):
     be = topo.with_backend()
     ns = topo.client(0)
@@ -73,6 +76,7 @@ def test_udp_client(topo, engine):
     assert server.status([srv["id"]])[srv["id"]] == 0     # unconnected server spared
 
 
+@pytest.mark.kernels
 def test_udp_server_reuseport_group(topo, engine):
     be = topo.with_backend()
     server = topo.holder(be)
