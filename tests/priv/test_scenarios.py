@@ -48,7 +48,6 @@ def test_tcp_client(topo, engine):
     assert server.status([peer["id"]])[peer["id"]] == errno.ECONNRESET
 
 
-@pytest.mark.kernels
 def test_tcp_server(topo, engine):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=2)
@@ -62,7 +61,6 @@ def test_tcp_server(topo, engine):
     assert set(client.status([c["id"] for c in conns]).values()) == {errno.ECONNRESET}
 
 
-@pytest.mark.kernels
 def test_udp_client(topo, engine):
     be = topo.with_backend()
     ns = topo.client(0)
