@@ -94,3 +94,13 @@ def test_no_test_run_is_a_broken_row(kernels):
     empty = kernels.Kernel("6.12", "6.12.118+deb13-amd64", "img",
                            result={"tests": {}, "pytest_exit": 5, "boot_s": 5})
     assert kernels.matrix([empty])[1]["broken"] == ["6.12"]
+
+
+def test_a_stopped_guest_still_reports_the_tests_it_finished(kernels, tmp_path):
+    (tmp_path / "pytest.log").write_text(
+        "tests/priv/test_doctor_vs_run.py::test_doctor_names_the_engine_a_run_uses PASSED [  7%]\n"
+        "tests/priv/test_hygiene.py::test_cli_runs_leave_no_bpf_objects[bpf] FAILED    [ 14%]\n"
+        "tests/priv/test_kill_vip.py::test_kill_dst_vip_every_namespace[bpf] \n")
+    assert kernels.progress(str(tmp_path / "pytest.log")) == {
+        "test_doctor_vs_run::test_doctor_names_the_engine_a_run_uses": ("passed", "", 0.0),
+        "test_hygiene::test_cli_runs_leave_no_bpf_objects[bpf]": ("failed", "", 0.0)}
