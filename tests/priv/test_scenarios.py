@@ -61,6 +61,7 @@ def test_tcp_server(topo, engine):
     assert set(client.status([c["id"] for c in conns]).values()) == {errno.ECONNRESET}
 
 
+@pytest.mark.kernels
 def test_udp_client(topo, engine):
     be = topo.with_backend()
     ns = topo.client(0)
@@ -74,7 +75,6 @@ def test_udp_client(topo, engine):
     assert server.status([srv["id"]])[srv["id"]] == 0     # unconnected server spared
 
 
-@pytest.mark.kernels
 def test_udp_server_reuseport_group(topo, engine):
     be = topo.with_backend()
     server = topo.holder(be)
