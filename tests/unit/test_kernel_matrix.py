@@ -77,7 +77,8 @@ def test_junit_results_and_the_verdict(kernels, tmp_path):
                          {"name": "BPF load", "ok": False, "detail": "refused: R1"}],
               "auto_engine": {"engine": "diag"}}
     ok = kernels.Kernel("6.1", "6.1.0-57-amd64", "img",
-                        result={"tests": tests, "doctor": doctor, "pytest_exit": 1, "boot_s": 5})
+                        result={"tests": tests, "doctor": doctor, "pytest_exit": 1, "boot_s": 5,
+                                "modules": {"veth": True, "vxlan": "modprobe: FATAL: not found"}})
     unbooted = kernels.Kernel("5.10", "5.10.0-46-amd64", "img", result={"error": "did not boot"})
     lines, totals = kernels.matrix([ok, unbooted])
     assert (totals["passed"], totals["failed"], totals["skipped"]) == (1, 1, 1)
@@ -85,6 +86,7 @@ def test_junit_results_and_the_verdict(kernels, tmp_path):
     text = "\n".join(lines)
     assert "6.1: FAIL test_kill_vip::test_kill_dst_vip_every_namespace[bpf]: AssertionError" in text
     assert "6.1: doctor: BPF load: refused: R1" in text
+    assert "6.1: modprobe vxlan: modprobe: FATAL: not found" in text and "veth" not in text
     assert any(line.split()[:3] == ["BPF", "load", "NO"] for line in lines)
     assert any(line.split()[:3] == ["auto", "engine", "diag"] for line in lines)
 
