@@ -4,6 +4,8 @@ abort exactly those, in every namespace, and nothing else."""
 
 import errno
 
+import pytest
+
 from conftest import VIP4, VIP6, confined, sockterm, sockterm_json, ss_cookies
 
 
@@ -40,6 +42,7 @@ def cookies_of(h, ids):
     return {s["cookie"] for s in h.call("infos", ids=ids)}
 
 
+@pytest.mark.kernels
 def test_kill_dst_vip_every_namespace(topo, engine):
     server, doomed, spared, peers, _ = build(topo)
     expected = set()

@@ -140,6 +140,7 @@ def kill_agrees(names, engine: str, reason, **kw):
 
 # -- what the pass sees: no walk ---------------------------------------------------------
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("engine", ENGINES)
 def test_held_sockets_need_no_walk(topo, engine):
     ns = topo.ns("held")
@@ -238,6 +239,7 @@ def test_syn_recv_request(topo, engine):
     kill_agrees([ns], engine, "syn-recv", sport=[str(PORT + 1)], state=["syn-recv"])
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("engine", ENGINES)
 def test_time_wait(topo, engine):
     ns = topo.ns("tw")

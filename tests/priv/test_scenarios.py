@@ -33,6 +33,7 @@ def pair(topo, family=4):
     return server, client, lst, vip
 
 
+@pytest.mark.kernels
 def test_tcp_client(topo, engine):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=3)
@@ -60,6 +61,7 @@ def test_tcp_server(topo, engine):
     assert set(client.status([c["id"] for c in conns]).values()) == {errno.ECONNRESET}
 
 
+@pytest.mark.kernels
 def test_udp_client(topo, engine):
     be = topo.with_backend()
     ns = topo.client(0)
