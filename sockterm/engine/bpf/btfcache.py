@@ -607,6 +607,10 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
     except Unsupported as exc:
         log(f"btf cache: cannot minimize: {exc}")
         return None
+    except (struct.error, ValueError, IndexError, KeyError) as exc:
+        # a damaged object: libbpf's own open reports it, in its words
+        log(f"btf cache: cannot read the object ({exc}); using the kernel's BTF")
+        return None
     except OSError as exc:
         log(f"btf cache: cannot write {path}: {exc.strerror}")
         return None
