@@ -230,24 +230,12 @@ class DiagSocket:
     def get(self, request: bytes):
         """One request for an exact socket (SOCK_DIAG_BY_FAMILY without
         NLM_F_DUMP): its MSG tuple, or None when there is no such socket."""
-        seq = self._next_seq()
-        self.sock.send(request[:8] + seq.to_bytes(4, "little") + request[12:])
-        while True:
-            view = self._recv()
-            off, end = 0, len(view)
-            while off + HDR_LEN <= end:
-                length, mtype, _flags, mseq = HEAD.unpack_from(view, off)
-                if length < HDR_LEN:
-                    raise NetlinkError(errno.EPROTO, "malformed netlink reply")
-                if mseq == seq:
-                    if mtype == SOCK_DIAG_BY_FAMILY:
-                        return MSG.unpack_from(view, off)
-                    if mtype == NLMSG_ERROR:
-                        err = error_of(view, off)
-                        if err in (0, errno.ENOENT):
-                            return None
-                        raise NetlinkError(err)
-                off += (length + 3) & ~3
+        [reply] = self.lookup([request])
+        if isinstance(reply, tuple):
+            return reply
+        if reply in (0, errno.ENOENT):
+            return None
+        raise NetlinkError(reply)
 
     def request_acks(self, requests: list[bytes]) -> list[int]:
         """Send each request (NLM_F_ACK set, distinct sequence numbers assigned
