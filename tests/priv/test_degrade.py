@@ -39,16 +39,19 @@ def topo():
 
 def scene(topo):
     """Four client namespaces, each with two connections to VIP:8000 (the
-    targets) and one to VIP:8001 (must survive); no cookie asked for."""
+    targets: TCP, and a connected UDP socket) and one to VIP:8001 (must
+    survive); no cookie asked for."""
     be = topo.with_backend()
     server = topo.holder(be)
     server.call("lazy")
     lst = {port: server.call("listen", addr=VIP4, port=port) for port in (8000, 8001)}
+    server.call("listen", proto="udp", addr=VIP4, port=8000)
     targets, spared = [], []
     for i in range(CLIENTS):
         client = topo.holder(topo.client(i))
         client.call("lazy")
         targets += [(client, c) for c in client.call("connect", dst=VIP4, port=8000, count=2)]
+        targets += [(client, c) for c in client.call("connect", proto="udp", dst=VIP4, port=8000)]
         spared += [(client, c) for c in client.call("connect", dst=VIP4, port=8001)]
         server.call("accept", id=lst[8000]["id"], count=2)
         server.call("accept", id=lst[8001]["id"])

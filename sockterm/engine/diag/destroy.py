@@ -38,12 +38,19 @@ def _request(sock, *, dport=None) -> bytes:
 
 
 def _lookup_request(sock) -> bytes:
+    """An exact lookup of sock by tuple and interface. udp_diag looks a UDP
+    socket up with the request's addresses swapped ("for historical
+    reasons", udp_dump_one; its destroy does not): the request swaps them
+    back."""
     family = AF[sock.family]
+    src, dst = n.sockid_addr(sock.src, family), n.sockid_addr(sock.dst, family)
+    ends = (sock.sport, sock.dport, src, dst)
+    if sock.proto == "udp":
+        ends = (sock.dport, sock.sport, dst, src)
     return n.encode_request(
         n.SOCK_DIAG_BY_FAMILY, n.NLM_F_REQUEST, 0, family=family,
-        proto=PROTO_NUMS[sock.proto], states=n.TCPF_ALL, sport=sock.sport, dport=sock.dport,
-        src=n.sockid_addr(sock.src, family), dst=n.sockid_addr(sock.dst, family),
-        ifindex=sock.ifindex)
+        proto=PROTO_NUMS[sock.proto], states=n.TCPF_ALL, sport=ends[0], dport=ends[1],
+        src=ends[2], dst=ends[3], ifindex=sock.ifindex)
 
 
 def resolve_cookies(dsock, socks) -> list:
@@ -204,18 +211,11 @@ def _retry_members(dsock, pending, log, rng) -> None:
 
 def find_cookie(dsock, sock) -> int:
     """The cookie of the socket with sock's exact tuple and interface, 0 when
-    there is none: one request, an O(1) lookup like a destroy's. udp_diag
-    looks a UDP socket up with the request's addresses swapped ("for
-    historical reasons", udp_dump_one); the answer is checked either way."""
+    there is none: one request, an O(1) lookup like a destroy's (see
+    _lookup_request); the answer is checked."""
     family = AF[sock.family]
     src, dst = n.sockid_addr(sock.src, family), n.sockid_addr(sock.dst, family)
-    ends = (sock.sport, sock.dport, src, dst)
-    if sock.proto == "udp":
-        ends = (sock.dport, sock.sport, dst, src)
-    row = dsock.get(n.encode_request(
-        n.SOCK_DIAG_BY_FAMILY, n.NLM_F_REQUEST, 0, family=family, proto=PROTO_NUMS[sock.proto],
-        states=n.TCPF_ALL, sport=ends[0], dport=ends[1], src=ends[2], dst=ends[3],
-        ifindex=sock.ifindex))
+    row = dsock.get(_lookup_request(sock))
     if row is None:
         return 0
     sport, dport, rsrc, rdst = row[9:13]
