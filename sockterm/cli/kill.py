@@ -101,7 +101,8 @@ def _ask(the_plan, report):
     import signal
     from .confirm import sample, show as show_kill
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
-    show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets))
+    show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets),
+              searched=len(report.namespaces))
     try:
         with at_prompt():
             return click.confirm("Kill them?", default=False, err=True)

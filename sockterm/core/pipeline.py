@@ -240,7 +240,8 @@ class _Run:
         self.scope = scope
         self.attribute = self.options.processes and not self.planned
         one_pass, why = self._one_pass_wanted(name, namespaces)
-        self.nsrs = [model.NamespaceReport(ns=ns, engine=name) for ns in namespaces]
+        self.nsrs = [model.NamespaceReport(ns=ns, engine=name)
+                     for ns in sorted(namespaces, key=model.ns_order)]
         if one_pass:
             if self.kill:
                 self._set_up_destroyer()
@@ -353,7 +354,6 @@ class _Run:
         second, each a pass over the namespaces that hold its sockets."""
         batch = max(1, math.ceil(rate / 10))
         socks = self.planned.sockets
-        nsr_of = {r.ns.ino: r for r in self.nsrs}
         start = time.monotonic()
         try:
             for first in range(0, len(socks), batch):
@@ -367,7 +367,7 @@ class _Run:
                 self.by_cookie = {s.cookie: s for s in part}
                 held = {s.netns for s in part}
                 self.log(f"paced batch of {len(part)} at {time.monotonic() - start:.2f} s")
-                yield from self._pass([nsr_of[ino] for ino in held if ino in nsr_of])
+                yield from self._pass([r for r in self.nsrs if r.ns.ino in held])
         finally:
             self._finish()
 
@@ -493,11 +493,23 @@ class _Run:
             attribution = _Attribution(self.engine, self.report)
             owners = attribution
         ready = attribution.ready if attribution else None
+
+        def search(nsr, entry, emit):
+            try:
+                self._search(nsr, entry, emit, ready)
+            finally:
+                emit((nsr, None))              # this namespace is complete
+        order = _InOrder(nsrs)
         try:
-            for nsr, batch in pool.run(nsrs, lambda nsr, entry, emit: self._search(
-                    nsr, entry, emit, ready), stop=self.cancel.is_set):
-                self._account(nsr, batch, owners)
-                yield from batch
+            try:
+                for nsr, batch in pool.run(nsrs, search, stop=self.cancel.is_set):
+                    if batch is not None:
+                        self._account(nsr, batch, owners)
+                    yield from order.take(nsr, batch)
+            except Exception:
+                yield from order.rest()        # what died before the failure is reported
+                raise
+            yield from order.rest()            # a stop: the namespaces it cut short
         finally:
             if attribution:
                 attribution.join()
@@ -699,6 +711,43 @@ class _Run:
 
 
 HELD_BATCH = 256      # sockets of the one pass per batch: destroys between two stop checks
+
+
+class _InOrder:
+    """Namespaces are searched several at once and finish in any order; their
+    sockets leave one namespace at a time, in the run's order (model.ns_order),
+    each namespace's sorted (model.sock_order), so two runs over the same
+    sockets say the same thing in the same order. A namespace waits only for
+    those before it, which the pool started first."""
+
+    def __init__(self, nsrs: list):
+        self.queue = [id(r) for r in nsrs]
+        self.held: dict = {key: [] for key in self.queue}
+        self.done: set = set()
+
+    def take(self, nsr, batch: list | None) -> list:
+        """A batch of nsr's sockets, or None when nsr is complete; returns
+        what may leave now."""
+        if batch is None:
+            self.done.add(id(nsr))
+        else:
+            self.held[id(nsr)].extend(batch)
+        out: list = []
+        while self.queue and self.queue[0] in self.done:
+            out += self._sorted(self.queue.pop(0))
+        return out
+
+    def rest(self) -> list:
+        """Everything held, in order, whether its namespace completed or not."""
+        out: list = []
+        while self.queue:
+            out += self._sorted(self.queue.pop(0))
+        return out
+
+    def _sorted(self, key) -> list:
+        socks = self.held.pop(key)
+        socks.sort(key=model.sock_order)
+        return socks
 
 
 class _Background(threading.Thread):
