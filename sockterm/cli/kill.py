@@ -128,11 +128,14 @@ def _audit(flt, report, error: str, log) -> None:
     from .. import audit
     text = audit.message(filter_text=flt.describe(), report=report, error=error)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
-    problem = audit.write(text, severity=severity)
-    if problem and problem.startswith("no syslog socket"):
+    where, problems = audit.write(text, severity=severity)
+    if where is None:
+        # the kill happened all the same: its exit status says what it did
+        # to the sockets; this line, that no record of it was kept
+        click.echo(f"sockterm: warning: audit record not written: {shown(', '.join(problems))}",
+                   err=True)
+        return
+    for problem in problems:
         log(problem)
-    elif problem:
-        click.echo(f"sockterm: warning: {shown(problem)}", err=True)
-    else:
-        log(f"audit record written to {audit.socket_path()}")
+    log(f"audit record written to {where}")
 

@@ -582,3 +582,38 @@ def test_interrupted_summary_names_the_signal():
     rep.signum = 0
     assert render.summary_lines(rep, kill=False)[-1] == (
         "interrupted by a signal: the listing is incomplete")
+
+
+def test_matched_in_and_searched_namespaces_are_told_apart():
+    socks = [sock(i, name=f"ns{i % 3}") for i in range(6)]
+    rep = report_of(socks)
+    for ino, name in ((7, "idle-1"), (8, "idle-2")):
+        rep.namespaces.append(model.NamespaceReport(ns=model.Namespace(ino, name, ""), engine="bpf"))
+    assert render.summary_lines(rep, kill=False)[-1] == "6 sockets in 3 namespaces of 5 searched (engine bpf)"
+    summary = json.loads(render_all("json", socks))["summary"]
+    doc = render.summary_dict(rep, kill=False)
+    assert (doc["namespaces"], doc["namespaces_matched"]) == (5, 3)
+    assert (summary["namespaces"], summary["namespaces_matched"]) == (3, 3)
+    assert render.in_namespaces(1, 1) == "in 1 namespace of 1 searched"
+    assert render.in_namespaces(0, 1) == "in 1 namespace searched"
+    assert render.in_namespaces(0, 4) == "in 4 namespaces searched"
+
+
+def test_summary_ties_keep_the_run_order_host_first():
+    socks = []
+    for ino, name in ((9, "b"), (4, "b"), (2, "a"), (1, "host")):
+        s = sock(0, name=name)
+        s.netns = ino
+        socks.append(s)
+    assert render.summary_lines(report_of(socks), kill=False)[:4] == [
+        "  host  1 socket", "  a     1 socket", "  b     1 socket", "  b     1 socket"]
+    socks[0].netns = 3          # the busiest first, whatever its name
+    busy = sock(0, name="z")
+    busy.netns, socks = 3, socks + [busy]
+    socks[0].netns_name = "z"
+    assert render.summary_lines(report_of(socks), kill=False)[0] == "  z     2 sockets"
+
+
+def test_left_out_note():
+    assert render.left_out_note(["PROTO"], 72) == (
+        "PROTO left out to fit 72 columns (-o tsv or -o json has every column)")
