@@ -80,6 +80,6 @@ def show(sample_socks, per_namespace_counts, engine: str, total: int | None = No
         for line in lines[1:]:
             con.print(Text(line), crop=False, soft_wrap=True)
         if left_out:
-            con.print(Text(f"({left_out_note(left_out, con.width)})"))
+            con.print(Text(f"({left_out_note(left_out)})"))
     if total > len(sample_socks):
         con.print(Text(f"... and {total - len(sample_socks)} more"))

@@ -52,7 +52,11 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
-        _audit(flt, report, error, log)
+        problem = _audit(flt, report, error, log)
+        if problem and not error:
+            report.warnings.append(problem)     # after the report, beside the summary
+        elif problem:                           # a run that failed: before its error line
+            click.echo(f"sockterm: warning: {shown(problem)}", err=True)
 
     target = flt
     if max_kills is not None or not yes or rate:
@@ -124,18 +128,18 @@ def _refuse(renderer, report, meta, message: str, code: int):
     sys.exit(int(code))
 
 
-def _audit(flt, report, error: str, log) -> None:
+def _audit(flt, report, error: str, log) -> str | None:
+    """Write the record; None, or the warning to print when nothing took it.
+    The exit status stays what the kill did to the sockets: a record that
+    could not be kept is a warning, as sudo treats its own log."""
     from .. import audit
     text = audit.message(filter_text=flt.describe(), report=report, error=error)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
     where, problems = audit.write(text, severity=severity)
     if where is None:
-        # the kill happened all the same: its exit status says what it did
-        # to the sockets; this line, that no record of it was kept
-        click.echo(f"sockterm: warning: audit record not written: {shown(', '.join(problems))}",
-                   err=True)
-        return
+        return f"audit record not written: {', '.join(problems)}"
     for problem in problems:
         log(problem)
     log(f"audit record written to {where}")
+    return None
 

@@ -331,7 +331,7 @@ class TableRenderer(Renderer):
                                       color=color, marker=marker)
         self.write("".join(line + "\n" for line in lines))
         if left_out:
-            (self.err or sys.stderr).write(f"sockterm: {left_out_note(left_out, width)}\n")
+            (self.err or sys.stderr).write(f"sockterm: {left_out_note(left_out)}; -o tsv shows all\n")
 
 
 BOLD, GREEN, RED, RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[0m"
@@ -494,9 +494,8 @@ def table_lines(names, rows, width: int, *, header: bool = True, color: bool = F
     return lines, [name for i, name in enumerate(names) if i not in widths]
 
 
-def left_out_note(left_out, width: int) -> str:
-    return (f"{', '.join(left_out)} left out to fit {width} columns "
-            f"(-o tsv or -o json has every column)")
+def left_out_note(left_out) -> str:
+    return f"{', '.join(left_out)} hidden to fit"
 
 
 RENDERERS = {"tsv": TsvRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer, "table": TableRenderer}

@@ -28,7 +28,7 @@ import errno
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from .. import model
@@ -118,6 +118,8 @@ class Plan:
     walked: dict = field(default_factory=dict)   # netns inode -> walk_reason, for the
                                                  # namespaces the scan walked; the others'
                                                  # sockets came whole from the one pass
+    searched: list = field(default_factory=list)  # the scan's NamespaceReports of the
+                                                  # namespaces with nothing to kill
 
     @property
     def cookies(self) -> frozenset:
@@ -145,7 +147,8 @@ def plan(flt: Filter, report: Report, options: Options | None = None, *,
     held = {s.netns for s in socks}
     return Plan(flt=flt, engine=report.engine, sockets=socks,
                 namespaces=[ns for ino, ns in by_ino.items() if ino in held],
-                walked={r.ns.ino: r.walk_reason for r in report.namespaces if r.walked})
+                walked={r.ns.ino: r.walk_reason for r in report.namespaces if r.walked},
+                searched=[r for r in report.namespaces if r.ns.ino not in held])
 
 
 def kill(target: Filter | Plan, report: Report, options: Options | None = None, *,
@@ -257,6 +260,11 @@ class _Run:
             self._drop_counters()
             raise SocktermError(f"{name} engine: {exc}", exc.code) from None
         self.report.namespaces.extend(self.nsrs)
+        if self.planned:
+            # searched when the plan was made, nothing there to kill: the report
+            # counts them as a kill without a plan would
+            self.report.namespaces.extend(replace(r) for r in self.planned.searched)
+            self.report.namespaces.sort(key=lambda r: model.ns_order(r.ns))
         if one_pass:
             why = self._set_up_one_pass(name)
         if self.planned:

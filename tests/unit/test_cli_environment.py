@@ -110,7 +110,7 @@ def test_confirmation_never_breaks_a_pid_or_a_name_mid_token(monkeypatch, capsys
     assert sum(line.startswith("python3[1001]  ") for line in lines) == 1       # its count
     assert any(re.fullmatch(r"shop/cart-7d9f5c6b8-x2k4p-?x*\u2026x+-tail +3", line) for line in lines)
     assert sum(line.startswith("py\u20263[1001]  ") for line in lines) == 2      # its sockets
-    assert "(PROTO, STATE left out to fit 60 columns" in err
+    assert "(PROTO, STATE hidden to fit)" in lines
 
 
 def test_global_options_after_the_subcommand():

@@ -123,8 +123,7 @@ def test_table_fits_80_columns_even_with_long_cells(kill):
     assert all(sum(f"worker[{p}]" in line for line in lines) == 20 for p in range(100, 106))
     if kill:      # STATE and PROTO give way to the name and the result, and say so
         assert lines[0].split() == ["NETNS", "LOCAL", "PEER", "PROCESS", "RESULT"]
-        assert err.getvalue() == ("sockterm: PROTO, STATE left out to fit 80 columns "
-                                  "(-o tsv or -o json has every column)\n")
+        assert err.getvalue() == "sockterm: PROTO, STATE hidden to fit; -o tsv shows all\n"
         assert lines[1].startswith("a-rather-l\u2026space-name  [fd01::2]:40000")
     else:
         assert lines[0].split() == list(render.COLUMNS) and err.getvalue() == ""
@@ -615,5 +614,4 @@ def test_summary_ties_keep_the_run_order_host_first():
 
 
 def test_left_out_note():
-    assert render.left_out_note(["PROTO"], 72) == (
-        "PROTO left out to fit 72 columns (-o tsv or -o json has every column)")
+    assert render.left_out_note(["PROTO"]) == "PROTO hidden to fit"
