@@ -262,9 +262,11 @@ class _Run:
         self.report.namespaces.extend(self.nsrs)
         if self.planned:
             # searched when the plan was made, nothing there to kill: the report
-            # counts them as a kill without a plan would
+            # counts them (and a failure to search one) as a kill without a plan would
             self.report.namespaces.extend(replace(r) for r in self.planned.searched)
             self.report.namespaces.sort(key=lambda r: model.ns_order(r.ns))
+            self.report.warnings.extend(_failure(r) for r in self.planned.searched
+                                        if r.error and not r.gone)
         if one_pass:
             why = self._set_up_one_pass(name)
         if self.planned:
@@ -713,12 +715,16 @@ class _Run:
         nsr.error = str(getattr(exc, "strerror", None) or exc)
         self.log(f"namespace {nsr.ns.name}: {nsr.error}")
         if not gone:
-            self.report.warnings.append(f"namespace {nsr.ns.name} ({nsr.ns.ino}): {nsr.error}")
+            self.report.warnings.append(_failure(nsr))
         elif self.planned:
             self._emit_gone(nsr, set(), emit)
 
 
 HELD_BATCH = 256      # sockets of the one pass per batch: destroys between two stop checks
+
+
+def _failure(nsr) -> str:
+    return f"namespace {nsr.ns.name} ({nsr.ns.ino}): {nsr.error}"
 
 
 class _InOrder:
