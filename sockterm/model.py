@@ -120,7 +120,7 @@ class Owners:
         if held is None:
             self.by_ino[ino] = alone
         elif holder not in held:
-            self.by_ino[ino] = held + alone
+            self.by_ino[ino] = tuple(sorted(held + alone))     # pid order, whatever the walk's
 
     def get(self, ino: int) -> tuple:
         return self.by_ino.get(ino, ())

@@ -76,3 +76,12 @@ def test_a_stop_or_a_failure_releases_what_is_held_in_order():
     order.take(a, [s1, s2])
     assert order.rest() == [s2, s1, s3]
     assert order.rest() == []
+
+
+def test_holders_in_pid_order_whatever_order_procfs_gave():
+    owners = model.Owners()
+    for pid, comm in ((30, "b"), (20, "a"), (25, "c"), (20, "a")):
+        owners.add(7, pid, comm)
+    owners.add(8, 5, "x")
+    assert owners.get(7) == ((20, "a"), (25, "c"), (30, "b"))
+    assert owners.get(8) == ((5, "x"),) and owners.get(9) == ()

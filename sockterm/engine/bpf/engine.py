@@ -75,7 +75,7 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
         if sock.processes is None:
             sock.processes = holder
         elif holder[0] not in sock.processes:
-            sock.processes += holder
+            sock.processes = tuple(sorted(sock.processes + holder))     # pid order
 
 
 class BpfEngine:
