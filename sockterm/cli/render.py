@@ -30,16 +30,16 @@ def endpoint(addr: str, port: int, family: int, wildcard: bool = False) -> str:
     return f"[{addr}]:{port_text}" if family == 6 else f"{addr}:{port_text}"
 
 
-def holders(sock: model.Sock) -> tuple:
-    """The PROCESS cell's parts, `comm[pid]` each: "-" for none, nothing when
-    not attributed."""
-    if not sock.processes:
-        return ("-",) if sock.processes is not None else ()
-    return tuple(f"{comm}[{pid}]" for pid, comm in sock.processes)
+def holders(processes) -> tuple:
+    """A socket's processes as the PROCESS cell's parts, `comm[pid]` each:
+    "-" for none, nothing when not attributed (None)."""
+    if not processes:
+        return ("-",) if processes is not None else ()
+    return tuple(f"{comm}[{pid}]" for pid, comm in processes)
 
 
 def process_text(sock: model.Sock) -> str:
-    return ",".join(holders(sock))
+    return ",".join(holders(sock.processes))
 
 
 def result_text(sock: model.Sock) -> str:
@@ -178,13 +178,10 @@ def row(sock: model.Sock, kill: bool, wildcard: bool = False) -> tuple:
 
 
 def table_row(sock: model.Sock, kill: bool) -> tuple:
-    """A table row: each cell the parts a line may break between (holders,
-    a result's words), never inside one."""
-    cells = [(cell,) for cell in row(sock, kill, wildcard=True)]
-    cells[5] = tuple(shown(h) for h in holders(sock))
-    if kill:
-        cells[6] = tuple(cells[6][0].split(" "))
-    return tuple(cells)
+    """A table row: the cells' text (with ss's wildcard port), then the
+    socket's processes, which the PROCESS cell is made of: a line may break
+    between two holders, never inside one (see parts)."""
+    return row(sock, kill, wildcard=True) + (sock.processes,)
 
 
 class Renderer:
@@ -349,7 +346,8 @@ SOFT, HARD = 10, 3
 FOLD, DROP = -1, 0
 SHRINK = (("PROCESS", FOLD), ("RESULT", FOLD), ("NETNS", SOFT), ("PROCESS", SOFT),
           ("PROTO", DROP), ("STATE", DROP), ("NETNS", HARD), ("PROCESS", HARD))
-SEPARATOR = {5: ",", 6: " "}          # PROCESS holders, RESULT words: joined on one line
+PROCESS, RESULT = 5, 6                 # the columns made of parts: holders, words
+SEPARATOR = {PROCESS: ",", RESULT: " "}   # how their parts join on one line
 _PID = re.compile(r"\[\d+\]$")
 
 
@@ -409,18 +407,26 @@ def narrowest(part: str, keep: int) -> int:
     return min(len(part), keep + 1 + (len(found.group()) if found else 0))
 
 
-def _text(cells, i: int) -> str:
-    return SEPARATOR.get(i, "").join(cells[i])
+def parts(cells, i: int):
+    """What cell i of a table_row is made of, each part never broken: a
+    holder, a result's word, or the whole cell."""
+    if i == PROCESS:
+        return tuple(shown(h) for h in holders(cells[-1]))
+    if i == RESULT:
+        return cells[i].split(" ")
+    return (cells[i],)
 
 
 def fit_widths(names, rows, width: int) -> dict:
     """Column index -> width for the columns shown, fitted to width (SHRINK)."""
-    natural = {i: max([len(name)] + [len(_text(cells, i)) for cells in rows])
+    natural = {i: max([len(name)] + [len(cells[i]) for cells in rows])
                for i, name in enumerate(names)}
     widths = dict(natural)
 
     def excess():
         return sum(widths.values()) + GAP * (len(widths) - 1) - width
+    if excess() <= 0:
+        return widths
     for name, keep in SHRINK:
         if excess() <= 0:
             break
@@ -432,12 +438,12 @@ def fit_widths(names, rows, width: int) -> dict:
             continue
         floor = len(name)
         for cells in rows:
-            for part in cells[i]:
+            for part in parts(cells, i):
                 floor = max(floor, len(part) if keep == FOLD else narrowest(part, keep))
         widths[i] -= min(excess(), max(0, widths[i] - floor))
     # a column left out may have freed more than was needed: it goes back to
     # the names that were cut first, then to the cells that were folded
-    widest = {i: max([len(names[i])] + [len(part) for cells in rows for part in cells[i]])
+    widest = {i: max([len(names[i])] + [len(part) for cells in rows for part in parts(cells, i)])
               for i in widths}
     for most in (widest, natural):
         for i in widths:
@@ -468,14 +474,14 @@ def _line(cells, widths, style) -> str:
 
 
 def folded_lines(cells, widths: dict, style, marker: str = MARKER):
-    """A row as one line, or several when cells are wider than their column."""
-    texts = [_text(cells, i) for i in widths]
+    """A table_row as one line, or several when cells are wider than their column."""
+    texts = [cells[i] for i in widths]
     if all(len(t) <= w for t, w in zip(texts, widths.values())):
         yield _line(texts, widths, style)
         return
-    parts = [cell_lines(cells[i], SEPARATOR.get(i, ""), w, marker) for i, w in widths.items()]
-    for n in range(max(map(len, parts))):
-        yield _line([p[n] if n < len(p) else "" for p in parts], widths, style)
+    folded = [cell_lines(parts(cells, i), SEPARATOR.get(i, ""), w, marker) for i, w in widths.items()]
+    for n in range(max(map(len, folded))):
+        yield _line([p[n] if n < len(p) else "" for p in folded], widths, style)
 
 
 def table_lines(names, rows, width: int, *, header: bool = True, color: bool = False,
@@ -484,12 +490,13 @@ def table_lines(names, rows, width: int, *, header: bool = True, color: bool = F
     widths = fit_widths(names, rows, width)
     lines = []
     if header:
-        lines += folded_lines([(name,) for name in names], widths, BOLD if color else None, marker)
-    result_at = names.index("RESULT") if "RESULT" in names else None
+        # no column is ever narrower than its name: the header is one line
+        lines.append(_line([names[i] for i in widths], widths, BOLD if color else None))
+    kill = len(names) > RESULT
     for cells in rows:
         style = None
-        if color and result_at is not None:
-            style = {result_at: GREEN if cells[result_at] == (model.KILLED,) else RED}
+        if color and kill:
+            style = {RESULT: GREEN if cells[RESULT] == model.KILLED else RED}
         lines += folded_lines(cells, widths, style, marker)
     return lines, [name for i, name in enumerate(names) if i not in widths]
 

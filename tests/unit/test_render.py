@@ -325,7 +325,7 @@ def test_lines_carry_no_trailing_blanks():
 
 
 def test_folding_breaks_between_parts_never_inside_one_and_keeps_colour():
-    cells = (("a-long-name",), (), ("x",), ("", ""), ("", ""), ("p[1]", "q[22]"), ("no-permission", "(EPERM)"))
+    cells = ("a-long-name", "", "x", "", "", "p[1],q[22]", "no-permission (EPERM)", ((1, "p"), (22, "q")))
     widths = {0: 7, 2: 1, 5: 5, 6: 13}
     R, X = render.RED, render.RESET
     assert list(render.folded_lines(cells, widths, {6: R})) == [
@@ -339,8 +339,8 @@ def test_folding_breaks_between_parts_never_inside_one_and_keeps_colour():
 
 
 NAMES = render.COLUMNS + ("RESULT",)
-ROW = (("a-long-namespace-name",), ("tcp",), ("established",), ("[fd01::2]:40000",),
-       ("[fd00::5]:80",), ("worker[100]", "worker[101]"), ("no-permission", "(EPERM)"))
+ROW = ("a-long-namespace-name", "tcp", "established", "[fd01::2]:40000", "[fd00::5]:80",
+       "worker[100],worker[101]", "no-permission (EPERM)", ((100, "worker"), (101, "worker")))
 
 
 def test_fit_widths_exactly():
@@ -365,9 +365,9 @@ def test_fit_widths_exactly():
     assert render.fit_widths(NAMES, rows, 60) == {0: 5, 3: 15, 4: 12, 5: 9, 6: 13}
     assert render.fit_widths(NAMES, rows, 1) == {0: 5, 3: 15, 4: 12, 5: 9, 6: 13}
     # match has no RESULT column
-    assert render.fit_widths(render.COLUMNS, [ROW[:6]], 70) == {0: 13, 2: 11, 3: 15, 4: 12, 5: 11}
+    assert render.fit_widths(render.COLUMNS, [ROW[:6] + ROW[7:]], 70) == {0: 13, 2: 11, 3: 15, 4: 12, 5: 11}
     # what a column left out frees beyond the need goes to names, then to folded cells
-    short = [(("web",),) + ROW[1:]]
+    short = [("web",) + ROW[1:]]
     assert render.fit_widths(NAMES, short, 82) == {0: 5, 2: 11, 3: 15, 4: 12, 5: 16, 6: 13}
 
 
@@ -389,6 +389,19 @@ def test_narrowest():
     assert render.narrowest("redis[7]", 10) == 8                        # never wider than itself
     assert render.narrowest("a-long-namespace-name", 3) == 4
     assert render.narrowest("x[1]y", 3) == 4                           # a pid only at the end
+
+
+def test_table_row_and_its_parts():
+    s = sock(0, processes=((1, "a,b"), (22, "c\x1b")), result=model.NO_PERMISSION, error=1)
+    cells = render.table_row(s, kill=True)
+    assert cells == ("st-c0", "tcp", "established", "10.1.0.2:40000", "10.0.0.5:80",
+                     "a,b[1],c\\x1b[22]", "no-permission (EPERM)", [(1, "a,b"), (22, "c\x1b")])
+    # a comma in a name is no holder boundary: the parts are the holders
+    assert render.parts(cells, 5) == ("a,b[1]", "c\\x1b[22]")
+    assert render.parts(cells, 6) == ["no-permission", "(EPERM)"]
+    assert render.parts(cells, 0) == ("st-c0",)
+    assert render.parts(render.table_row(sock(0, processes=None), kill=False), 5) == ()
+    assert render.parts(render.table_row(sock(0, processes=()), kill=False), 5) == ("-",)
 
 
 def test_cell_lines():
