@@ -105,6 +105,7 @@ def test_confirmation_never_breaks_a_pid_or_a_name_mid_token(monkeypatch, capsys
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert max(map(len, lines)) <= 60
+    assert "NETNS       LOCAL           PEER         PROCESS" in lines        # the sample's header
     assert all(sum(f"redis-server[{4194000 + s.cookie}]" in line or
                    f"[{4194000 + s.cookie}]" in line for line in lines) == 1 for s in all_socks)
     assert sum(line.startswith("python3[1001]  ") for line in lines) == 1       # its count

@@ -452,6 +452,7 @@ def test_table_cuts_with_a_tilde_where_the_terminal_cannot_show_an_ellipsis():
     assert out.getvalue() == "a-very-lo~me-indeed  10.1.0.2:40000  10.0.0.5:80  curl[4242]\n"
     assert render.encodes(out, "x") and not render.encodes(out, render.MARKER)
     assert render.encodes(io.StringIO(), render.MARKER)           # no encoding: UTF-8
+    assert render.encodes(object(), render.MARKER)                # not even the attribute
 
 
 def test_wildcard_ports_in_the_table_and_numbers_in_tsv_and_json():
@@ -465,6 +466,9 @@ def test_wildcard_ports_in_the_table_and_numbers_in_tsv_and_json():
     tsv = render_all("tsv", [s, six], header=False).splitlines()
     assert [line.split("\t")[4] for line in tsv] == ["0.0.0.0:0", "[::]:0"]
     assert json.loads(render_all("jsonl", [s]))["dport"] == 0
+    unbound = sock(2, proto="udp", state=states.CLOSE)
+    unbound.sport, unbound.dport = 0, 0                     # ss: 10.1.0.2:*  10.0.0.5:*
+    assert re.search(r"10\.1\.0\.2:\* +10\.0\.0\.5:\* ", render_all("table", [unbound], width=120))
     assert render.endpoint("::", 0, 6, wildcard=True) == "[::]:*"
     assert render.endpoint("::", 0, 6) == "[::]:0"
     assert render.endpoint("10.0.0.5", 80, 4, wildcard=True) == "10.0.0.5:80"
