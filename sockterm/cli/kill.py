@@ -72,7 +72,11 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
-        _audit(flt, report, error, log, mode)
+        problem = _audit(flt, report, error, log, mode)
+        if problem and not error:
+            report.warnings.append(problem)     # after the report, beside the summary
+        elif problem:                           # a run that failed: before its error line
+            click.echo(f"sockterm: warning: {shown(problem)}", err=True)
 
     target = flt
     if max_kills is not None or not yes or rate:
@@ -138,7 +142,7 @@ def _ask(the_plan, report, mode: dict):
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
     graceful = mode["mode"] == "graceful"
     show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets),
-              graceful=graceful, abort_rest=mode["abort_rest"],
+              searched=len(report.namespaces), graceful=graceful, abort_rest=mode["abort_rest"],
               unheld=sum(1 for s in the_plan.sockets if not s.processes) if graceful else 0)
     try:
         with at_prompt():
@@ -162,15 +166,18 @@ def _refuse(renderer, report, meta, message: str, code: int):
     sys.exit(int(code))
 
 
-def _audit(flt, report, error: str, log, mode: dict) -> None:
+def _audit(flt, report, error: str, log, mode: dict) -> str | None:
+    """Write the record; None, or the warning to print when nothing took it.
+    The exit status stays what the kill did to the sockets: a record that
+    could not be kept is a warning, as sudo treats its own log."""
     from .. import audit
     text = audit.message(filter_text=flt.describe(), report=report, error=error, mode=mode)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
-    problem = audit.write(text, severity=severity)
-    if problem and problem.startswith("no syslog socket"):
+    where, problems = audit.write(text, severity=severity)
+    if where is None:
+        return f"audit record not written: {', '.join(problems)}"
+    for problem in problems:
         log(problem)
-    elif problem:
-        click.echo(f"sockterm: warning: {shown(problem)}", err=True)
-    else:
-        log(f"audit record written to {audit.socket_path()}")
+    log(f"audit record written to {where}")
+    return None
 
