@@ -3,7 +3,11 @@
 Written straight to the syslog socket (AF_UNIX datagram, RFC 3164 framing,
 facility authpriv, ident "sockterm") rather than through the `syslog` module,
 so tests can point it at a socket of their own via SOCKTERM_SYSLOG_SOCKET.
-Auditing never fails a kill: `write` returns why it could not log, or None.
+Where /dev/log is missing or refuses (a host with journald but no syslog
+socket), the record goes to journald's native socket with the same facility,
+identifier and priority. Auditing never fails a kill: `write` says where the
+record went and why every place before it did not take it; the CLI warns
+when none did.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from .text import shown
 
 SOCKET_ENV = "SOCKTERM_SYSLOG_SOCKET"
 DEFAULT_SOCKET = "/dev/log"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"     # journald's native protocol
 IDENT = "sockterm"
 FACILITY_AUTHPRIV = 10
 SEVERITY_NOTICE = 5
@@ -26,8 +31,13 @@ MAX_RECORD = 16 * 1024
 MAX_NAMESPACES = 200      # per-namespace counts listed; the rest summed up
 
 
-def socket_path() -> str:
-    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+def targets() -> list[tuple[str, str]]:
+    """(kind, path) in the order tried: the socket SOCKTERM_SYSLOG_SOCKET
+    names and only it, else /dev/log, then journald's."""
+    named = os.environ.get(SOCKET_ENV)
+    if named:
+        return [("syslog", named)]
+    return [("syslog", DEFAULT_SOCKET), ("journal", JOURNAL_SOCKET)]
 
 
 def _user(uid: int) -> str:
@@ -82,7 +92,8 @@ def message(*, filter_text: str, report, error: str = "", environ=None, mode=Non
     head = (f"kill by {who(environ)} {how}filter={_quote(filter_text)} "
             f"engine={report.engine or '-'} "
             + " ".join(f"{name}={getattr(report, name)}" for name in fields)
-            + f" namespaces={len(report.namespaces)}")
+            + f" namespaces={len(report.namespaces)}"
+            + f" namespaces_matched={sum(1 for r in report.namespaces if r.matched)}")
     watch = getattr(report, "watch", None)
     if watch is not None:
         head += (f" watch={watch.duration:g}s ended={watch.ended or '-'} "
@@ -121,16 +132,30 @@ def frame(text: str, *, severity: int = SEVERITY_NOTICE, now: float | None = Non
     return f"<{pri}>{stamp} {IDENT}[{os.getpid()}]: {text}".encode()
 
 
-def write(text: str, *, severity: int = SEVERITY_NOTICE, path: str | None = None) -> str | None:
-    """Send one record; return None, or why it could not be sent."""
-    path = path or socket_path()
-    if not os.path.exists(path):
-        return f"no syslog socket at {path}: audit record not written"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(path)
-            sock.send(frame(text, severity=severity))
-    except OSError as exc:
-        return f"cannot write the audit record to {path}: {exc.strerror or exc}"
-    return None
+def journal_entry(text: str, *, severity: int = SEVERITY_NOTICE) -> bytes:
+    """journald's native datagram: KEY=value lines (text has no newline: message() escapes them)."""
+    fields = (("MESSAGE", text), ("PRIORITY", severity), ("SYSLOG_FACILITY", FACILITY_AUTHPRIV),
+              ("SYSLOG_IDENTIFIER", IDENT), ("SYSLOG_PID", os.getpid()))
+    return "".join(f"{key}={value}\n" for key, value in fields).encode()
+
+
+def write(text: str, *, severity: int = SEVERITY_NOTICE,
+          to: list[tuple[str, str]] | None = None) -> tuple[str | None, list[str]]:
+    """Send one record to the first target that takes it. Returns the path
+    it went to (None: none took it) and why each target before did not."""
+    problems = []
+    for kind, path in to or targets():
+        if not os.path.exists(path):
+            problems.append(f"no {'journald' if kind == 'journal' else 'syslog'} socket at {path}")
+            continue
+        data = journal_entry(text, severity=severity) if kind == "journal" else frame(text, severity=severity)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(2.0)
+                sock.connect(path)
+                sock.send(data)
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+            continue
+        return path, problems
+    return None, problems

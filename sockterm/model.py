@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -141,7 +142,7 @@ class Owners:
         if held is None:
             self.by_ino[ino] = alone
         elif holder not in held:
-            self.by_ino[ino] = held + alone
+            self.by_ino[ino] = tuple(sorted(held + alone))     # pid order, whatever the walk's
 
     def get(self, ino: int) -> tuple:
         return self.by_ino.get(ino, ())
@@ -212,6 +213,23 @@ class HeldSockets:
         if socks is not None:
             return socks
         return self._decode(self._records[ino]) if ino in self._records else default
+# -- the order of every output: namespaces host first, then by name, then by
+# inode; in each, sockets by protocol, family, local address and port, peer
+# address and port, and cookie (unique: two sockets never tie)
+HOST = "host"                  # the host's initial namespace, and only it (host/netns.py)
+_PROTO_RANK = {"tcp": 0, "udp": 2}
+_ORDER = struct.Struct(">B16sH16sHQ").pack
+
+
+def ns_order(ns: Namespace) -> tuple:
+    return (ns.name != HOST, ns.name, ns.ino)
+
+
+def sock_order(sock: Sock) -> bytes:
+    """A socket's place within its namespace, as one bytes key: a tuple of
+    the seven fields sorts ~4x slower, which shows at 160k sockets."""
+    return _ORDER(_PROTO_RANK.get(sock.proto, 4) + (sock.family == 6), sock.src, sock.sport,
+                  sock.dst, sock.dport, sock.cookie)
 
 
 def set_error(sock: Sock, err: int) -> None:

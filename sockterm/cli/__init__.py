@@ -66,6 +66,29 @@ def cli(ctx, *, backend: str, verbose: bool, debug: bool):
     ctx.obj = {"backend": backend, "verbose": verbose, "debug": debug}
 
 
+def edits(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions
+    and swaps of neighbours (the typos people make)."""
+    prev2, prev = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            cur.append(cost)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def close_options(typed: str, candidates) -> list[str]:
+    """The options a typo of `typed` could be: at most one edit in four
+    characters (at least one). click's own guess (difflib, ratio 0.6) answers
+    `--graceful` with `--rate`, an option that does something else."""
+    name = typed.lstrip("-")
+    return [c for c in candidates if edits(name, c.lstrip("-")) <= max(1, len(name) // 4)]
+
+
 def main(argv=None) -> None:
     # a short-lived process holding many small acyclic objects (one per socket):
     # the cyclic collector would rescan them all again and again for nothing
@@ -87,6 +110,8 @@ def main(argv=None) -> None:
         click.echo("sockterm: aborted", err=True)
         code = ExitCode.NO_MATCH
     except click.ClickException as exc:
+        if isinstance(exc, click.NoSuchOption) and exc.possibilities:
+            exc.possibilities = close_options(exc.option_name, exc.possibilities)
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f" (see '{exc.ctx.command_path} --help')"

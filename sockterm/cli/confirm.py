@@ -9,12 +9,11 @@ render.row) before rich sees them; rich's markup and highlighting are off.
 from __future__ import annotations
 
 import click
-from rich.table import Table
 from rich.text import Text
 
 from ..text import shown
 from .console import console
-from .render import COLUMNS, row
+from .render import COLUMNS, clip, in_namespaces, left_out_note, table_lines, table_row
 
 SAMPLE = 10            # sockets shown
 MAX_NAMESPACES = 20    # namespace lines shown
@@ -22,65 +21,72 @@ MAX_NAMESPACES = 20    # namespace lines shown
 
 def sample(socks, limit: int = SAMPLE) -> list:
     """Up to `limit` sockets, one namespace after another in turn (the busiest
-    first), so every namespace the kill reaches is represented while room lasts."""
+    first), so every namespace the kill reaches is represented while room
+    lasts; shown in the order they came in (the run's: see core)."""
     by_ns: dict[int, list] = {}
-    for sock in socks:
-        by_ns.setdefault(sock.netns, []).append(sock)
-    queues = sorted(by_ns.values(), key=len, reverse=True)
+    for at, sock in enumerate(socks):
+        by_ns.setdefault(sock.netns, []).append((at, sock))
+    queues = sorted(by_ns.values(), key=len, reverse=True)    # stable: ties keep the run's order
     picked, depth = [], 0
     while len(picked) < limit and any(len(q) > depth for q in queues):
         for q in queues:
             if depth < len(q) and len(picked) < limit:
                 picked.append(q[depth])
         depth += 1
-    return picked
+    return [sock for _, sock in sorted(picked, key=lambda item: item[0])]
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def ask(sample_socks, per_namespace_counts, engine: str, total: int | None = None) -> bool:
+def ask(sample_socks, per_namespace_counts, engine: str, total: int | None = None,
+        searched: int | None = None) -> bool:
     """Show the kill to come and ask; True when the operator said yes."""
-    show(sample_socks, per_namespace_counts, engine, total)
+    show(sample_socks, per_namespace_counts, engine, total, searched)
     return click.confirm("Kill them?", default=False, err=True)
 
 
-def show(sample_socks, per_namespace_counts, engine: str, total: int | None = None, *,
-         graceful: bool = False, abort_rest: bool = False, unheld: int = 0) -> None:
+def show(sample_socks, per_namespace_counts, engine: str, total: int | None = None,
+         searched: int | None = None, *, graceful: bool = False, abort_rest: bool = False,
+         unheld: int = 0) -> None:
     """The kill to come, on stderr: the total, counts per namespace, a sample.
 
-    per_namespace_counts: [(namespace name, matching sockets)], any order;
-    total defaults to their sum. graceful: they are to be shut down, and
-    `unheld` of them, held by no process, left alone (or aborted: abort_rest)."""
-    counts = sorted(per_namespace_counts, key=lambda item: (-item[1], item[0]))
+    per_namespace_counts: [(namespace name, matching sockets)] in the run's
+    order (the busiest are listed first; ties keep it); total defaults to
+    their sum, searched (namespaces) to their number. graceful: they are to
+    be shut down, and `unheld` of them, held by no process, left alone (or
+    aborted: abort_rest)."""
+    counts = sorted(per_namespace_counts, key=lambda item: -item[1])
     total = sum(n for _, n in counts) if total is None else total
+    where = in_namespaces(len(counts), len(counts) if searched is None else searched)
     con = console()
     verb = "shut down" if graceful else "kill"
-    con.print(Text(f"About to {verb} {_plural(total, 'socket')} in "
-                   f"{_plural(len(counts), 'namespace')} (engine {engine}):", style="bold red"))
+    con.print(Text(f"About to {verb} {_plural(total, 'socket')} {where} (engine {engine}):",
+                   style="bold red"))
     if unheld:
         fate = "aborted" if abort_rest else "left alone (--abort-rest aborts them)"
         con.print(Text(f"{unheld} of them held by no process: {fate}", style="yellow"))
     if len(counts) > 1:
-        per_ns = Table(box=None, show_header=True, header_style="bold", pad_edge=False,
-                       padding=(0, 2))
-        per_ns.add_column("NAMESPACE", overflow="fold")
-        per_ns.add_column("SOCKETS", justify="right", style="yellow")
-        for name, n in counts[:MAX_NAMESPACES]:
-            per_ns.add_row(Text(shown(name)), Text(str(n)))
+        shown_counts = counts[:MAX_NAMESPACES]
+        digits = max(len("SOCKETS"), len(str(counts[0][1])))
+        width = min(max(len("NAMESPACE"), *(len(shown(name)) for name, _ in shown_counts)),
+                    max(len("NAMESPACE"), con.width - digits - 2))
+        con.print(Text(f"{'NAMESPACE':<{width}}  {'SOCKETS':>{digits}}", style="bold"))
+        for name, n in shown_counts:
+            # a name too long is cut in the middle, marked; its pid, if any, stays whole
+            con.print(Text(f"{clip(shown(name), width):<{width}}  ") + Text(f"{n:>{digits}}", style="yellow"),
+                      crop=False, soft_wrap=True)
         if len(counts) > MAX_NAMESPACES:
-            per_ns.add_row(Text(f"... and {len(counts) - MAX_NAMESPACES} more namespaces"), Text(""))
-        con.print(per_ns, crop=False)
+            con.print(Text(f"... and {len(counts) - MAX_NAMESPACES} more namespaces"))
     if sample_socks:
-        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False,
-                      padding=(0, 1))
-        for name in COLUMNS:
-            # addresses never fold: a peer split over two lines reads as two
-            address = name in ("LOCAL", "PEER", "PROTO", "STATE")
-            table.add_column(name, no_wrap=address, overflow="fold")
-        for sock in sample_socks:
-            table.add_row(*(Text(cell) for cell in row(sock, kill=False)))
-        con.print(table, crop=False)
+        # laid out as the kill's report is: no pid, address or name broken over lines
+        lines, left_out = table_lines(COLUMNS, [table_row(sock, kill=False) for sock in sample_socks],
+                                      con.width)
+        con.print(Text(lines[0], style="bold"), crop=False, soft_wrap=True)
+        for line in lines[1:]:
+            con.print(Text(line), crop=False, soft_wrap=True)
+        if left_out:
+            con.print(Text(f"({left_out_note(left_out)})"))
     if total > len(sample_socks):
         con.print(Text(f"... and {total - len(sample_socks)} more"))

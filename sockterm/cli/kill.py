@@ -78,7 +78,11 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
-        _audit(flt, report, error, log, mode)
+        problem = _audit(flt, report, error, log, mode)
+        if problem and not error:
+            report.warnings.append(problem)     # after the report, beside the summary
+        elif problem:                           # a run that failed: before its error line
+            click.echo(f"sockterm: warning: {shown(problem)}", err=True)
 
     # a watch attaches first: one that cannot fails before anything is asked or killed
     window = _watch(flt, opts, watch, max_kills, rate, audit) if watch else None
@@ -128,8 +132,10 @@ def _watch(flt, opts, duration: float, max_kills, rate, audit):
 def _audit_start(flt, duration: float, log):
     def started(report) -> None:
         from .. import audit
-        _write_audit(audit.watch_started(filter_text=flt.describe(), duration=duration),
-                     audit.SEVERITY_NOTICE, log)
+        problem = _write_audit(audit.watch_started(filter_text=flt.describe(), duration=duration),
+                               audit.SEVERITY_NOTICE, log)
+        if problem:
+            click.echo(f"sockterm: warning: {shown(problem)}", err=True)
     return started
 
 
@@ -176,7 +182,8 @@ def _ask(the_plan, report, mode: dict, watch: float | None):
     question = "Shut them down?" if graceful else "Kill them?"
     if the_plan.sockets:
         show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets),
-                  graceful=graceful, abort_rest=mode["abort_rest"],
+                  searched=len(report.namespaces), graceful=graceful,
+                  abort_rest=mode["abort_rest"],
                   unheld=sum(1 for s in the_plan.sockets if not s.processes) if graceful else 0)
         if watch:
             question = f"Kill them, then for {watch:g} s every new connection that matches?"
@@ -203,20 +210,24 @@ def _refuse(renderer, report, meta, message: str, code: int):
     sys.exit(int(code))
 
 
-def _audit(flt, report, error: str, log, mode: dict) -> None:
+def _audit(flt, report, error: str, log, mode: dict) -> str | None:
+    """Write the record; None, or the warning to print when nothing took it.
+    The exit status stays what the kill did to the sockets: a record that
+    could not be kept is a warning, as sudo treats its own log."""
     from .. import audit
     text = audit.message(filter_text=flt.describe(), report=report, error=error, mode=mode)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
-    _write_audit(text, severity, log)
+    return _write_audit(text, severity, log)
 
 
-def _write_audit(text: str, severity: int, log) -> None:
+def _write_audit(text: str, severity: int, log) -> str | None:
+    """Write a record; None, or the warning to print when nothing took it."""
     from .. import audit
-    problem = audit.write(text, severity=severity)
-    if problem and problem.startswith("no syslog socket"):
+    where, problems = audit.write(text, severity=severity)
+    if where is None:
+        return f"audit record not written: {', '.join(problems)}"
+    for problem in problems:
         log(problem)
-    elif problem:
-        click.echo(f"sockterm: warning: {shown(problem)}", err=True)
-    else:
-        log(f"audit record written to {audit.socket_path()}")
+    log(f"audit record written to {where}")
+    return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno as errno_mod
 import json
 import os
+import re
 import sys
 
 from .. import model
@@ -22,14 +23,23 @@ def default_format(stream=None) -> str:
     return "table" if stream.isatty() else "tsv"
 
 
-def endpoint(addr: str, port: int, family: int) -> str:
-    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
+def endpoint(addr: str, port: int, family: int, wildcard: bool = False) -> str:
+    """addr:port, IPv6 in brackets; with wildcard, port 0 (no peer, not
+    bound) is ss's `*`: `0.0.0.0:*`, `[::]:*`."""
+    port_text = "*" if wildcard and port == 0 else port
+    return f"[{addr}]:{port_text}" if family == 6 else f"{addr}:{port_text}"
+
+
+def holders(processes) -> tuple:
+    """A socket's processes as the PROCESS cell's parts, `comm[pid]` each:
+    "-" for none, nothing when not attributed (None)."""
+    if not processes:
+        return ("-",) if processes is not None else ()
+    return tuple(f"{comm}[{pid}]" for pid, comm in processes)
 
 
 def process_text(sock: model.Sock) -> str:
-    if not sock.processes:
-        return "-" if sock.processes is not None else ""
-    return ",".join(f"{comm}[{pid}]" for pid, comm in sock.processes)
+    return ",".join(holders(sock.processes))
 
 
 def result_text(sock: model.Sock) -> str:
@@ -168,12 +178,14 @@ def ns_dict(nsr: model.NamespaceReport, watch=None) -> dict:
     return doc
 
 
-def row(sock: model.Sock, kill: bool, watch: bool = False) -> tuple:
+def row(sock: model.Sock, kill: bool, watch: bool = False, wildcard: bool = False) -> tuple:
+    """The text cells of a socket (tsv; the table and the prompt with ss's
+    wildcard port); a watch's begin with its TIME."""
     # process and namespace names are anyone's to choose: no tab may split a
     # tsv column, no escape sequence may reach root's terminal
     cells = (shown(sock.netns_name), sock.proto, sock.state_name(),
-             endpoint(sock.src_text(), sock.sport, sock.family),
-             endpoint(sock.dst_text(), sock.dport, sock.family),
+             endpoint(sock.src_text(), sock.sport, sock.family, wildcard),
+             endpoint(sock.dst_text(), sock.dport, sock.family, wildcard),
              shown(process_text(sock)))
     if watch:
         cells = (clock_text(sock.time),) + cells
@@ -191,6 +203,13 @@ def stamp_text(when: float) -> str:
     import datetime
     return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def table_row(sock: model.Sock, kill: bool) -> tuple:
+    """A table row: the cells' text (with ss's wildcard port), then the
+    socket's processes, which the PROCESS cell is made of: a line may break
+    between two holders, never inside one (see parts)."""
+    return row(sock, kill, wildcard=True) + (sock.processes,)
 
 
 class Renderer:
@@ -324,45 +343,78 @@ class TableRenderer(Renderer):
 
     fmt = "table"
 
-    def __init__(self, *, width: int | None = None, color: bool | None = None, **kw):
+    def __init__(self, *, width: int | None = None, color: bool | None = None, err=None, **kw):
         super().__init__(**kw)
         self.rows = []
         self.width = width
         self.color = color
+        self.err = err
+        self._fixed = None          # a watch's: names, widths, color, marker (see _stream)
 
     def socket(self, sock):
-        self.rows.append(row(sock, self.kill, self.watch))
         if self.watch:
-            self._lines(self.rows)          # as they come, in columns fixed up front
-            self.rows.clear()
+            self._stream(sock)          # as they come, in columns fixed up front
+        else:
+            self.rows.append(table_row(sock, self.kill))
 
     def finish(self, report, meta):
-        if self.rows:
-            self._lines(self.rows)
-
-    def _lines(self, rows) -> None:
+        if not self.rows:
+            return
         width = self.width or terminal_width()
         color = use_color(self.out) if self.color is None else self.color
-        names = self.columns()
-        if self.watch:
-            widths = self._widths = getattr(self, "_widths", None) or fit_widths(
-                names, [tuple("x" * n for n in WATCH_WIDTHS[-len(names):])], width)
-        else:
-            widths = fit_widths(names, rows, width)
-        out: list[str] = []
-        write = out.append
-        if self.header:
-            self.header = False
-            for line in folded_lines(names, widths, BOLD if color else None):
-                write(line + "\n")
-        result_at = len(names) - 1 if self.kill else None
-        for cells in rows:
-            style = None
-            if color and result_at is not None:
-                style = {result_at: GREEN if cells[result_at] in ENDED else RED}
-            for line in folded_lines(cells, widths, style):
-                write(line + "\n")
-        self.write("".join(out))
+        lines, left_out = table_lines(self.columns(), self.rows, width, header=self.header,
+                                      color=color, marker=self._marker())
+        self.write("".join(line + "\n" for line in lines))
+        self._left_out(left_out)
+
+    def _marker(self) -> str:
+        return MARKER if encodes(self.out, MARKER) else "~"
+
+    def _left_out(self, left_out) -> None:
+        if left_out:
+            (self.err or sys.stderr).write(f"sockterm: {left_out_note(left_out)}; -o tsv shows all\n")
+
+    def _stream(self, sock) -> None:
+        """A watch's row, written as it comes, in columns sized before the
+        first (for a template row of WATCH_WIDTHS). TIME goes before the
+        table_row's columns, as a prefix of each line; a cell wider than its
+        column folds as a table's does, and a pid or an address that cannot
+        fit widens its row rather than break."""
+        if self._fixed is None:
+            names = COLUMNS + (("RESULT",) if self.kill else ())
+            sizes = WATCH_WIDTHS[1:len(names) + 1]
+            template = tuple("x" * n for n in sizes) + (((1, "x" * (sizes[PROCESS] - 3)),),)
+            width = (self.width or terminal_width()) - WATCH_WIDTHS[0] - GAP
+            color = use_color(self.out) if self.color is None else self.color
+            widths = fit_widths(names, [template], width)
+            # still too wide: the address columns give up what is left over (a
+            # row whose address is wider widens, below: it never breaks)
+            for i in (names.index("PEER"), names.index("LOCAL")):
+                excess = sum(widths.values()) + GAP * (len(widths) - 1) - width
+                widths[i] -= min(max(0, excess), widths[i] - len(names[i]))
+            self._fixed = (names, widths, color, self._marker())
+            names, widths, color, _ = self._fixed
+            if self.header:
+                self.write(_prefixed("TIME", _line([names[i] for i in widths], widths,
+                                                   BOLD if color else None),
+                                     BOLD if color else None) + "\n")
+            self._left_out([name for i, name in enumerate(names) if i not in widths])
+        names, widths, color, marker = self._fixed
+        cells = table_row(sock, self.kill)
+        fitted = {i: max([w] + [len(part) if names[i] not in NAMES else narrowest(part, HARD)
+                                for part in parts(cells, i)])
+                  for i, w in widths.items()}
+        style = {RESULT: GREEN if cells[RESULT] in ENDED else RED} if color and self.kill else None
+        lines = list(folded_lines(cells, fitted, style, marker))
+        self.write("".join(_prefixed(clock_text(sock.time) if n == 0 else "", line) + "\n"
+                           for n, line in enumerate(lines)))
+
+
+def _prefixed(prefix: str, line: str, style: str | None = None) -> str:
+    """A watch's line: its TIME cell (WATCH_WIDTHS[0] wide), then the table's."""
+    pad = " " * (WATCH_WIDTHS[0] - len(prefix) + GAP)
+    head = f"{style}{prefix}{RESET}" if style and prefix else prefix
+    return (head + pad + line).rstrip()
 
 
 # the columns of a watch's table, sized before the first line (TIME ... RESULT)
@@ -372,9 +424,23 @@ WATCH_WIDTHS = (12, 16, 5, 11, 21, 21, 16, 7)
 BOLD, GREEN, RED, RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[0m"
 ENDED = (model.KILLED, model.SHUT_DOWN)      # what a kill set out to do, done
 GAP = 2
-# columns give up width in this order, each down to its minimum
-SHRINK = (("PROCESS", 7), ("NETNS", 12), ("PEER", 21), ("LOCAL", 21), ("PEER", 14),
-          ("LOCAL", 14), ("NETNS", 8), ("RESULT", 7), ("STATE", 5))
+MARKER = "\u2026"     # where a name was cut: "…"
+# how much of a name a cut leaves (before the marker; a pid suffix stays whole)
+SOFT, HARD = 10, 3
+# Rows wider than the terminal give up width in these steps, in this order,
+# each only as far as needed. No step ever breaks a pid, an address or a port:
+#   several holders go one to a line, a result breaks at its space (nothing lost);
+#   names are cut in the middle, marked, down to SOFT characters;
+#   columns are left out, PROTO then STATE (a line on stderr says so);
+#   names are cut down to HARD characters.
+# A row that still does not fit is wider than the terminal.
+FOLD, DROP = -1, 0
+SHRINK = (("PROCESS", FOLD), ("RESULT", FOLD), ("NETNS", SOFT), ("PROCESS", SOFT),
+          ("PROTO", DROP), ("STATE", DROP), ("NETNS", HARD), ("PROCESS", HARD))
+PROCESS, RESULT = 5, 6                 # the columns made of parts: holders, words
+NAMES = ("NETNS", "PROCESS")           # the columns whose text may be cut (clip)
+SEPARATOR = {PROCESS: ",", RESULT: " "}   # how their parts join on one line
+_PID = re.compile(r"\[\d+\]$")
 
 
 def terminal_width(stream=None) -> int:
@@ -403,52 +469,142 @@ def use_color(out) -> bool:
         return False
 
 
-def fit_widths(names, rows, width: int) -> list[int]:
-    widths = [len(n) for n in names]
-    for cells in rows:
-        for i, cell in enumerate(cells):
-            if len(cell) > widths[i]:
-                widths[i] = len(cell)
-    excess = sum(widths) + GAP * (len(widths) - 1) - width
-    for name, minimum in SHRINK:
-        if excess <= 0:
+def encodes(out, text: str) -> bool:
+    """Can the stream write text? (a table on a Latin-1 terminal gets "~" marks)"""
+    try:
+        text.encode(getattr(out, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def clip(part: str, width: int, marker: str = MARKER) -> str:
+    """part cut in the middle to width, marked; a trailing [pid] stays whole,
+    and so does a part that cannot keep two characters of its own."""
+    if len(part) <= width:
+        return part
+    found = _PID.search(part)
+    tail = found.group() if found else ""
+    head = part[:len(part) - len(tail)]
+    room = width - len(tail) - len(marker)
+    if room < 2:
+        return part
+    left = (room + 1) // 2
+    return head[:left] + marker + head[len(head) - (room - left):] + tail
+
+
+def narrowest(part: str, keep: int) -> int:
+    """The width part can be cut to keeping `keep` characters of its own."""
+    found = _PID.search(part)
+    return min(len(part), keep + 1 + (len(found.group()) if found else 0))
+
+
+def parts(cells, i: int):
+    """What cell i of a table_row is made of, each part never broken: a
+    holder, a result's word, or the whole cell."""
+    if i == PROCESS:
+        return tuple(shown(h) for h in holders(cells[-1]))
+    if i == RESULT:
+        return cells[i].split(" ")
+    return (cells[i],)
+
+
+def fit_widths(names, rows, width: int) -> dict:
+    """Column index -> width for the columns shown, fitted to width (SHRINK)."""
+    natural = {i: max([len(name)] + [len(cells[i]) for cells in rows])
+               for i, name in enumerate(names)}
+    widths = dict(natural)
+
+    def excess():
+        return sum(widths.values()) + GAP * (len(widths) - 1) - width
+    if excess() <= 0:
+        return widths
+    for name, keep in SHRINK:
+        if excess() <= 0:
             break
         if name not in names:
             continue
         i = names.index(name)
-        give = min(excess, max(0, widths[i] - max(minimum, len(name))))
-        widths[i] -= give
-        excess -= give
-    while excess > 0 and max(widths) > 1:    # a very narrow terminal: fold the widest
-        widths[widths.index(max(widths))] -= 1
-        excess -= 1
+        if keep == DROP:
+            del widths[i]
+            continue
+        floor = len(name)
+        for cells in rows:
+            for part in parts(cells, i):
+                floor = max(floor, len(part) if keep == FOLD else narrowest(part, keep))
+        widths[i] -= min(excess(), max(0, widths[i] - floor))
+    # a column left out may have freed more than was needed: it goes back to
+    # the names that were cut first, then to the cells that were folded
+    widest = {i: max([len(names[i])] + [len(part) for cells in rows for part in parts(cells, i)])
+              for i in widths}
+    for most in (widest, natural):
+        for i in widths:
+            widths[i] += min(max(0, -excess()), max(0, most[i] - widths[i]))
     return widths
+
+
+def cell_lines(parts, sep: str, width: int, marker: str = MARKER) -> list:
+    """A cell's parts on as few lines of width as they go, whole (a name
+    too wide for any line is cut: clip)."""
+    lines: list = []
+    for part in parts:
+        part = clip(part, width, marker)
+        if lines and len(lines[-1]) + len(sep) + len(part) <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return lines or [""]
 
 
 def _line(cells, widths, style) -> str:
     out = []
-    for i, (cell, w) in enumerate(zip(cells, widths)):
+    for (i, w), cell in zip(widths.items(), cells):
         code = style if isinstance(style, str) else (style or {}).get(i)
         pad = " " * (w - len(cell))
         out.append(f"{code}{cell}{RESET}{pad}" if code and cell else cell + pad)
     return (" " * GAP).join(out).rstrip()
 
 
-def folded_lines(cells, widths, style):
-    """A row as one line, or several when cells are wider than their column."""
-    if all(len(c) <= w for c, w in zip(cells, widths)):
-        yield _line(cells, widths, style)
+def folded_lines(cells, widths: dict, style, marker: str = MARKER):
+    """A table_row as one line, or several when cells are wider than their column."""
+    texts = [cells[i] for i in widths]
+    if all(len(t) <= w for t, w in zip(texts, widths.values())):
+        yield _line(texts, widths, style)
         return
-    parts = [[c[i:i + w] for i in range(0, len(c), w)] or [""] for c, w in zip(cells, widths)]
-    for n in range(max(len(p) for p in parts)):
-        yield _line([p[n] if n < len(p) else "" for p in parts], widths, style)
+    folded = [cell_lines(parts(cells, i), SEPARATOR.get(i, ""), w, marker) for i, w in widths.items()]
+    for n in range(max(map(len, folded))):
+        yield _line([p[n] if n < len(p) else "" for p in folded], widths, style)
+
+
+def table_lines(names, rows, width: int, *, header: bool = True, color: bool = False,
+                marker: str = MARKER) -> tuple[list, list]:
+    """The table's lines (table_row rows), and the names of the columns left out."""
+    widths = fit_widths(names, rows, width)
+    lines = []
+    if header:
+        # no column is ever narrower than its name: the header is one line
+        lines.append(_line([names[i] for i in widths], widths, BOLD if color else None))
+    kill = len(names) > RESULT
+    for cells in rows:
+        style = None
+        if color and kill:
+            style = {RESULT: GREEN if cells[RESULT] in ENDED else RED}
+        lines += folded_lines(cells, widths, style, marker)
+    return lines, [name for i, name in enumerate(names) if i not in widths]
+
+
+def left_out_note(left_out) -> str:
+    return f"{', '.join(left_out)} hidden to fit"
 
 
 RENDERERS = {"tsv": TsvRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer, "table": TableRenderer}
 
 
 def summary_dict(report, kill: bool) -> dict:
+    # "namespaces" counts those searched (its meaning since the first release);
+    # "namespaces_matched" those where something matched ("in 3 namespaces of 5 searched")
     doc = {"matched": report.matched, "namespaces": len(report.namespaces),
+           "namespaces_matched": matched_in(report),
            "namespace_errors": len(report.ns_errors), "interrupted": report.interrupted}
     if kill:
         doc.update(killed=report.killed, failed=report.failed, shut_down=report.shut_down,
@@ -470,6 +626,18 @@ def watch_dict(watch, kill: bool) -> dict:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def matched_in(report) -> int:
+    return sum(1 for r in report.namespaces if r.matched)
+
+
+def in_namespaces(touched: int, searched: int) -> str:
+    """In how many namespaces, of how many searched: one phrase for every
+    summary (the kill prompt's too), so the word means one thing."""
+    if not touched:
+        return f"in {_plural(searched, 'namespace')} searched"
+    return f"in {_plural(touched, 'namespace')} of {searched} searched"
 
 
 def _counts(r, kill: bool, graceful: bool, where: str = "") -> str:
@@ -512,21 +680,19 @@ def watch_lines(report, kill: bool) -> list[str]:
 
 
 def summary_lines(report, kill: bool) -> list[str]:
-    """For stderr: one line per namespace when several matched, then the total."""
+    """For stderr: one line per namespace when several matched (the most
+    matches first, then in the run's order), then the total."""
     touched = [r for r in report.namespaces if r.matched]
     lines = []
     if len(touched) > 1:
-        touched.sort(key=lambda r: (-r.matched, r.ns.name))
+        touched.sort(key=lambda r: (-r.matched, model.ns_order(r.ns)))
         names = {id(r): shown(r.ns.name) for r in touched[:MAX_NS_LINES]}
         width = max(map(len, names.values()))
         for r in touched[:MAX_NS_LINES]:
             lines.append(f"  {names[id(r)]:<{width}}  {_counts(r, kill, report.graceful)}")
         if len(touched) > MAX_NS_LINES:
             lines.append(f"  ... and {len(touched) - MAX_NS_LINES} more namespaces")
-    if touched:
-        where = f"in {_plural(len(touched), 'namespace')}"
-    else:
-        where = f"in {_plural(len(report.namespaces), 'namespace')} searched"
+    where = in_namespaces(matched_in(report), len(report.namespaces))
     lines.append(f"{_counts(report, kill, report.graceful, ' ' + where)} (engine {report.engine})")
     if getattr(report, "watch", None) is not None:
         lines += watch_lines(report, kill)

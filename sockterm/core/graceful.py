@@ -41,13 +41,14 @@ import errno
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import Iterator
 
 from .. import model
 from .. import states as st
 from ..host import pidfd, probe, procs
 from . import pacing
-from .pipeline import Options, Plan, Report, SocktermError, kill, plan
+from .pipeline import Options, Plan, Report, SocktermError, _failure, kill, plan
 
 BATCH = 256          # shutdowns between two looks at the cancel flag
 # this holder has let go of the socket (exited, closed or moved the descriptor)
@@ -76,6 +77,9 @@ def shut_down(target, report: Report, options: Options | None = None, *,
     failed: list = []
     if isinstance(target, Plan):
         the_plan = target
+        # a plan's kill reports the namespaces its scan could not search, as
+        # a kill without a plan does (its scan's warnings say so there)
+        report.warnings.extend(_failure(r) for r in the_plan.searched if r.error and not r.gone)
     else:
         scanned = Report()
         try:
@@ -109,7 +113,9 @@ class _Closing:
             nsr = self.nsrs.setdefault(scanned.ns.ino, model.NamespaceReport(
                 ns=scanned.ns, engine=scanned.engine))
             nsr.error = scanned.error
-        report.namespaces.extend(self.nsrs.values())
+        for scanned in the_plan.searched:   # searched, nothing there to shut down
+            self.nsrs.setdefault(scanned.ns.ino, replace(scanned))
+        report.namespaces.extend(sorted(self.nsrs.values(), key=lambda r: model.ns_order(r.ns)))
 
     def stream(self, rate: float | None) -> Iterator[model.Sock]:
         held = [s for s in self.plan.sockets if s.processes]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from .. import model
@@ -127,6 +127,8 @@ class Plan:
     walked: dict = field(default_factory=dict)   # netns inode -> walk_reason, for the
                                                  # namespaces the scan walked; the others'
                                                  # sockets came whole from the one pass
+    searched: list = field(default_factory=list)  # the scan's NamespaceReports of the
+                                                  # namespaces with nothing to kill
 
     @property
     def cookies(self) -> frozenset:
@@ -154,7 +156,8 @@ def plan(flt: Filter, report: Report, options: Options | None = None, *,
     held = {s.netns for s in socks}
     return Plan(flt=flt, engine=report.engine, sockets=socks,
                 namespaces=[ns for ino, ns in by_ino.items() if ino in held],
-                walked={r.ns.ino: r.walk_reason for r in report.namespaces if r.walked})
+                walked={r.ns.ino: r.walk_reason for r in report.namespaces if r.walked},
+                searched=[r for r in report.namespaces if r.ns.ino not in held])
 
 
 def kill(target: Filter | Plan, report: Report, options: Options | None = None, *,
@@ -236,7 +239,8 @@ class _Run:
         self.scope = scope
         self.attribute = self.options.processes and not self.planned
         one_pass, why = self._one_pass_wanted(name, namespaces)
-        self.nsrs = [model.NamespaceReport(ns=ns, engine=name) for ns in namespaces]
+        self.nsrs = [model.NamespaceReport(ns=ns, engine=name)
+                     for ns in sorted(namespaces, key=model.ns_order)]
         if one_pass:
             if self.kill:
                 self._set_up_destroyer()
@@ -252,6 +256,13 @@ class _Run:
         for nsr in self.nsrs:
             nsr.engine = name
         self.report.namespaces.extend(self.nsrs)
+        if self.planned:
+            # searched when the plan was made, nothing there to kill: the report
+            # counts them (and a failure to search one) as a kill without a plan would
+            self.report.namespaces.extend(replace(r) for r in self.planned.searched)
+            self.report.namespaces.sort(key=lambda r: model.ns_order(r.ns))
+            self.report.warnings.extend(_failure(r) for r in self.planned.searched
+                                        if r.error and not r.gone)
         if one_pass:
             why = self._set_up_one_pass(name)
         if self.planned:
@@ -399,7 +410,7 @@ class _Run:
                 self.by_cookie = {s.cookie: s for s in part}
                 held = {s.netns for s in part}
                 self.log(f"paced batch of {len(part)} at {time.monotonic() - start:.2f} s")
-                yield from self._pass([nsr_of[ino] for ino in held if ino in nsr_of])
+                yield from self._pass([r for r in self.nsrs if r.ns.ino in held])
         finally:
             self._finish()
 
@@ -539,11 +550,23 @@ class _Run:
             attribution = _Attribution(self.engine, self.report, start=self.kill)
             owners = attribution
         ready = attribution.ready if attribution and self.kill else None
+
+        def search(nsr, entry, emit):
+            try:
+                self._search(nsr, entry, emit, ready)
+            finally:
+                emit((nsr, None))              # this namespace is complete
+        order = _InOrder(nsrs)
         try:
-            for nsr, batch in pool.run(nsrs, lambda nsr, entry, emit: self._search(
-                    nsr, entry, emit, ready), stop=self.cancel.is_set):
-                self._account(nsr, batch, owners)
-                yield from batch
+            try:
+                for nsr, batch in pool.run(nsrs, search, stop=self.cancel.is_set):
+                    if batch is not None:
+                        self._account(nsr, batch, owners)
+                    yield from order.take(nsr, batch)
+            except Exception:
+                yield from order.rest()        # what died before the failure is reported
+                raise
+            yield from order.rest()            # a stop: the namespaces it cut short
         finally:
             if attribution:
                 attribution.finish()
@@ -797,12 +820,53 @@ class _Run:
         nsr.error = str(getattr(exc, "strerror", None) or exc)
         self.log(f"namespace {nsr.ns.name}: {nsr.error}")
         if not gone:
-            self.report.warnings.append(f"namespace {nsr.ns.name} ({nsr.ns.ino}): {nsr.error}")
+            self.report.warnings.append(_failure(nsr))
         elif self.planned:
             self._emit_gone(nsr, set(), emit)
 
 
 HELD_BATCH = 256      # sockets of the one pass per batch: destroys between two stop checks
+
+
+def _failure(nsr) -> str:
+    return f"namespace {nsr.ns.name} ({nsr.ns.ino}): {nsr.error}"
+
+
+class _InOrder:
+    """Namespaces are searched several at once and finish in any order; their
+    sockets leave one namespace at a time, in the run's order (model.ns_order),
+    each namespace's sorted (model.sock_order), so two runs over the same
+    sockets say the same thing in the same order. A namespace waits only for
+    those before it, which the pool started first."""
+
+    def __init__(self, nsrs: list):
+        self.queue = [id(r) for r in nsrs]
+        self.held: dict = {key: [] for key in self.queue}
+        self.done: set = set()
+
+    def take(self, nsr, batch: list | None) -> list:
+        """A batch of nsr's sockets, or None when nsr is complete; returns
+        what may leave now."""
+        if batch is None:
+            self.done.add(id(nsr))
+        else:
+            self.held[id(nsr)].extend(batch)
+        out: list = []
+        while self.queue and self.queue[0] in self.done:
+            out += self._sorted(self.queue.pop(0))
+        return out
+
+    def rest(self) -> list:
+        """Everything held, in order, whether its namespace completed or not."""
+        out: list = []
+        while self.queue:
+            out += self._sorted(self.queue.pop(0))
+        return out
+
+    def _sorted(self, key) -> list:
+        socks = self.held.pop(key)
+        socks.sort(key=model.sock_order)
+        return socks
 
 
 class _Background(threading.Thread):

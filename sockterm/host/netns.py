@@ -14,7 +14,7 @@ import stat
 import threading
 from typing import NamedTuple
 
-from ..model import Namespace
+from ..model import HOST, Namespace, ns_order
 from ..text import shown
 
 CLONE_NEWNET = 0x40000000
@@ -111,7 +111,6 @@ def _comm(pid: str) -> str:
     return comm_of(int(pid)) or "?"
 
 
-HOST = "host"
 # the initial namespace's inode on kernels that fix it (6.18 and later); older
 # kernels number namespaces from 0xF0000000 up, so no other can have it
 INIT_NET_INO = 0xEFFFFFF9
@@ -207,7 +206,7 @@ class Discovery:
         for ns in self.by_ino.values():
             if not ns.name or (ns.name == HOST and ns is not host):
                 ns.name = self._fallback_name(ns)
-        return sorted(self.by_ino.values(), key=lambda n: (n is not host, n.name))
+        return sorted(self.by_ino.values(), key=ns_order)
 
     def _fallback_name(self, ns: Namespace) -> str:
         procs = sorted(p for p in ns.pids)

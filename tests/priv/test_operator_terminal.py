@@ -111,7 +111,7 @@ def test_table_on_a_terminal_fits_80_columns(topo):
     assert len(rows) == 4 and all("established" in r and "python3[" in r for r in rows)
     # the summary, on stderr (same terminal): per namespace, then the total
     from sockterm.host import probe
-    assert lines[-1] == f"4 sockets in 2 namespaces (engine {probe.probe().auto_engine()})"
+    assert lines[-1] == f"4 sockets in 2 namespaces of 2 searched (engine {probe.probe().auto_engine()})"
     ns_lines = [line for line in lines if line.startswith("  st-")]
     assert len(ns_lines) == 2 and all(line.endswith("2 sockets") for line in ns_lines)
 

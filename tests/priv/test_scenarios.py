@@ -3,6 +3,7 @@ sock_destroy.c), each driven through the CLI on both engines, and checked from
 the applications' side."""
 
 import errno
+import socket
 import time
 
 import pytest
@@ -181,12 +182,16 @@ def test_kill_pinned_to_confirmed_cookies(topo, engine):
                                                         conns[2]["id"]: 0}
 
 
-def test_max_refuses_and_kills_nothing(topo, engine):
+def test_max_refuses_and_kills_nothing(topo, engine, tmp_path):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=3)
     server.call("accept", id=lst["id"], count=3)
-    code, out, err = sockterm("--backend", engine, "kill", "--yes", "--max", "2",
-                              *scoped(topo, "--dst", f"{vip}:8000"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log:
+        # the refusal is audited: a host without a syslog socket would add a warning line
+        log.bind(str(tmp_path / "log"))
+        code, out, err = sockterm("--backend", engine, "kill", "--yes", "--max", "2",
+                                  *scoped(topo, "--dst", f"{vip}:8000"),
+                                  env={"SOCKTERM_SYSLOG_SOCKET": str(tmp_path / "log")})
     assert code == 3 and "--max 2" in err and len(err.strip().splitlines()) == 1
     assert set(client.status([c["id"] for c in conns]).values()) == {0}
     code, doc, err = kill(topo, engine, "--max", "3", "--dst", f"{vip}:8000")

@@ -3,6 +3,7 @@ options after the subcommand: the parts that need no root."""
 
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -81,12 +82,36 @@ def test_confirmation_shows_counts_per_namespace(monkeypatch, capsys):
     monkeypatch.setattr("click.confirm", lambda *a, **k: True)
     all_socks = socks([12, 2])
     counts = [("ns0", 12), ("evil\x1b[2J\u202e", 2)]
-    assert confirm.ask(confirm.sample(all_socks), counts, "bpf") is True
+    assert confirm.ask(confirm.sample(all_socks), counts, "bpf", searched=5) is True
     err = capsys.readouterr().err
-    assert "About to kill 14 sockets in 2 namespaces (engine bpf):" in err
+    assert "About to kill 14 sockets in 2 namespaces of 5 searched (engine bpf):" in err
     assert "evil\\x1b[2J\\u202e" in err and "\x1b[2J" not in err
     assert "... and 4 more" in err
     assert err.count("10.0.0.5:80") == 10
+    # drawn from both namespaces, shown in the order the run found them
+    rows = [line.split()[0] for line in err.splitlines() if "10.0.0.5:80" in line]
+    assert rows == ["ns0"] * 8 + ["ns1"] * 2
+
+
+def test_confirmation_never_breaks_a_pid_or_a_name_mid_token(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setattr("click.confirm", lambda *a, **k: False)
+    all_socks = socks([3, 2])
+    for s in all_socks:
+        s.processes = [(4194000 + s.cookie, "redis-server"), (1, "nginx")]
+        s.netns_name = "shop/cart-7d9f5c6b8-x2k4p" if s.netns == 1000 else f"python3[{s.netns}]"
+    counts = [("shop/cart-7d9f5c6b8-x2k4p-" + "x" * 40 + "-tail", 3), ("python3[1001]", 2)]
+    assert confirm.ask(confirm.sample(all_socks), counts, "diag", searched=2) is False
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert max(map(len, lines)) <= 60
+    assert "NETNS       LOCAL           PEER         PROCESS" in lines        # the sample's header
+    assert all(sum(f"redis-server[{4194000 + s.cookie}]" in line or
+                   f"[{4194000 + s.cookie}]" in line for line in lines) == 1 for s in all_socks)
+    assert sum(line.startswith("python3[1001]  ") for line in lines) == 1       # its count
+    assert any(re.fullmatch(r"shop/cart-7d9f5c6b8-x2k4p-?x*\u2026x+-tail +3", line) for line in lines)
+    assert sum(line.startswith("py\u20263[1001]  ") for line in lines) == 2      # its sockets
+    assert "(PROTO, STATE hidden to fit)" in lines
 
 
 def test_global_options_after_the_subcommand():

@@ -47,3 +47,43 @@ def test_help_lists_the_rails():
     for opt in ("--yes", "--max", "--dry-run", "--no-header", "--output", "--graceful",
                 "--half-close", "--abort-rest", "--watch"):
         assert opt in out
+
+
+@pytest.mark.parametrize("typed", ["--drain", "--grace", "--linger", "--slowly"])
+def test_no_guess_for_an_option_that_does_not_exist(typed):
+    """click's difflib guess answered `kill --graceful` with --rate, `--drain`
+    with --dry-run and --rate, `--grace` with --rate, --src and --backend:
+    options that do something else entirely. (Not --graceful itself: a real
+    option of that name is coming.)"""
+    code, out, err = sockterm("kill", typed, "--dport", "80")
+    assert code == 2 and out == ""
+    assert err == f"sockterm: error: No such option '{typed}'. (see 'sockterm kill --help')\n"
+
+
+@pytest.mark.parametrize("typed, meant", [("--dprot", "--dport"), ("--yse", "--yes"),
+                                          ("--contianers", "--container"), ("--stat", "--state")])
+def test_a_typo_still_gets_its_option(typed, meant):
+    code, out, err = sockterm("kill", typed, "--dport", "80")
+    assert code == 2 and f"No such option '{typed}'. Did you mean '{meant}'?" in err
+
+
+def test_a_typo_of_an_option_is_never_answered_with_a_far_one():
+    # --gracefull: whatever exists then (a --graceful option is planned), never --rate
+    code, out, err = sockterm("kill", "--gracefull", "--dport", "80")
+    assert code == 2 and "--rate" not in err and "--dry-run" not in err
+
+
+def test_edits_and_close_options():
+    from sockterm.cli import close_options, edits
+    assert edits("dport", "dprot") == 1                 # a swap is one edit
+    assert edits("graceful", "rate") == 5
+    assert edits("", "abc") == 3 and edits("abc", "") == 3 and edits("abc", "abc") == 0
+    assert edits("ca", "abc") == 3                      # no swap across an insertion (OSA)
+    assert edits("kitten", "sitting") == 3
+    opts = ["--rate", "--dry-run", "--dport", "--state", "--container"]
+    assert close_options("--graceful", opts) == []
+    assert close_options("--dprot", opts) == ["--dport"]
+    assert close_options("--stat", opts) == ["--state"]
+    assert close_options("--contianers", opts) == ["--container"]      # two edits in eleven
+    assert close_options("--rat", opts) == ["--rate"]                   # one edit, however short
+    assert close_options("--ra", opts) == []

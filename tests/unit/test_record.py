@@ -116,6 +116,11 @@ def test_held_records_decode_once_per_socket_with_every_holder():
     quiet: dict = {}
     bpf_engine.decode_held(buf, {}, quiet, processes=False)
     assert quiet[1001].processes is None and len(quiet) == 2
+    # holders in pid order, whatever order the kernel walked the tasks in
+    late: dict = {}
+    bpf_engine.decode_held(held(1, 30, b"b") + held(1, 20, b"a") + held(1, 25, b"c"), {}, late,
+                           processes=True)
+    assert late[1001].processes == ((20, "a"), (25, "c"), (30, "b"))
     fresh: dict = {}
     bpf_engine.decode_held(held(3, 20, b"a", cookie=0) + held(4, 21, b"b", cookie=0), {}, fresh,
                            processes=True)

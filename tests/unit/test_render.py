@@ -114,11 +114,19 @@ def test_table_fits_80_columns_even_with_long_cells(kill):
     socks = [sock(i, family=6, name="a-rather-long-namespace-name",
                   processes=[(p, "worker") for p in range(100, 106)],
                   result=model.NO_PERMISSION, error=1) for i in range(20)]
-    lines = visible(render_all("table", socks, kill=kill, width=80, color=False))
+    err = io.StringIO()
+    lines = visible(render_all("table", socks, kill=kill, width=80, color=False, err=err))
     assert max(map(len, lines)) <= 80
-    assert lines[0].split() == list(render.COLUMNS) + (["RESULT"] if kill else [])
-    # folded, not cut: every character of the address is still there
-    assert "fd00::5" in "".join(lines).replace(" ", "")
+    # every address, port and pid whole, on one line
+    for i in range(20):
+        assert sum(f"[fd01::2]:{40000 + i}  [fd00::5]:80" in line for line in lines) == 1
+    assert all(sum(f"worker[{p}]" in line for line in lines) == 20 for p in range(100, 106))
+    if kill:      # STATE and PROTO give way to the name and the result, and say so
+        assert lines[0].split() == ["NETNS", "LOCAL", "PEER", "PROCESS", "RESULT"]
+        assert err.getvalue() == "sockterm: PROTO, STATE hidden to fit; -o tsv shows all\n"
+        assert lines[1].startswith("a-rather-l\u2026space-name  [fd01::2]:40000")
+    else:
+        assert lines[0].split() == list(render.COLUMNS) and err.getvalue() == ""
 
 
 def test_table_uses_natural_widths_when_they_fit():
@@ -163,14 +171,14 @@ def test_empty_table_prints_nothing():
 
 def test_summary_single_namespace():
     rep = report_of([sock(0), sock(3)])
-    assert render.summary_lines(rep, kill=False) == ["2 sockets in 1 namespace (engine bpf)"]
+    assert render.summary_lines(rep, kill=False) == ["2 sockets in 1 namespace of 1 searched (engine bpf)"]
 
 
 def test_summary_per_namespace_when_several():
     socks = [sock(i, name=f"ns{i % 3}", result=model.KILLED if i % 4 else model.FAILED) for i in range(9)]
     lines = render.summary_lines(report_of(socks, kill=True), kill=True)
     assert len(lines) == 4
-    assert lines[-1] == "killed 6 of 9 matching sockets in 3 namespaces, 3 failed (engine bpf)"
+    assert lines[-1] == "killed 6 of 9 matching sockets in 3 namespaces of 3 searched, 3 failed (engine bpf)"
     assert lines[0].split()[0] in {"ns0", "ns1", "ns2"} and lines[0].startswith("  ")
 
 
@@ -189,10 +197,11 @@ def test_default_format_follows_stdout():
     assert render.default_format(io.StringIO()) == "tsv"
 
 
-def test_table_fits_even_a_very_narrow_terminal():
+def test_a_terminal_too_narrow_for_the_addresses_gets_longer_lines_not_broken_ones():
     socks = [sock(i, family=6, result=model.KILLED) for i in range(3)]
-    lines = visible(render_all("table", socks, kill=True, width=40, color=True))
-    assert max(map(len, lines)) <= 40
+    lines = visible(render_all("table", socks, kill=True, width=40, color=True, err=io.StringIO()))
+    assert lines == ["NETNS  LOCAL            PEER          PROCESS     RESULT"] + [
+        f"st-c0  [fd01::2]:{40000 + i}  [fd00::5]:80  curl[4242]  killed" for i in range(3)]
 
 
 def test_tsv_header_even_when_nothing_matched_but_not_before_a_failure():
@@ -269,10 +278,12 @@ def test_ns_dict_and_summary_dict():
     assert render.ns_dict(nsr)["error"] == "gone"
     socks = [sock(0, result=model.KILLED), sock(1, result=model.FAILED, error=5)]
     assert render.summary_dict(report_of(socks, kill=True), kill=True) == {
-        "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False, "killed": 1,
-        "failed": 1, "shut_down": 0, "not_held": 0, "refused": None}
+        "matched": 2, "namespaces": 2, "namespaces_matched": 2, "namespace_errors": 0,
+        "interrupted": False, "killed": 1, "failed": 1, "shut_down": 0, "not_held": 0,
+        "refused": None}
     assert render.summary_dict(report_of(socks), kill=False) == {
-        "matched": 2, "namespaces": 2, "namespace_errors": 0, "interrupted": False}
+        "matched": 2, "namespaces": 2, "namespaces_matched": 2, "namespace_errors": 0,
+        "interrupted": False}
 
 
 def test_json_document_layout(cold_caches):
@@ -318,42 +329,154 @@ def test_lines_carry_no_trailing_blanks():
     assert lines[1].endswith("10.0.0.5:80")
 
 
-def test_folding_keeps_every_character_in_order_and_colour():
-    cells = ("abcdefgh", "", "xy")
-    lines = list(render.folded_lines(cells, [3, 2, 2], {0: render.RED}))
+def test_folding_breaks_between_parts_never_inside_one_and_keeps_colour():
+    cells = ("a-long-name", "", "x", "", "", "p[1],q[22]", "no-permission (EPERM)", ((1, "p"), (22, "q")))
+    widths = {0: 7, 2: 1, 5: 5, 6: 13}
     R, X = render.RED, render.RESET
-    assert lines == [f"{R}abc{X}      xy", f"{R}def{X}", f"{R}gh{X}"]
-    assert list(render.folded_lines(("abc", "de"), [3, 2], None)) == ["abc  de"]
+    assert list(render.folded_lines(cells, widths, {6: R})) == [
+        f"a-l\u2026ame  x  p[1]   {R}no-permission{X}",
+        f"            q[22]  {R}(EPERM){X}"]
+    # what fits stays on one line, joined as tsv joins it
+    assert list(render.folded_lines(cells, {0: 11, 5: 10, 6: 21}, None)) == [
+        "a-long-name  p[1],q[22]  no-permission (EPERM)"]
+    assert list(render.folded_lines(cells, {0: 11, 5: 9}, "S")) == [
+        f"Sa-long-name{X}  Sp[1]{X}", f"             Sq[22]{X}"]
 
 
 NAMES = render.COLUMNS + ("RESULT",)
-
-
-def natural(rows):
-    return [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(NAMES)]
+ROW = ("a-long-namespace-name", "tcp", "established", "[fd01::2]:40000", "[fd00::5]:80",
+       "worker[100],worker[101]", "no-permission (EPERM)", ((100, "worker"), (101, "worker")))
 
 
 def test_fit_widths_exactly():
-    rows = [("a-long-namespace-name", "tcp", "established", "[fd01::2]:40000", "[fd00::5]:80",
-             "worker[100],worker[101]", "no-permission (EPERM)")]
-    wide = natural(rows)
+    rows = [ROW]
+    wide = [21, 5, 11, 15, 12, 23, 21]
+    natural = dict(enumerate(wide))
     total = sum(wide) + 2 * 6
-    assert render.fit_widths(NAMES, rows, total) == wide               # fits: natural widths
-    assert render.fit_widths(NAMES, rows, total + 50) == wide
-    # one column short: PROCESS gives it, and only it
-    assert render.fit_widths(NAMES, rows, total - 1) == wide[:5] + [wide[5] - 1] + wide[6:]
-    # 30 short: PROCESS gives 16 (to 7), NETNS 9 (to 12), LOCAL 1 (to 14), NETNS 4 more
-    assert wide == [21, 5, 11, 15, 12, 23, 21]
-    assert render.fit_widths(NAMES, rows, 90) == [8, 5, 11, 14, 12, 7, 21]
-    # 26 short: the last one comes from LOCAL (next in line), not from the widest
-    assert render.fit_widths(NAMES, rows, 94) == [12, 5, 11, 14, 12, 7, 21]
-    # match has no RESULT column: past it, STATE still gives
-    assert render.fit_widths(render.COLUMNS, [r[:6] for r in rows], 64) == [8, 5, 8, 14, 12, 7]
-    # as narrow as the minimums go, then the widest columns fold
-    mins = [8, 5, 5, 14, 12, 7, 7]       # PEER is narrower than its minimum already
-    assert render.fit_widths(NAMES, rows, sum(mins) + 12) == mins
-    assert sum(render.fit_widths(NAMES, rows, sum(mins) + 11)) + 12 == sum(mins) + 11
-    assert render.fit_widths(NAMES, rows, 1) == [1] * 7        # cannot go below one
+    assert render.fit_widths(NAMES, rows, total) == natural            # fits: natural widths
+    assert render.fit_widths(NAMES, rows, total + 50) == natural
+    # one column short: PROCESS folds by one, and only it
+    assert render.fit_widths(NAMES, rows, total - 1) == {**natural, 5: 22}
+    # 20 short: PROCESS folds to its widest holder, RESULT to its widest word
+    assert render.fit_widths(NAMES, rows, 100) == {**natural, 5: 11, 6: 13}
+    # 25 short: then the name is cut, and nothing else
+    assert render.fit_widths(NAMES, rows, 95) == {**natural, 0: 16, 5: 11, 6: 13}
+    # 35 short: name cut to 11 is not enough: PROTO goes, the name gets back what is left
+    assert render.fit_widths(NAMES, rows, 85) == {0: 13, 2: 11, 3: 15, 4: 12, 5: 11, 6: 13}
+    assert render.fit_widths(NAMES, rows, 84) == {0: 12, 2: 11, 3: 15, 4: 12, 5: 11, 6: 13}
+    # then STATE
+    assert render.fit_widths(NAMES, rows, 78) == {0: 19, 3: 15, 4: 12, 5: 11, 6: 13}
+    # then names to three characters of their own (the pid whole); never an address
+    assert render.fit_widths(NAMES, rows, 60) == {0: 5, 3: 15, 4: 12, 5: 9, 6: 13}
+    assert render.fit_widths(NAMES, rows, 1) == {0: 5, 3: 15, 4: 12, 5: 9, 6: 13}
+    # match has no RESULT column
+    assert render.fit_widths(render.COLUMNS, [ROW[:6] + ROW[7:]], 70) == {0: 13, 2: 11, 3: 15, 4: 12, 5: 11}
+    # what a column left out frees beyond the need goes to names, then to folded cells
+    short = [("web",) + ROW[1:]]
+    assert render.fit_widths(NAMES, short, 82) == {0: 5, 2: 11, 3: 15, 4: 12, 5: 16, 6: 13}
+
+
+def test_clip_cuts_names_in_the_middle_and_never_a_pid():
+    assert render.clip("a-long-namespace-name", 21) == "a-long-namespace-name"
+    assert render.clip("a-long-namespace-name", 11) == "a-lon\u2026-name"
+    assert render.clip("a-long-namespace-name", 10) == "a-lon\u2026name"
+    assert render.clip("redis-server[7274]", 13) == "red\u2026ver[7274]"
+    assert render.clip("redis-server[7274]", 10) == "re\u2026r[7274]"
+    assert render.clip("redis-server[7274]", 9) == "r\u2026r[7274]"
+    assert render.clip("redis-server[7274]", 8) == "redis-server[7274]"   # two of its own, or whole
+    assert render.clip("abc[12]x", 5, marker="~") == "ab~]x"              # a pid only at the end
+    assert render.clip("[12]", 3) == "[12]"
+
+
+def test_narrowest():
+    assert render.narrowest("redis-server[7274]", 10) == 17
+    assert render.narrowest("redis-server[7274]", 3) == 10
+    assert render.narrowest("redis[7]", 10) == 8                        # never wider than itself
+    assert render.narrowest("a-long-namespace-name", 3) == 4
+    assert render.narrowest("x[1]y", 3) == 4                           # a pid only at the end
+
+
+def test_table_row_and_its_parts():
+    s = sock(0, processes=((1, "a,b"), (22, "c\x1b")), result=model.NO_PERMISSION, error=1)
+    cells = render.table_row(s, kill=True)
+    assert cells == ("st-c0", "tcp", "established", "10.1.0.2:40000", "10.0.0.5:80",
+                     "a,b[1],c\\x1b[22]", "no-permission (EPERM)", [(1, "a,b"), (22, "c\x1b")])
+    # a comma in a name is no holder boundary: the parts are the holders
+    assert render.parts(cells, 5) == ("a,b[1]", "c\\x1b[22]")
+    assert render.parts(cells, 6) == ["no-permission", "(EPERM)"]
+    assert render.parts(cells, 0) == ("st-c0",)
+    assert render.parts(render.table_row(sock(0, processes=None), kill=False), 5) == ()
+    assert render.parts(render.table_row(sock(0, processes=()), kill=False), 5) == ("-",)
+
+
+def test_cell_lines():
+    assert render.cell_lines(("a[1]", "b[2]", "c[3]"), ",", 9) == ["a[1],b[2]", "c[3]"]
+    assert render.cell_lines(("a[1]", "b[2]", "c[3]"), ",", 8) == ["a[1]", "b[2]", "c[3]"]
+    assert render.cell_lines(("a[1]", "b[2]"), ",", 20) == ["a[1],b[2]"]
+    assert render.cell_lines(("longer-name[1]", "b[2]"), ",", 9) == ["lon\u2026me[1]", "b[2]"]
+    assert render.cell_lines((), ",", 5) == [""]
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+@pytest.mark.parametrize("kill", [False, True])
+def test_no_pid_address_or_port_is_ever_broken(width, kill):
+    """Long names and several holders at 60, 80 and 120 columns: every pid,
+    address:port and result on one line, whole; names whole or visibly cut."""
+    socks = []
+    for i in range(6):
+        holders = [(70000 + i, "redis-cli")] if i % 2 else [(6986, "nginx"), (6988, "nginx"), (6989, "nginx")]
+        socks.append(sock(i, name=("shop/cart-7d9f5c6b8-x2k4p" if i < 3 else f"st-5f3a9c-c{i}"),
+                          processes=holders, result=model.KILLED if i % 3 else model.GONE,
+                          error=0 if i % 3 else 2))
+    err = io.StringIO()
+    text = render_all("table", socks, kill=kill, width=width, color=False, err=err)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= width
+    for s in socks:
+        pids = [f"[{pid}]" for pid, _ in s.processes]
+        assert sum(f"10.1.0.2:{s.sport}  10.0.0.5:80" in line for line in lines) == 1
+        assert all(pid in text for pid in pids)
+    for line in lines:
+        for token in re.findall(r"\S+", line):
+            # a pid's brackets close on the line they open on; ports are whole
+            assert token.count("[") == token.count("]"), line
+            assert not re.fullmatch(r"\d+\]", token) and not token.endswith(":")
+    if width == 120:           # room for every column and every name whole
+        assert "shop/cart-7d9f5c6b8-x2k4p" in text and err.getvalue() == ""
+        assert lines[0].split() == list(render.COLUMNS) + (["RESULT"] if kill else [])
+
+
+def test_table_cuts_with_a_tilde_where_the_terminal_cannot_show_an_ellipsis():
+    class Latin1(io.StringIO):
+        encoding = "latin-1"
+    out = Latin1()
+    r = render.TableRenderer(kill=False, header=False, out=out, width=60, color=False)
+    s = sock(0, name="a-very-long-namespace-name-indeed")
+    r.socket(s)
+    r.finish(report_of([s]), {})
+    assert out.getvalue() == "a-very-lo~me-indeed  10.1.0.2:40000  10.0.0.5:80  curl[4242]\n"
+    assert render.encodes(out, "x") and not render.encodes(out, render.MARKER)
+    assert render.encodes(io.StringIO(), render.MARKER)           # no encoding: UTF-8
+    assert render.encodes(object(), render.MARKER)                # not even the attribute
+
+
+def test_wildcard_ports_in_the_table_and_numbers_in_tsv_and_json():
+    s = sock(0, state=states.LISTEN)
+    s.dst, s.dport = model.v4_mapped(bytes(4)), 0
+    six = sock(1, family=6, proto="udp", state=states.CLOSE)
+    six.dst, six.dport = bytes(16), 0
+    table = render_all("table", [s, six], width=120, color=False)
+    assert re.search(r"10\.1\.0\.2:40000 +0\.0\.0\.0:\* ", table)
+    assert re.search(r"\[fd01::2\]:40001 +\[::\]:\* ", table)
+    tsv = render_all("tsv", [s, six], header=False).splitlines()
+    assert [line.split("\t")[4] for line in tsv] == ["0.0.0.0:0", "[::]:0"]
+    assert json.loads(render_all("jsonl", [s]))["dport"] == 0
+    unbound = sock(2, proto="udp", state=states.CLOSE)
+    unbound.sport, unbound.dport = 0, 0                     # ss: 10.1.0.2:*  10.0.0.5:*
+    assert re.search(r"10\.1\.0\.2:\* +10\.0\.0\.5:\* ", render_all("table", [unbound], width=120))
+    assert render.endpoint("::", 0, 6, wildcard=True) == "[::]:*"
+    assert render.endpoint("::", 0, 6) == "[::]:0"
+    assert render.endpoint("10.0.0.5", 80, 4, wildcard=True) == "10.0.0.5:80"
 
 
 def test_terminal_width(monkeypatch):
@@ -389,9 +512,9 @@ def test_summary_lines_exactly():
     assert render.summary_lines(report_of(socks, kill=True), kill=True) == [
         "  ns0  killed 2 of 3 matching sockets, 1 failed",
         "  ns1  killed 2 of 2 matching sockets",
-        "killed 4 of 5 matching sockets in 2 namespaces, 1 failed (engine bpf)"]
+        "killed 4 of 5 matching sockets in 2 namespaces of 2 searched, 1 failed (engine bpf)"]
     assert render.summary_lines(report_of(socks), kill=False) == [
-        "  ns0  3 sockets", "  ns1  2 sockets", "5 sockets in 2 namespaces (engine bpf)"]
+        "  ns0  3 sockets", "  ns1  2 sockets", "5 sockets in 2 namespaces of 2 searched (engine bpf)"]
 
 
 def test_graceful_summary_lines_exactly():
@@ -406,8 +529,8 @@ def test_graceful_summary_lines_exactly():
     assert render.summary_lines(rep, kill=True) == [
         "  ns0  shut down 1 of 3 matching sockets, aborted 1, 1 held by no process left alone",
         "  ns1  shut down 1 of 2 matching sockets, 1 failed",
-        "shut down 2 of 5 matching sockets in 2 namespaces, aborted 1, 1 held by no process "
-        "left alone, 1 failed (engine bpf)"]
+        "shut down 2 of 5 matching sockets in 2 namespaces of 2 searched, aborted 1, "
+        "1 held by no process left alone, 1 failed (engine bpf)"]
     rep.interrupted, rep.signum = True, 2
     assert render.summary_lines(rep, kill=True)[-1] == (
         "interrupted by SIGINT: no further socket was shut down; every one shut down is "
@@ -502,3 +625,37 @@ def test_interrupted_summary_names_the_signal():
     rep.signum = 0
     assert render.summary_lines(rep, kill=False)[-1] == (
         "interrupted by a signal: the listing is incomplete")
+
+
+def test_matched_in_and_searched_namespaces_are_told_apart():
+    socks = [sock(i, name=f"ns{i % 3}") for i in range(6)]
+    rep = report_of(socks)
+    for ino, name in ((7, "idle-1"), (8, "idle-2")):
+        rep.namespaces.append(model.NamespaceReport(ns=model.Namespace(ino, name, ""), engine="bpf"))
+    assert render.summary_lines(rep, kill=False)[-1] == "6 sockets in 3 namespaces of 5 searched (engine bpf)"
+    summary = json.loads(render_all("json", socks))["summary"]
+    doc = render.summary_dict(rep, kill=False)
+    assert (doc["namespaces"], doc["namespaces_matched"]) == (5, 3)
+    assert (summary["namespaces"], summary["namespaces_matched"]) == (3, 3)
+    assert render.in_namespaces(1, 1) == "in 1 namespace of 1 searched"
+    assert render.in_namespaces(0, 1) == "in 1 namespace searched"
+    assert render.in_namespaces(0, 4) == "in 4 namespaces searched"
+
+
+def test_summary_ties_keep_the_run_order_host_first():
+    socks = []
+    for ino, name in ((9, "b"), (4, "b"), (2, "a"), (1, "host")):
+        s = sock(0, name=name)
+        s.netns = ino
+        socks.append(s)
+    assert render.summary_lines(report_of(socks), kill=False)[:4] == [
+        "  host  1 socket", "  a     1 socket", "  b     1 socket", "  b     1 socket"]
+    socks[0].netns = 3          # the busiest first, whatever its name
+    busy = sock(0, name="z")
+    busy.netns, socks = 3, socks + [busy]
+    socks[0].netns_name = "z"
+    assert render.summary_lines(report_of(socks), kill=False)[0] == "  z     2 sockets"
+
+
+def test_left_out_note():
+    assert render.left_out_note(["PROTO"]) == "PROTO hidden to fit"

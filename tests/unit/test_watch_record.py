@@ -123,6 +123,32 @@ def test_watch_output_keys_and_columns():
     assert cells[0].endswith(".250") and "\x1b" not in cells[1]
 
 
+def test_watch_table_streams_in_fixed_columns():
+    """A watch's table: each row out as it comes, TIME first, the header
+    inside 80 columns, a pid or an address never broken (ux's table)."""
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    table = render.TableRenderer(kill=True, header=True, out=out, err=err, watch=True, width=80,
+                                 color=False)
+    wide = _stamped(model.WINDOW)
+    wide.netns_name, wide.processes = "web-frontend-namespace", ((12, "python3"), (13345, "nginx-worker"))
+    wide.dport, wide.dst = 54321, model.v4_mapped(b"\xff\xff\xff\xfe")
+    table.socket(wide)
+    first = out.getvalue().splitlines()
+    assert first[0].startswith("TIME  ") and len(first[0]) <= 80
+    assert first[1].startswith(render.clock_text(wide.time) + "  ") and "killed" in first[1]
+    assert "255.255.255.254:54321" in first[1] and "[12]" in first[1]
+    assert first[2].startswith(" " * 14) and "[13345]" in first[2]
+    short = _stamped(model.WINDOW)
+    short.processes = ()
+    table.socket(short)
+    table.finish(None, {})
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == first and len(lines) == 4      # the header once, the earlier rows as were
+    assert lines[3].index("1.2.3.4:5") == first[1].index("1.2.3.4:5")
+    assert err.getvalue() == "sockterm: PROTO, STATE hidden to fit; -o tsv shows all\n"
+
+
 def test_watch_summary():
     rep = WatchReport(duration=5.0, elapsed=5.001, ended="duration", killed_at_start=2, killed=3,
                       matched=3, lags_ms=[0.4, 0.5, 9.0], by_ns={7: [3, 3, 0]})

@@ -134,8 +134,9 @@ namespaces:
   type: list
   elements: dict
 summary:
-  description: The CLI's C(summary) object (C(matched), C(namespaces), C(namespace_errors),
-    and for a kill C(killed), C(failed)); empty when it printed no JSON.
+  description: The CLI's C(summary) object (C(matched), C(namespaces) searched,
+    C(namespaces_matched), C(namespace_errors), and for a kill C(killed), C(failed));
+    empty when it printed no JSON.
   returned: always
   type: dict
 command:

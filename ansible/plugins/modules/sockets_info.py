@@ -73,7 +73,8 @@ namespaces:
   type: list
   elements: dict
 summary:
-  description: The CLI's C(summary) object (C(matched), C(namespaces), C(namespace_errors)).
+  description: The CLI's C(summary) object (C(matched), C(namespaces) searched,
+    C(namespaces_matched), C(namespace_errors)).
   returned: always
   type: dict
 command:

@@ -79,7 +79,7 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
         if sock.processes is None:
             sock.processes = holder
         elif holder[0] not in sock.processes:
-            sock.processes += holder
+            sock.processes = tuple(sorted(sock.processes + holder))     # pid order
 
 
 # What each program gives a run; a capability whose program the kernel
