@@ -199,14 +199,20 @@ def no_namespace_left_behind():
 # test_applications, test_hostile_text, test_interrupt's AuditSink).
 
 @pytest.fixture(autouse=True)
-def audit_sink_of_its_own(tmp_path_factory, monkeypatch):
+def audit_sink_of_its_own(monkeypatch):
     """Read and dropped as they come: a unix datagram queue holds only
-    net.unix.max_dgram_qlen records (10) before a sender waits."""
+    net.unix.max_dgram_qlen records (10) before a sender waits. Writable by
+    anyone, as /dev/log is: the privilege tests run sockterm as nobody."""
+    import shutil
     import socket
+    import tempfile
     import threading
-    path = str(tmp_path_factory.mktemp("audit") / "log")
+    where = tempfile.mkdtemp(prefix="sockterm-audit-")
+    os.chmod(where, 0o711)
+    path = os.path.join(where, "log")
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(path)
+    os.chmod(path, 0o666)
     rx.settimeout(0.2)
     done = threading.Event()
 
@@ -225,3 +231,4 @@ def audit_sink_of_its_own(tmp_path_factory, monkeypatch):
     done.set()
     reader.join()
     rx.close()
+    shutil.rmtree(where, ignore_errors=True)
