@@ -192,6 +192,18 @@ class DiagSocket:
                             raise NetlinkError(err)
                 off += (length + 3) & ~3
 
+    def _send_batch(self, requests: list[bytes], start: int) -> dict:
+        """Send requests[start:start + BATCH] in one write, each with a
+        sequence number of its own: {sequence number: index in requests}."""
+        by_seq = {}
+        out = bytearray()
+        for i, req in enumerate(requests[start:start + self.BATCH], start):
+            seq = self._next_seq()
+            by_seq[seq] = i
+            out += req[:8] + seq.to_bytes(4, "little") + req[12:]
+        self.sock.send(out)
+        return by_seq
+
     def lookup(self, requests: list[bytes]) -> list:
         """Exact lookups (SOCK_DIAG_BY_FAMILY without NLM_F_DUMP or NLM_F_ACK,
         sequence numbers assigned here), sent BATCH at a time: for each
@@ -200,15 +212,8 @@ class DiagSocket:
         results: list = [None] * len(requests)
         unpack = MSG.unpack_from
         for start in range(0, len(requests), self.BATCH):
-            chunk = requests[start:start + self.BATCH]
-            by_seq = {}
-            out = bytearray()
-            for i, req in enumerate(chunk):
-                seq = self._next_seq()
-                by_seq[seq] = start + i
-                out += req[:8] + seq.to_bytes(4, "little") + req[12:]
-            self.sock.send(out)
-            pending = len(chunk)
+            by_seq = self._send_batch(requests, start)
+            pending = len(by_seq)
             while pending:
                 view = self._recv()
                 off, end = 0, len(view)
@@ -242,15 +247,8 @@ class DiagSocket:
         here) and read every ack; the errno of each, in order (0: success)."""
         results = [None] * len(requests)
         for start in range(0, len(requests), self.BATCH):
-            chunk = requests[start:start + self.BATCH]
-            by_seq = {}
-            out = bytearray()
-            for i, req in enumerate(chunk):
-                seq = self._next_seq()
-                by_seq[seq] = start + i
-                out += req[:8] + seq.to_bytes(4, "little") + req[12:]
-            self.sock.send(out)
-            pending = len(chunk)
+            by_seq = self._send_batch(requests, start)
+            pending = len(by_seq)
             while pending:
                 view = self._recv()
                 off, end = 0, len(view)
