@@ -3,19 +3,14 @@ function _sockterm_completion;
     set -l response (env _SOCKTERM_COMPLETE=fish_complete COMP_WORDS=(commandline -cp) COMP_CWORD=(commandline -t) sockterm);
 
     for completion in $response;
-        set -l metadata (string split 
- $completion);
+        set -l metadata (string split -m 1 "," -- $completion);
 
-        if test $metadata[1] = "dir";
+        if test "$metadata[1]" = "dir";
             __fish_complete_directories $metadata[2];
-        else if test $metadata[1] = "file";
+        else if test "$metadata[1]" = "file";
             __fish_complete_path $metadata[2];
-        else if test $metadata[1] = "plain";
-            if test $metadata[3] != "_";
-                echo $metadata[2]	$metadata[3];
-            else;
-                echo $metadata[2];
-            end;
+        else if test "$metadata[1]" = "plain";
+            echo $metadata[2];
         end;
     end;
 end;

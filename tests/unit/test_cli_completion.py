@@ -2,6 +2,7 @@
 --help and completion may import."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -80,6 +81,20 @@ def test_bash_script_drives_the_protocol():
     if "command not found" in proc.stderr:
         pytest.skip("sockterm is not on PATH (package not installed)")
     assert proc.stdout.strip() == "udp", proc.stderr
+
+
+def test_fish_script_drives_the_protocol():
+    """The committed fish script and the answer of the click installed here:
+    click 8.4.0 and 8.4.2 disagreed on both, and the script completed nothing."""
+    if not shutil.which("fish"):
+        pytest.skip("fish is not installed")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    proc = subprocess.run(["fish", "-c", f"set fish_complete_path {ROOT}/completions $fish_complete_path; "
+                           "complete -C'sockterm kill --proto u'"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    if "Unknown command: sockterm" in proc.stderr:
+        pytest.skip("sockterm is not on PATH (package not installed)")
+    assert proc.stdout.split() == ["udp"], proc.stderr
 
 
 def test_committed_completions_are_current():
