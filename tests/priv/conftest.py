@@ -175,6 +175,36 @@ def engine(request):
     return request.param
 
 
+# What `--backend bpf` can do on this kernel, as doctor says (the kernel
+# matrix's old kernels): where the socket iterators are refused (5.10: no
+# cookie helper in iterators before 5.12) it refuses every command in one line;
+# where the bpf_sock_destroy kfunc is missing (< 6.5) it refuses to kill
+# (test_degrade's test_explicit_bpf_says_what_is_missing checks both lines).
+# A test's bpf case has nothing to test there; a test marked bpf_kill kills
+# with the engine it is given. Asked once, only when a bpf case runs.
+def pytest_runtest_setup(item):
+    callspec = getattr(item, "callspec", None)
+    if not callspec or callspec.params.get("engine") != "bpf":
+        return
+    caps = _bpf_capabilities()
+    if not caps.get("enumerate"):
+        pytest.skip("this kernel refuses the socket iterators: --backend bpf refuses here")
+    if item.get_closest_marker("bpf_kill") and not caps.get("destroy-in-kernel"):
+        pytest.skip("this kernel has no bpf_sock_destroy kfunc: --backend bpf kill refuses here")
+
+
+_CAPABILITIES: dict = {}
+
+
+def _bpf_capabilities() -> dict:
+    if not _CAPABILITIES:
+        proc = subprocess.run([sys.executable, "-m", "sockterm", "doctor", "-o", "json"],
+                              capture_output=True, text=True, timeout=600)
+        doc = json.loads(proc.stdout)
+        _CAPABILITIES.update({name: cap["ok"] for name, cap in doc["capabilities"].items()})
+    return _CAPABILITIES
+
+
 # ---- reliability suite (issue 6): no namespace left behind ---------------------------------
 # Appended section: records every namespace a Topology or rel_util.RelTopology of
 # this session creates, and fails the session's last test if any is still there at

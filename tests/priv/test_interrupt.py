@@ -153,6 +153,7 @@ def test_signal_matrix(topo, audit_sink, engine, signum):
 
 
 @pytest.mark.kernels
+@pytest.mark.bpf_kill
 @pytest.mark.parametrize("engine", ENGINES)
 def test_signal_while_the_document_is_written(topo, audit_sink, engine):
     """The reader is slow: sockterm blocks writing the report when the signal

@@ -43,6 +43,7 @@ def cookies_of(h, ids):
 
 
 @pytest.mark.kernels
+@pytest.mark.bpf_kill
 def test_kill_dst_vip_every_namespace(topo, engine):
     server, doomed, spared, peers, _ = build(topo)
     expected = set()

@@ -141,6 +141,7 @@ def kill_agrees(names, engine: str, reason, **kw):
 # -- what the pass sees: no walk ---------------------------------------------------------
 
 @pytest.mark.kernels
+@pytest.mark.bpf_kill
 @pytest.mark.parametrize("engine", ENGINES)
 def test_held_sockets_need_no_walk(topo, engine):
     ns = topo.ns("held")
@@ -240,6 +241,7 @@ def test_syn_recv_request(topo, engine):
 
 
 @pytest.mark.kernels
+@pytest.mark.bpf_kill
 @pytest.mark.parametrize("engine", ENGINES)
 def test_time_wait(topo, engine):
     ns = topo.ns("tw")

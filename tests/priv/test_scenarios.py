@@ -35,6 +35,7 @@ def pair(topo, family=4):
 
 
 @pytest.mark.kernels
+@pytest.mark.bpf_kill
 def test_tcp_client(topo, engine):
     server, client, lst, vip = pair(topo)
     conns = client.call("connect", dst=vip, port=8000, count=3)
@@ -63,6 +64,7 @@ def test_tcp_server(topo, engine):
 
 
 @pytest.mark.kernels
+@pytest.mark.bpf_kill
 def test_udp_client(topo, engine):
     be = topo.with_backend()
     ns = topo.client(0)
