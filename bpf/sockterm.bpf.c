@@ -622,6 +622,7 @@ static __always_inline int held_one(struct bpf_iter__task_file *ctx, const bool 
 				if (cookie_allowed(h.rec.cookie)) {
 					h.netns = netns;
 					h.pid = task->tgid;
+					h.fd = ctx->fd;
 					bpf_probe_read_kernel_str(h.comm, sizeof(h.comm), task->comm);
 					if (bpf_seq_write(ctx->meta->seq, &h, sizeof(h)))
 						return 0;   /* shown again on the next read: count it then */

@@ -123,6 +123,8 @@ struct st_held {
 	__u32 netns;        /* network namespace inode (the pass crosses them all) */
 	__u32 pid;
 	char comm[16];
+	__u32 fd;           /* the descriptor: kill --graceful duplicates it (pidfd_getfd) */
+	__u32 reserved;
 };
 
 /* What the processes of one namespace hold, counted once per socket whatever

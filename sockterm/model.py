@@ -51,7 +51,7 @@ class Sock:
 
     __slots__ = ("netns", "family", "proto", "state", "src", "sport", "dst", "dport",
                  "cookie", "uid", "ino", "result", "error", "processes", "netns_name",
-                 "mini", "ifindex", "place", "cgroup", "holder")
+                 "mini", "ifindex", "place", "cgroup", "holder", "fds")
 
     def __init__(self, netns, family, proto, state, src, sport, dst, dport,
                  cookie, uid=0, ino=0, result=MATCHED, error=0, netns_name="", mini=False,
@@ -76,6 +76,7 @@ class Sock:
         self.place = None          # host.containers.Place: its container and pod, if any
         self.cgroup = 0            # its cgroup v2 id, where an engine read it (0: none or unread)
         self.holder = None         # kill --graceful: (pid, fd) of the descriptor it was shut down through
+        self.fds = None            # the one pass: ((pid, fd), ...) a descriptor of each holder
 
     @property
     def key(self):

@@ -230,16 +230,21 @@ def _chunks(socks: list, cancel) -> Iterator[list]:
 
 class _Holders:
     """The holding processes of a run: a pidfd each, and which descriptor
-    holds which planned socket (read from /proc/PID/fd when first needed)."""
+    holds which planned socket: what the one pass saw (its records name the
+    descriptor), else read from /proc/PID/fd when first needed, and read
+    again where a descriptor no longer holds the socket."""
 
     def __init__(self, socks: list):
         self.wanted: dict = {}          # pid -> inodes of planned sockets it holds
+        self.fds: dict = {}             # pid -> {inode: fd}
+        self.read_in: dict = {}         # pid -> the batch its descriptors were read in
         for sock in socks:
             for pid, _comm in sock.processes or ():
                 self.wanted.setdefault(pid, set()).add(sock.ino)
+            for pid, fd in sock.fds or ():
+                self.fds.setdefault(pid, {})[sock.ino] = fd
+                self.read_in[pid] = -1          # from the one pass: /proc not read yet
         self.pidfds: dict = {}          # pid -> pidfd, or -errno
-        self.fds: dict = {}             # pid -> {inode: fd}
-        self.read_in: dict = {}         # pid -> the batch its descriptors were read in
         self.batch = 0
         self.reads, self.reading = 0, 0.0     # for -v: /proc/PID/fd reads, seconds spent
 
@@ -275,7 +280,7 @@ class _Holders:
 
     def shut(self, pid: int, sock: model.Sock, how: int) -> tuple[int, int | None]:
         """(errno or 0, the descriptor used) of shutting sock down through
-        process pid. The copy is checked to be the very socket (by cookie:
+        process pid. The copy is checked to be the very socket (_same:
         descriptors are reused) and closed at once."""
         handle = self._pidfd(pid)
         if handle < 0:
@@ -294,7 +299,7 @@ class _Holders:
                     continue               # closed since /proc was read
                 return exc.errno, fd
             try:
-                if pidfd.cookie(copy) != sock.cookie:
+                if not _same(copy, sock):
                     continue               # the number now holds another socket
                 err = pidfd.shutdown(copy, how)
             finally:
@@ -309,3 +314,11 @@ class _Holders:
             if handle >= 0:
                 os.close(handle)
         self.pidfds.clear()
+
+
+def _same(copy: int, sock: model.Sock) -> bool:
+    """Whether a duplicated descriptor is the planned socket: by cookie, or
+    by inode where the one pass read none (0: the kernel had made none yet)."""
+    if sock.cookie:
+        return pidfd.cookie(copy) == sock.cookie
+    return os.fstat(copy).st_ino == sock.ino

@@ -171,6 +171,31 @@ def test_a_socket_shared_by_fork_and_dup_is_shut_down_once(topo, engine):
     h.call("reap", pid=child)
 
 
+def test_the_one_pass_names_each_descriptor(topo):
+    """The bpf engine's one pass reads each holder's descriptor number with
+    the socket: a graceful kill duplicates exactly that descriptor, and reads
+    no /proc/PID/fd (the cost that grew with what a process holds)."""
+    be = topo.with_backend()
+    ns = topo.client(0)
+    server = topo.holder(be)
+    lst = server.call("listen", addr=VIP4, port=PORT)
+    h = topo.holder(ns)
+    h.call("connect", dst=VIP4, port=PORT, count=5)
+    server.call("accept", id=lst["id"], count=5)
+    code, out, err = sockterm("-v", "--backend", "bpf", "kill", "--graceful", "--netns", ns,
+                              "--dst", f"{VIP4}:{PORT}", "--yes", "-o", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    [nsr] = doc["namespaces"]
+    assert not nsr["walked"], nsr                       # the one pass found them whole
+    socks = doc["sockets"]
+    assert len(socks) == 5 and {s["result"] for s in socks} == {"shut-down"}
+    for s in socks:          # the descriptor named held that very socket (checked from /proc)
+        assert s["holder"]["pid"] == h.pid
+        assert os.readlink(f"/proc/{h.pid}/fd/{s['holder']['fd']}") == f"socket:[{s['inode']}]"
+    assert "reading /proc/PID/fd (0 times)" in err, err
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sockets_no_process_holds_are_left_unless_asked(topo, engine):
     """An orphan held in FIN-WAIT-1 (nft drops its FIN), two time-wait sockets

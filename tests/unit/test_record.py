@@ -100,7 +100,7 @@ def test_held_records_decode_once_per_socket_with_every_holder():
     Sockets are told apart by inode: two whose cookies the kernel has not
     made yet (0) stay two."""
     def held(ino, pid, comm, cookie=None, netns=4026531840):
-        rec = record.StHeld(pid=pid, comm=comm, netns=netns)
+        rec = record.StHeld(pid=pid, comm=comm, netns=netns, fd=pid + 100 * ino)
         rec.rec.cookie, rec.rec.ino = ino if cookie is None else cookie, 1000 + ino
         rec.rec.family, rec.rec.proto, rec.rec.state = socket.AF_INET6, socket.IPPROTO_TCP, 1
         rec.rec.sport, rec.rec.dport, rec.rec.ifindex = 5000, 80, 3
@@ -110,12 +110,14 @@ def test_held_records_decode_once_per_socket_with_every_holder():
     bpf_engine.decode_held(buf, {4026531840: "web"}, found, processes=True)
     a, b = found[1001], found[1002]
     assert a.processes == ((10, "nginx"), (11, "nginx")) and b.processes == ((12, "curl"),)
+    # a descriptor of each holder, for kill --graceful: the first the pass met
+    assert a.fds == ((10, 110), (11, 111)) and b.fds == ((12, 212),)
     assert (a.ino, a.cookie, a.netns_name, a.ifindex, a.family, a.proto, a.dport) == \
         (1001, 1, "web", 3, 6, "tcp", 80)
     assert a.result == model.MATCHED and not a.mini
     quiet: dict = {}
     bpf_engine.decode_held(buf, {}, quiet, processes=False)
-    assert quiet[1001].processes is None and len(quiet) == 2
+    assert quiet[1001].processes is None and quiet[1001].fds is None and len(quiet) == 2
     # holders in pid order, whatever order the kernel walked the tasks in
     late: dict = {}
     bpf_engine.decode_held(held(1, 30, b"b") + held(1, 20, b"a") + held(1, 25, b"c"), {}, late,

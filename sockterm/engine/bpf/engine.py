@@ -57,14 +57,15 @@ _RESULTS = {record.RES_MATCHED: model.MATCHED, record.RES_DESTROYED: model.KILLE
 
 def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
     """st_held records -> Sock objects in found (socket inode -> Sock): one
-    per socket, its holders merged (a socket comes once per descriptor).
+    per socket, its holders merged (a socket comes once per descriptor), with
+    a descriptor of each (what kill --graceful duplicates).
     Keyed by inode: the pass reads a cookie only where the kernel made one
     already (0 otherwise, see held_cookie in the program)."""
     Sock, MATCHED = model.Sock, model.MATCHED
     protos, families = PROTO_NAMES, FAMILIES
     alone: dict = {}
     for (cookie, sock_ino, src, dst, uid, _flags, ifindex, sport, dport, family, proto,
-         state, _result, cgroup, ns_ino, pid, raw) in record.HELD.iter_unpack(buf):
+         state, _result, cgroup, ns_ino, pid, raw, fd, _) in record.HELD.iter_unpack(buf):
         sock = found.get(sock_ino)
         if sock is None:
             sock = found[sock_ino] = Sock(ns_ino, families.get(family, family), protos.get(proto, proto),
@@ -77,9 +78,10 @@ def decode_held(buf, names: dict, found: dict, processes: bool) -> None:
         if holder is None:
             holder = alone[(pid, raw)] = ((pid, raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")),)
         if sock.processes is None:
-            sock.processes = holder
+            sock.processes, sock.fds = holder, ((pid, fd),)
         elif holder[0] not in sock.processes:
             sock.processes = tuple(sorted(sock.processes + holder))     # pid order
+            sock.fds += ((pid, fd),)
 
 
 # What each program gives a run; a capability whose program the kernel

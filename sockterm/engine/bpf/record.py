@@ -60,7 +60,7 @@ class StStats(ctypes.Structure):
 
 class StHeld(ctypes.Structure):
     _fields_ = [("rec", StRec), ("cgroup", u64), ("netns", u32), ("pid", u32),
-                ("comm", ctypes.c_char * 16)]
+                ("comm", ctypes.c_char * 16), ("fd", u32), ("reserved", u32)]
 
 
 class StNsHeld(ctypes.Structure):

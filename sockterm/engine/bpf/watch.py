@@ -109,7 +109,7 @@ class Event:
 
 def decode(buf: bytes) -> Event:
     (cookie, ino, src, dst, uid, _flags, ifindex, sport, dport, family, proto, state, _result,
-     cgroup, netns, pid, comm, time_ns, hook) = EVENT.unpack(buf)
+     cgroup, netns, pid, comm, _fd, _, time_ns, hook) = EVENT.unpack(buf)
     sock = model.Sock(netns, FAMILIES.get(family, family), PROTO_NAMES.get(proto, proto), state,
                       src, sport, dst, dport, cookie, uid, ino, ifindex=ifindex)
     sock.cgroup = cgroup
