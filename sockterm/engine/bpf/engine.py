@@ -115,7 +115,7 @@ def split_by_namespace(chunks) -> dict:
     """st_held records -> netns inode -> runs of its records (bytes of whole
     records), decoded only when the namespace's turn comes: half a million
     sockets decoded at once would hold ~300 MB of Sock objects, as records
-    they take 112 bytes each. A process's descriptors come in order, so runs
+    they take 120 bytes each. A process's descriptors come in order, so runs
     are long: a chunk is a few slices, often none."""
     out: dict = {}
     size = record.HELD.size
