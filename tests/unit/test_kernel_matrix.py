@@ -108,22 +108,18 @@ def test_a_stopped_guest_still_reports_the_tests_it_finished(kernels, tmp_path):
         "test_hygiene::test_cli_runs_leave_no_bpf_objects[bpf]": ("failed", "", 0.0)}
 
 
-def test_the_guest_reads_the_root_cached_and_the_repository_through_it(kernels, monkeypatch):
-    """Python's start in a guest is stat() and open() over 9p: the root is
-    mounted cache=loose (read-only, nothing changes it during a run), and
-    the repository is read through it unless virtme-ng hides its path under
-    a tmpfs (then it needs a share of its own, uncached)."""
-    kernel = kernels.Kernel("6.1", "6.1.0-57-amd64", "/cache/vmlinuz")
+
+def test_a_row_may_run_its_own_selection(kernels, monkeypatch):
+    """5.10 runs the tests named for it (files replace the marked ones: the
+    guest collects only those); the other rows run every marked test."""
     monkeypatch.setenv("SOCKTERM_VNG", "/venv/bin/vng")
 
-    def command(repo):
-        monkeypatch.setattr(kernels, "REPO", repo)
-        return kernels.vng_command(kernel, "/tmp/results", kvm=False, cpus=2, pytest_args=[])
-    args = command("/work/sockterm")
-    flags = args[args.index("--append") + 1]
-    assert flags.startswith("rootflags=") and "cache=loose" in flags.split(",")
-    assert "--rodir=/work/sockterm" not in args and "--rodir=/work/sockterm-kernels" not in args
-    assert f"--rodir={kernels.CACHE}" in args and "--rwdir=/tmp/results" in args
-    assert "--rodir=/var/tmp/clone" in command("/var/tmp/clone")      # a tmpfs in the guest
-    assert "--rodir=/run/user/0/clone" in command("/run/user/0/clone")
-    assert "--rodir=/runner/clone" not in command("/runner/clone")     # /run's prefix, not under it
+    def inner(name):
+        kernel = kernels.Kernel(name, "", "/cache/vmlinuz")
+        args = kernels.vng_command(kernel, "/tmp/results", kvm=False, cpus=2, pytest_args=["-x"])
+        return args[args.index("--exec") + 1].split(" -- ", 1)[1].split()
+    assert inner("6.1") == ["-x"]
+    own = inner("5.10")
+    assert own[-1] == "-x" and "-k" in own
+    assert [a for a in own if a.startswith("tests/")] == [
+        a for a in kernels.ROW_TESTS["5.10"] if a.startswith("tests/")]
