@@ -40,7 +40,8 @@ from ..engine.diag.wire import DiagSocket, NetlinkError
 from ..exitcodes import ExitCode
 from ..host import containers, netns, probe, procs
 from . import pipeline
-from .pipeline import Report, SocktermError
+from .namespaces import find_namespaces
+from .report import Options, Report, SocktermError
 
 # --state must select one of these: a new connection is reported at SYN-SENT
 # (connect) or ESTABLISHED (accept, or connect when syn-sent is not selected)
@@ -82,7 +83,7 @@ class Watch:
     """One window: created (namespaces found, event source attached, netlink
     checked) before anything is touched, then run() once, then close()."""
 
-    def __init__(self, flt, options: pipeline.Options, *, duration: float, kill: bool,
+    def __init__(self, flt, options: Options, *, duration: float, kill: bool,
                  limit: int | None = None, rate: float | None = None):
         if not flt.states & WATCHED_STATES:
             raise SocktermError("--watch reports new connections, at syn-sent or established: "
@@ -97,7 +98,7 @@ class Watch:
             raise SocktermError(f"sockterm {'kill' if kill else 'match'} --watch needs "
                                 f"{', '.join(missing)} (run it as root)")
         node = containers.Node()
-        found, owned, narrowed = pipeline.find_namespaces(flt, Report(), self.log, node, host)
+        found, owned, narrowed = find_namespaces(flt, Report(), self.log, node, host)
         self.scope = Scope(exclude_inodes=procs.own_inodes(), **owned)
         self.namespaces = _Namespaces(found, narrowed, node, self.log)
         self.pids = frozenset(flt.pids) | frozenset(procs.pids_by_comm(flt.comms))

@@ -1,4 +1,6 @@
-"""The one pass: which namespaces need a walk of their tables.
+"""Which namespaces need a walk of their tables: pure functions from counts
+to walk / no walk and the reason (the JSON's walk_reason; -v says more).
+Nothing here touches the kernel; core/pipeline.py reads the counts and acts.
 
 A walk of a namespace's TCP or UDP tables (an iterator pass or a netlink
 dump) goes over the host's whole hash table, shared by every namespace, so
@@ -27,6 +29,8 @@ process holds (a kernel socket, a listener's pending child) is not seen.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from .. import states as st
 from ..host.netns import Counts
@@ -139,3 +143,72 @@ def reuseport_groups(socks) -> bool:
                 return True
             seen.add(key)
     return False
+
+
+def one_pass_wanted(walk: str, *, planned: bool, owner_pass: bool,
+                    namespaces: int) -> tuple[bool, str]:
+    """(make the one pass?, why not). A plan's kill never makes it (the plan
+    knows its sockets); the one pass visits every descriptor on the host: for
+    a few namespaces their walks cost less, unless the engine's owner pass
+    (the same visit) runs anyway."""
+    if planned:
+        return False, ""
+    if walk == "all":
+        return False, "SOCKTERM_WALK=all"
+    if walk == "auto" and not owner_pass and namespaces < MIN_NAMESPACES:
+        return False, f"{namespaces} namespaces: walking them costs less"
+    return True, ""
+
+
+def without_one_pass(walk: str) -> str:
+    """Every namespace's reason when no one pass is made."""
+    return FORCED if walk == "all" else NO_ONE_PASS
+
+
+def bulk(kills: int, host_tcp: Callable[[], int], lookups: int = 0, *,
+         in_kernel: bool = True) -> bool:
+    """Would a walk cost less than `kills` netlink destroys and `lookups`
+    cookie lookups? host_tcp is read only when there is something to weigh.
+    A walk that destroys over netlink too (not in_kernel: diag) saves only
+    the lookups."""
+    kills = kills if in_kernel else 0
+    if not (kills or lookups):
+        return False
+    return walk_cheaper(kills, host_tcp(), lookups)
+
+
+def kill_reason(socks: list, *, can_destroy: bool, host_tcp: Callable[[], int],
+                in_kernel: bool) -> tuple[str | None, str]:
+    """Why a namespace the pass found whole is walked to kill anyway (None:
+    its sockets are destroyed by exact tuple over netlink)."""
+    if not socks:
+        return None, "nothing to destroy"
+    if not can_destroy:
+        return NO_DESTROY, "netlink cannot destroy here"
+    if reuseport_groups(socks):
+        return REUSEPORT, "UDP servers share a port: destroyed in table order"
+    uncookied = sum(1 for s in socks if not s.cookie)
+    if bulk(len(socks), host_tcp, uncookied, in_kernel=in_kernel):
+        return BULK, f"{len(socks)} sockets: the walk destroys them in the kernel for less"
+    return None, f"{len(socks)} sockets to destroy by exact tuple"
+
+
+def cookie_reason(uncookied: int, host_tcp: Callable[[], int]) -> tuple[str | None, str]:
+    """A listing's namespace the pass found whole: walked when making the
+    cookies the kernel has not made yet costs more than the walk."""
+    if uncookied and bulk(0, host_tcp, uncookied):
+        return COOKIE, (f"{uncookied} sockets the kernel has no cookie for yet: "
+                        "the walk makes them for less than a lookup each")
+    return None, ""
+
+
+def planned_reason(kills: int, *, can_destroy: bool, paced: bool, host_tcp: Callable[[], int],
+                   in_kernel: bool) -> str | None:
+    """kill(plan), a namespace the plan's scan found whole: why it is walked
+    again (None: its planned sockets are destroyed by exact tuple). Paced
+    batches are small: never a walk for bulk."""
+    if not can_destroy:
+        return NO_DESTROY
+    if not paced and bulk(kills, host_tcp, in_kernel=in_kernel):
+        return BULK
+    return None
