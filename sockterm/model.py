@@ -263,4 +263,4 @@ class NamespaceReport:
     shut_down: int = 0            # kill --graceful: shut down through a holder
     not_held: int = 0             # kill --graceful: held by no process, left alone
     walked: bool = True           # searched by a walk of its tables (not the one pass alone)
-    walk_reason: str | None = None   # why it was walked (see core/onepass.py)
+    walk_reason: str | None = None   # why it was walked (see core/decide.py)

@@ -44,42 +44,44 @@ def engine_error(name: str, exc) -> SocktermError:
 
 def open_engine(run, name: str, one_pass: bool):
     """(engine, its name): the engine opened, decided by what the kernel
-    loads. auto's bpf becomes diag where the kernel refuses the socket
-    iterators (the one-pass program, if it loaded, stays: it makes the
-    pass); an explicit bpf (or a plan made with it) fails instead."""
+    loads. Under auto, an engine whose walks the kernel refuses becomes the
+    fallback (diag; its one-pass program, if it loaded, stays: it makes the
+    pass); an engine asked for by name (or a plan made with it) fails instead."""
     from .. import engine as engines
+    can = engines.capabilities(name)
     common = dict(flt=run.flt, scope=run.scope, kill=run.kill, owners=run.attribute,
                   log=run.log)
-    degrade = name == "bpf" and run.options.backend == "auto" and not run.planned
+    degrade = can.refusable and run.options.backend == "auto" and not run.planned
+    fallback = engines.FALLBACK
     try:
-        engine = engines.create(name, held=one_pass and name == "bpf", **common)
+        engine = engines.create(name, held=one_pass and can.one_pass, **common)
     except EngineError as exc:
         if not degrade:
             raise engine_error(name, exc) from None
-        run.log(f"engine: diag (the BPF load failed: {exc})")
+        run.log(f"engine: {fallback} (the BPF load failed: {exc})")
         run.bpf_failed = str(exc)         # not tried again for the one pass
-        return _open_diag(common), "diag"
-    if name != "bpf" or engine.walks:
+        return _open(fallback, common), fallback
+    if engine.walks:
         return engine, name
     why = f"the kernel refused the socket iterators ({engine.lost.get('enumerate', '')})"
     if not degrade:
         engine.close()
-        raise SocktermError(f"--backend bpf cannot run here: {why}; use --backend diag")
-    run.log(f"engine: diag ({why})")
+        raise SocktermError(f"--backend {name} cannot run here: {why}; use --backend {fallback}")
+    run.log(f"engine: {fallback} ({why})")
     if engine.one_pass:
         run.source = engine
         run.closers.append(engine)
     else:
         engine.close()
-    return _open_diag(common), "diag"
+    return _open(fallback, common), fallback
 
 
-def _open_diag(common: dict):
+def _open(name: str, common: dict):
     from .. import engine as engines
     try:
-        return engines.create("diag", **common)
+        return engines.create(name, **common)
     except EngineError as exc:
-        raise engine_error("diag", exc) from None
+        raise engine_error(name, exc) from None
 
 
 def open_one_pass(run, name: str) -> str:
@@ -90,13 +92,13 @@ def open_one_pass(run, name: str) -> str:
         return ""
     if run.bpf_failed:
         return f"BPF cannot load: {run.bpf_failed}"
-    if name == "bpf":
+    if engines.capabilities(name).one_pass:
         if not run.engine.one_pass:
             return f"the kernel refused its program: {run.engine.lost.get('one-pass', '')}"
         run.source = run.engine
         return ""
     try:
-        run.source = engines.create("bpf", flt=run.flt, scope=run.scope, kill=False,
+        run.source = engines.create(engines.ONE_PASS, flt=run.flt, scope=run.scope, kill=False,
                                     owners=run.attribute, log=run.log,
                                     held=True, walks=False)
         run.closers.append(run.source)

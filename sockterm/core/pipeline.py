@@ -38,7 +38,7 @@ from dataclasses import replace
 from typing import Iterator
 
 from .. import model
-from ..engine import EngineError
+from ..engine import EngineError, capabilities
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from ..host import containers, netns, probe
@@ -144,7 +144,7 @@ class _Run:
         self.attribute = self.options.processes and not self.planned
         one_pass, why = decide.one_pass_wanted(
             self.options.walk, planned=bool(self.planned), namespaces=len(found),
-            owner_pass=self.attribute and name == "bpf")
+            owner_pass=self.attribute and capabilities(name).owners_in_one_pass)
         self.nsrs = [model.NamespaceReport(ns=ns, engine=name)
                      for ns in sorted(found, key=model.ns_order)]
         if one_pass:
