@@ -5,12 +5,13 @@ The CLI parses, asks and renders; everything it runs goes through here.
 """
 
 from ..cancel import Cancel
+from . import policy
 from .graceful import shut_down
 from .pipeline import kill, plan, scan
 from .report import Options, Plan, Refused, Report, SocktermError
 
 __all__ = ["Cancel", "Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan",
-           "scan", "shut_down", "watch"]
+           "policy", "scan", "shut_down", "watch"]
 
 
 def watch(flt, options, **kw):

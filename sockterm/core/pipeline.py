@@ -42,7 +42,7 @@ from ..engine import EngineError, capabilities
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from ..host import containers, netns, probe
-from . import decide, engines, execute, held, namespaces, pacing
+from . import decide, engines, execute, held, namespaces, pacing, policy
 from .report import Options, Plan, Refused, Report, SocktermError, failure
 
 __all__ = ["Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan", "scan"]
@@ -62,9 +62,7 @@ def plan(flt: Filter, report: Report, options: Options | None = None, *,
     """A scan kept whole (what a prompt shows). With a limit (--max), more
     matches than that refuse the kill: Refused, nothing touched."""
     socks = list(scan(flt, report, options))
-    if limit is not None and len(socks) > limit:
-        report.refused = f"{len(socks)} sockets match, more than --max {limit}"
-        raise Refused(report.refused)
+    policy.too_many(report, len(socks), limit)
     by_ino = {r.ns.ino: r.ns for r in report.namespaces}
     holding = {s.netns for s in socks}
     return Plan(flt=flt, engine=report.engine, sockets=socks,
@@ -77,18 +75,16 @@ def kill(target: Filter | Plan, report: Report, options: Options | None = None, 
          rate: float | None = None) -> Iterator[model.Sock]:
     """Destroy what a filter selects, or exactly what a plan holds; yield each
     socket with its result as it is settled. rate (sockets a second) paces a
-    plan's destroys in batches; a filter is planned first when paced."""
+    plan's destroys in batches (plan() first: what is paced is fixed)."""
     options = options or Options()
-    if isinstance(target, Plan):
-        the_plan = target
-    elif rate:
-        the_plan = plan(target, Report(), options)
-    else:
+    if not isinstance(target, Plan):
+        if rate:
+            raise ValueError("kill(rate=...) paces a plan: plan() first")
         run = _Run(target, report, options, kill=True)
         run.prepare(run.find_namespaces())
         return run.stream()
-    run = _Run(the_plan.flt, report, options, kill=True, planned=the_plan, paced=bool(rate))
-    run.prepare(the_plan.namespaces)
+    run = _Run(target.flt, report, options, kill=True, planned=target, paced=bool(rate))
+    run.prepare(target.namespaces)
     return run.stream_paced(rate) if rate else run.stream()
 
 
