@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import states as st
-from ..host.netns import Counts
+from ..host.sockstat import Counts
 from ..model import HeldCounts
 
 # walk_reason values (the JSON contract; -v says more)

@@ -10,7 +10,7 @@ import errno
 
 from .. import model
 from ..engine import EngineError
-from ..host import netns
+from ..host import sockstat
 from . import decide, pool
 from .outcome import copy, namespace_failed
 
@@ -21,17 +21,17 @@ def open_counters(run, nsrs: list) -> dict:
     """netns inode -> its Counters (None: unreadable). Through a process in
     the namespace where there is one, else from a worker inside it, which
     (to kill) makes the namespace's netlink socket while it is there."""
-    netns.reserve_descriptors(4 * len(nsrs))
+    sockstat.reserve_descriptors(4 * len(nsrs))
     found, inside = {}, []
     for nsr in nsrs:
-        counters = netns.Counters.of_process(nsr.ns)
+        counters = sockstat.Counters.of_process(nsr.ns)
         if counters is None:
             inside.append(nsr)
         found[nsr.ns.ino] = counters
     destroyer = run.netlink.destroyer
 
     def here():
-        counters = netns.Counters.here()
+        counters = sockstat.Counters.here()
         try:
             return counters, destroyer.enter() if destroyer else None
         except OSError:

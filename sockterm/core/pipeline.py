@@ -41,7 +41,7 @@ from .. import model
 from ..engine import EngineError, capabilities
 from ..exitcodes import ExitCode
 from ..filter import Filter
-from ..host import containers, netns, probe
+from ..host import containers, probe, sockstat
 from . import decide, engines, execute, held, namespaces, pacing, policy
 from .report import Options, Plan, Refused, Report, SocktermError, failure
 
@@ -209,7 +209,7 @@ class _Run:
     def host_tcp(self) -> int:
         """TCP sockets on the host (what a walk goes over), read once."""
         if self._host_tcp is None:
-            self._host_tcp = netns.host_tcp_sockets()
+            self._host_tcp = sockstat.host_tcp_sockets()
         return self._host_tcp
 
     # -- streaming ----------------------------------------------------------------------

@@ -38,7 +38,7 @@ from ..engine.bpf.watch import WatchSource, decode
 from ..engine.diag.destroy import destroy_with, find_cookie, settle_unacked
 from ..engine.diag.wire import DiagSocket, NetlinkError
 from ..exitcodes import ExitCode
-from ..host import containers, netns, probe, procs
+from ..host import containers, enter, netns, probe, procs
 from . import pipeline
 from .namespaces import find_namespaces
 from .report import Options, Report, SocktermError
@@ -340,7 +340,7 @@ class Watch:
         conn = self._conns.get(ns.ino)
         if conn is None:
             if self._worker is None:
-                self._worker = netns.Worker()
+                self._worker = enter.Worker()
             conn = self._conns[ns.ino] = self._worker.call(ns, DiagSocket)
         return conn
 

@@ -74,8 +74,8 @@ class HostFacts:
     def here(cls) -> "HostFacts":
         """This host's, read through host/ (the core's; also what a caller
         that opens an engine directly gets: doctor, the tests)."""
-        from ..host import netns, probe, procs
-        return cls(busy_protocols=netns.busy_protocols, owners=procs.owners_from_proc,
+        from ..host import probe, procs, sockstat
+        return cls(busy_protocols=sockstat.busy_protocols, owners=procs.owners_from_proc,
                    effective_caps=probe.effective_caps)
 
 

@@ -11,8 +11,8 @@ from sockterm import model, states as st
 from sockterm.core import decide
 from sockterm.engine import Scope
 from sockterm.filter import build_filter
-from sockterm.host import netns
-from sockterm.host.netns import Counts
+from sockterm.host import sockstat
+from sockterm.host.sockstat import Counts
 
 HELD = model.HeldCounts
 DEFAULT = build_filter(dst=["10.0.0.5:80"])            # connected sockets, time-wait excluded
@@ -134,7 +134,7 @@ Udp: 5 0
 def test_counters_read_inuse_tw_and_opens(tmp_path):
     for name, text in zip(("sockstat", "sockstat6", "snmp"), (SOCKSTAT, SOCKSTAT6, SNMP)):
         (tmp_path / name).write_text(text)
-    counters = netns.Counters._open(str(tmp_path))
+    counters = sockstat.Counters._open(str(tmp_path))
     try:
         assert counters.read() == Counts(tcp=15, tw=2, udp=4, opens=160)
         (tmp_path / "sockstat6").write_text(SOCKSTAT6.replace("TCP6: inuse 4", "TCP6: inuse 5"))
