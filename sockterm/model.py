@@ -25,7 +25,7 @@ NOT_HELD = "not-held"          # no process holds it: nothing to shut down throu
 _ERRNO_RESULTS = {errno.ENOENT: GONE, errno.ESRCH: GONE, errno.EOPNOTSUPP: UNSUPPORTED,
                   errno.EPERM: NO_PERMISSION, errno.EACCES: NO_PERMISSION}
 
-_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
+V4_PREFIX = b"\0" * 10 + b"\xff\xff"     # ::ffff:0:0/96, IPv4 in IPv6 form
 
 
 @dataclass
@@ -240,13 +240,13 @@ def set_error(sock: Sock, err: int) -> None:
 
 
 def addr_text(addr16: bytes, family: int) -> str:
-    if family == 4 and addr16[:12] == _V4_PREFIX:
+    if family == 4 and addr16[:12] == V4_PREFIX:
         return socket.inet_ntop(socket.AF_INET, addr16[12:])
     return socket.inet_ntop(socket.AF_INET6, addr16)
 
 
 def v4_mapped(addr4: bytes) -> bytes:
-    return _V4_PREFIX + addr4
+    return V4_PREFIX + addr4
 
 
 @dataclass

@@ -16,7 +16,7 @@ from rich.text import Text
 from ..signals import Interrupted, at_prompt
 from ..text import shown
 from .console import console
-from .render import COLUMNS, clip, in_namespaces, left_out_note, table_lines, table_row
+from .render import COLUMNS, clip, in_namespaces, left_out_note, plural, table_lines, table_row
 
 SAMPLE = 10            # sockets shown
 MAX_NAMESPACES = 20    # namespace lines shown
@@ -37,10 +37,6 @@ def sample(socks, limit: int = SAMPLE) -> list:
                 picked.append(q[depth])
         depth += 1
     return [sock for _, sock in sorted(picked, key=lambda item: item[0])]
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def ask(sockets, per_namespace_counts, engine: str, *, searched: int | None = None,
@@ -84,7 +80,7 @@ def show(sample_socks, per_namespace_counts, engine: str, total: int | None = No
     where = in_namespaces(len(counts), len(counts) if searched is None else searched)
     con = console()
     verb = "shut down" if graceful else "kill"
-    con.print(Text(f"About to {verb} {_plural(total, 'socket')} {where} (engine {engine}):",
+    con.print(Text(f"About to {verb} {plural(total, 'socket')} {where} (engine {engine}):",
                    style="bold red"))
     if unheld:
         fate = "aborted" if abort_rest else "left alone (--abort-rest aborts them)"

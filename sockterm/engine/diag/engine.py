@@ -22,7 +22,6 @@ from . import wire as n
 from .bytecode import compile_bytecode, state_mask
 from .destroy import AF, PROTO_NUMS, destroy_with, settle_unacked
 
-_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
 
 def decode_rows(rows, proto, ns, flt, scope):
     """MSG tuples from a dump of `proto` -> the Socks the filter matches.
@@ -32,7 +31,7 @@ def decode_rows(rows, proto, ns, flt, scope):
     out = []
     fam_num = {socket.AF_INET: 4, socket.AF_INET6: 6}
     ntohs = socket.ntohs
-    v4 = _V4_PREFIX
+    v4 = model.V4_PREFIX
     ns_ino, ns_name = ns.ino, ns.name
     cgroups = scope.reads_cgroup
     for row in rows:
@@ -182,7 +181,8 @@ class DiagEngine:
         return self.host.owners()
 
     def close(self) -> None:
-        pass
+        """Nothing is held between namespaces: each handle's socket is closed
+        by release(), and open() closes its probe's."""
 
 
 def probe() -> tuple[str, str, str]:
