@@ -1,8 +1,8 @@
 """The one pass's sockets, in the namespaces it found whole: listed as found
 (each with its cookie) or destroyed by exact tuple and cookie over netlink,
-from a socket made inside the namespace; and the namespaces' own counts,
-read before and after the pass (decide.py weighs them). Each function that
-may find the pass was not enough says so (True): the caller walks."""
+from a socket made inside the namespace (made early, while the counters
+opened, where no process is in it: run.dsocks). Each function that may find
+the pass was not enough says so (True): the caller walks."""
 
 from __future__ import annotations
 
@@ -10,53 +10,10 @@ import errno
 
 from .. import model
 from ..engine import EngineError
-from ..host import sockstat
 from . import decide, pool
 from .outcome import copy, namespace_failed
 
 HELD_BATCH = 256      # sockets of the one pass per batch: destroys between two stop checks
-
-
-def open_counters(run, nsrs: list) -> dict:
-    """netns inode -> its Counters (None: unreadable). Through a process in
-    the namespace where there is one, else from a worker inside it, which
-    (to kill) makes the namespace's netlink socket while it is there."""
-    sockstat.reserve_descriptors(4 * len(nsrs))
-    found, inside = {}, []
-    for nsr in nsrs:
-        counters = sockstat.Counters.of_process(nsr.ns)
-        if counters is None:
-            inside.append(nsr)
-        found[nsr.ns.ino] = counters
-    destroyer = run.netlink.destroyer
-
-    def here():
-        counters = sockstat.Counters.here()
-        try:
-            return counters, destroyer.enter() if destroyer else None
-        except OSError:
-            return counters, None
-
-    def open_inside(nsr, entry, emit):
-        try:
-            emit((nsr.ns.ino, entry.call(nsr.ns, here)))
-        except OSError:
-            pass
-    for ino, (counters, dsock) in pool.run(inside, open_inside, stop=run.cancel.is_set):
-        found[ino] = counters
-        if dsock is not None:
-            run.dsocks[ino] = dsock
-    return found
-
-
-def read_counts(counters: dict) -> dict:
-    out = {}
-    for ino, found in counters.items():
-        try:
-            out[ino] = found.read() if found is not None else None
-        except OSError:
-            out[ino] = None
-    return out
 
 
 def list_held(run, nsr, entry: pool.Entry, emit) -> bool:

@@ -25,8 +25,10 @@ The stages, each in a module of its own:
   namespaces.py  which namespaces, and the run's Scope
   engines.py     which engine, opened; the one pass's engine; netlink requests
   decide.py      walk or not, and why: pure functions of counts
+  onepass.py     counters, the one pass, and each namespace's walk decided
   execute.py     the pool's search: walks, destroys, accounting, order
   held.py        the one pass's sockets: listed, or destroyed over netlink
+  policy.py      a kill's policy: targeting, plan first, --max, refusals, audit
   report.py      Report, Plan, errors
 """
 
@@ -42,7 +44,7 @@ from ..engine import EngineError, capabilities
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from ..host import containers, probe, sockstat
-from . import decide, engines, execute, held, namespaces, pacing, policy
+from . import decide, engines, execute, namespaces, onepass, pacing, policy
 from .report import Options, Plan, Refused, Report, SocktermError, failure
 
 __all__ = ["Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan", "scan"]
@@ -109,7 +111,7 @@ class _Run:
         self.closers: list = []
         self.held_socks: dict = {}               # netns inode -> Socks from the one pass
         self.dsocks: dict = {}                   # netns inode -> its netlink socket, made early
-        self._counting = None                    # _Background opening the namespaces' counters
+        self.counting = None                     # _Background opening the namespaces' counters
         self._host_tcp = None
         # kill(plan): cookie -> the planned Sock (for processes, and `gone` reports)
         self.by_cookie = {s.cookie: s for s in planned.sockets} if planned else {}
@@ -148,7 +150,7 @@ class _Run:
                 self.netlink.open("one pass", "namespaces are walked to kill")
             # the namespaces' counters open (a setns each, for those without a
             # process) while the engine loads
-            self._counting = _Background(lambda: held.open_counters(self, self.nsrs))
+            self.counting = _Background(lambda: onepass.open_counters(self, self.nsrs))
         try:
             self.engine, name = engines.open_engine(self, name, one_pass)
         except BaseException:
@@ -198,11 +200,11 @@ class _Run:
                 nsr.walk_reason = reason
 
     def _drop_counters(self) -> None:
-        if self._counting is not None:
-            for found in (self._counting.result() or {}).values():
+        if self.counting is not None:
+            for found in (self.counting.result() or {}).values():
                 if found is not None:
                     found.close()
-            self._counting = None
+            self.counting = None
         while self.dsocks:
             self.dsocks.popitem()[1].close()
 
@@ -216,7 +218,7 @@ class _Run:
     def stream(self) -> Iterator[model.Sock]:
         try:
             if self.source is not None:
-                yield from self._one_pass()
+                yield from onepass.stream(self)
             else:
                 yield from execute.search_pass(self, self.nsrs)
         finally:
@@ -246,67 +248,6 @@ class _Run:
         if self.cancel.is_set():
             self.report.interrupted = True
             self.report.signum = self.cancel.signum
-
-    def _one_pass(self) -> Iterator[model.Sock]:
-        """Count, make the one pass, count again; walk only the namespaces
-        whose counts disagree with what their processes hold."""
-        counters = self._counting.result() or {}
-        self._counting = None
-        try:
-            before = held.read_counts(counters)
-            certain = {r.ns.ino: decide.certain_walk(self.flt, self.scope, before.get(r.ns.ino))
-                       for r in self.nsrs}
-            if not self.attribute and all(certain.values()):
-                # every namespace is walked whatever the pass finds: skip it
-                for nsr in self.nsrs:
-                    nsr.walk_reason = certain[nsr.ns.ino]
-                    self.log(f"namespace {nsr.ns.name}: walked ({nsr.walk_reason})")
-                self.log("one pass skipped: every namespace needs a walk")
-                yield from execute.search_pass(self, self.nsrs)
-                return
-            started = time.monotonic()
-            try:
-                found = self.source.held([r.ns for r in self.nsrs])
-            except (OSError, EngineError) as exc:
-                self.log(f"no one pass ({exc}): every namespace is walked")
-                for nsr in self.nsrs:
-                    nsr.walk_reason = decide.NO_ONE_PASS
-                self.source = None
-                yield from execute.search_pass(self, self.nsrs)
-                return
-            after = held.read_counts(counters)
-        finally:
-            for counter in counters.values():
-                if counter is not None:
-                    counter.close()
-        elapsed = time.monotonic() - started
-        self.held_socks = found.by_namespace()
-        walked = 0
-        for nsr in self.nsrs:
-            reason, detail = self._walk_reason(nsr.ns.ino, before, after, found)
-            nsr.walked, nsr.walk_reason = reason is not None, reason
-            walked += nsr.walked
-            self.log(f"namespace {nsr.ns.name}: " + (f"walked ({reason}: {detail})" if reason
-                                                     else f"not walked: {detail}"))
-        self.log(f"one pass: {found.records} descriptors hold matching sockets, "
-                 f"{elapsed * 1000:.0f} ms; {walked} of {len(self.nsrs)} namespaces to walk")
-        # the pass's sockets carry their holders: only a walk's need the index
-        owners = found.owners() if self.attribute and walked else None
-        yield from execute.search_pass(self, self.nsrs, owners=owners)
-
-    def _walk_reason(self, ino: int, before: dict, after: dict, found) -> tuple[str | None, str]:
-        reason, detail = decide.walk_reason(self.flt, self.scope, before.get(ino), after.get(ino),
-                                            found.counts.get(ino), found.uncounted)
-        if reason is None and self.kill:
-            return decide.kill_reason(self.held_socks.get(ino, ()),
-                                      can_destroy=self.netlink.destroyer is not None,
-                                      host_tcp=self.host_tcp,
-                                      in_kernel=self.engine.destroys_while_reading)
-        if reason is None:
-            cookie, why = decide.cookie_reason(self.held_socks.uncookied(ino), self.host_tcp)
-            if cookie:
-                return cookie, why
-        return reason, detail
 
 
 class _Background(threading.Thread):

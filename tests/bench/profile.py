@@ -85,7 +85,7 @@ def patch(obj, attr, name, gen=False):
 
 def instrument():
     from sockterm.cli import render
-    from sockterm.core import execute, held, pool
+    from sockterm.core import execute, onepass, pool
     from sockterm.engine.bpf import engine as bpf, libbpf, record
     from sockterm.host import netns, probe, procs
     patch(probe, "probe", "host probe (capabilities, BTF scan)")
@@ -109,8 +109,8 @@ def instrument():
     bpf._read_all = read_all
     patch(bpf.BpfEngine, "held", "one pass: map fill and counts")
     patch(bpf, "decode_held", "one pass: decoding records -> Sock objects")
-    patch(held, "open_counters", "namespace counts: opening procfs files")
-    patch(held, "read_counts", "namespace counts: reading")
+    patch(onepass, "open_counters", "namespace counts: opening procfs files")
+    patch(onepass, "read_counts", "namespace counts: reading")
     from sockterm.engine.diag import destroy
     patch(destroy.Destroyer, "open", "netlink destroy: probe")
     patch(destroy.Destroyer, "enter", "netlink destroy: socket inside the namespace")

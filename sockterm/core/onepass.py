@@ -1,0 +1,118 @@
+"""The one pass made: each namespace's counters opened (while the engine
+loads), read, the pass over every process's descriptors, the counters read
+again; then, per namespace, walk or not and why (decide.py), and the search
+(execute.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from .. import model
+from ..engine import EngineError
+from ..host import sockstat
+from . import decide, execute, pool
+
+
+def stream(run) -> Iterator[model.Sock]:
+    """Count, make the one pass, count again; walk only the namespaces
+    whose counts disagree with what their processes hold."""
+    counters = run.counting.result() or {}
+    run.counting = None
+    try:
+        before = read_counts(counters)
+        certain = {r.ns.ino: decide.certain_walk(run.flt, run.scope, before.get(r.ns.ino))
+                   for r in run.nsrs}
+        if not run.attribute and all(certain.values()):
+            # every namespace is walked whatever the pass finds: skip it
+            for nsr in run.nsrs:
+                nsr.walk_reason = certain[nsr.ns.ino]
+                run.log(f"namespace {nsr.ns.name}: walked ({nsr.walk_reason})")
+            run.log("one pass skipped: every namespace needs a walk")
+            yield from execute.search_pass(run, run.nsrs)
+            return
+        started = time.monotonic()
+        try:
+            found = run.source.held([r.ns for r in run.nsrs])
+        except (OSError, EngineError) as exc:
+            run.log(f"no one pass ({exc}): every namespace is walked")
+            for nsr in run.nsrs:
+                nsr.walk_reason = decide.NO_ONE_PASS
+            run.source = None
+            yield from execute.search_pass(run, run.nsrs)
+            return
+        after = read_counts(counters)
+    finally:
+        for counter in counters.values():
+            if counter is not None:
+                counter.close()
+    elapsed = time.monotonic() - started
+    run.held_socks = found.by_namespace()
+    walked = 0
+    for nsr in run.nsrs:
+        reason, detail = _walk_reason(run, nsr.ns.ino, before, after, found)
+        nsr.walked, nsr.walk_reason = reason is not None, reason
+        walked += nsr.walked
+        run.log(f"namespace {nsr.ns.name}: " + (f"walked ({reason}: {detail})" if reason
+                                                 else f"not walked: {detail}"))
+    run.log(f"one pass: {found.records} descriptors hold matching sockets, "
+             f"{elapsed * 1000:.0f} ms; {walked} of {len(run.nsrs)} namespaces to walk")
+    # the pass's sockets carry their holders: only a walk's need the index
+    owners = found.owners() if run.attribute and walked else None
+    yield from execute.search_pass(run, run.nsrs, owners=owners)
+
+def _walk_reason(run, ino: int, before: dict, after: dict, found) -> tuple[str | None, str]:
+    reason, detail = decide.walk_reason(run.flt, run.scope, before.get(ino), after.get(ino),
+                                        found.counts.get(ino), found.uncounted)
+    if reason is None and run.kill:
+        return decide.kill_reason(run.held_socks.get(ino, ()),
+                                  can_destroy=run.netlink.destroyer is not None,
+                                  host_tcp=run.host_tcp,
+                                  in_kernel=run.engine.destroys_while_reading)
+    if reason is None:
+        cookie, why = decide.cookie_reason(run.held_socks.uncookied(ino), run.host_tcp)
+        if cookie:
+            return cookie, why
+    return reason, detail
+
+
+def open_counters(run, nsrs: list) -> dict:
+    """netns inode -> its Counters (None: unreadable). Through a process in
+    the namespace where there is one, else from a worker inside it, which
+    (to kill) makes the namespace's netlink socket while it is there."""
+    sockstat.reserve_descriptors(4 * len(nsrs))
+    found, inside = {}, []
+    for nsr in nsrs:
+        counters = sockstat.Counters.of_process(nsr.ns)
+        if counters is None:
+            inside.append(nsr)
+        found[nsr.ns.ino] = counters
+    destroyer = run.netlink.destroyer
+
+    def here():
+        counters = sockstat.Counters.here()
+        try:
+            return counters, destroyer.enter() if destroyer else None
+        except OSError:
+            return counters, None
+
+    def open_inside(nsr, entry, emit):
+        try:
+            emit((nsr.ns.ino, entry.call(nsr.ns, here)))
+        except OSError:
+            pass
+    for ino, (counters, dsock) in pool.run(inside, open_inside, stop=run.cancel.is_set):
+        found[ino] = counters
+        if dsock is not None:
+            run.dsocks[ino] = dsock
+    return found
+
+
+def read_counts(counters: dict) -> dict:
+    out = {}
+    for ino, found in counters.items():
+        try:
+            out[ino] = found.read() if found is not None else None
+        except OSError:
+            out[ino] = None
+    return out
