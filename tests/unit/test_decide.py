@@ -229,3 +229,51 @@ def test_a_planned_kill_walks_a_namespace_found_whole_only_when_it_must_or_costs
     assert decide.planned_reason(0, **dict(kw, host_tcp=_unread)) is None
     assert decide.planned_reason(1, **dict(kw, can_destroy=False, host_tcp=_unread)) == \
         decide.NO_DESTROY
+
+
+def test_a_namespace_is_walked_whatever_the_pass_finds_without_counts_or_with_time_wait():
+    counts = Counts(tcp=11, tw=2, udp=3, opens=40)
+    assert decide.certain_walk(DEFAULT, Scope(), None) == decide.NO_COUNTERS
+    assert decide.certain_walk(DEFAULT, Scope(), counts) == decide.TIME_WAIT   # fin-wait-2
+    assert decide.certain_walk(build_filter(state=["established"]), Scope(), counts) is None
+    timewait = build_filter(state=["time-wait"], dport=["80"])
+    assert decide.certain_walk(timewait, Scope(), counts) == decide.TIME_WAIT
+    assert decide.certain_walk(build_filter(state=["fin-wait-2"]), Scope(), counts) == \
+        decide.TIME_WAIT
+    assert decide.certain_walk(timewait, Scope(), counts._replace(tw=0)) is None
+    # a time-wait socket has no inode, no cgroup and uid 0: these cannot select one
+    assert decide.certain_walk(timewait, Scope(inodes=frozenset({1})), counts) is None
+    assert decide.certain_walk(timewait, Scope(cgroup_ids=frozenset({1})), counts) is None
+    assert decide.certain_walk(build_filter(state=["time-wait"], uid=["1000"]), Scope(),
+                               counts) is None
+    assert decide.certain_walk(build_filter(state=["time-wait"], proto=["udp"]), Scope(),
+                               counts) is None
+
+
+def test_each_reason_says_why_in_words():
+    counts = Counts(tcp=11, tw=0, udp=3, opens=40)
+    assert decide.walk_reason(DEFAULT, Scope(), counts, counts, HELD(11, 3, 0, 0)) == (
+        None, "every socket is held by a process (11 TCP, 3 UDP)")
+    assert decide.walk_reason(DEFAULT, Scope(), None, counts, HELD(11, 3, 0, 0)) == (
+        decide.NO_COUNTERS, "its socket counts could not be read")
+    after = counts._replace(tcp=12, opens=43, udp=2)
+    assert decide.walk_reason(DEFAULT, Scope(), counts, after, HELD(12, 2, 0, 0)) == (
+        decide.CHANGED, "its sockets changed during the pass (TCP 11 -> 12, 3 opened; UDP 3 -> 2)")
+    assert decide.walk_reason(DEFAULT, Scope(), counts, counts, HELD(9, 3, 0, 2)) == (
+        decide.UNHELD, "11 TCP sockets hashed, 9 held by processes (orphans, unaccepted or "
+                       "kernel sockets, 2 of them waiting to be accepted)")
+    assert decide.walk_reason(DEFAULT, Scope(), counts, counts, HELD(10, 3, 0, 0)) == (
+        decide.UNHELD, "11 TCP sockets hashed, 10 held by processes (orphans, unaccepted or "
+                       "kernel sockets)")
+    # no held counts at all: nothing held there
+    assert decide.walk_reason(DEFAULT, Scope(), counts, counts, None) == (
+        decide.UNHELD, "11 TCP sockets hashed, 0 held by processes (orphans, unaccepted or "
+                       "kernel sockets)")
+    assert decide.walk_reason(DEFAULT, Scope(), counts, counts, HELD(11, 2, 0, 0)) == (
+        decide.UNHELD, "3 UDP sockets hashed, 2 held by processes (kernel sockets, sockets in flight)")
+
+
+def test_cost_defaults_count_no_lookups_and_an_in_kernel_walk():
+    # at exactly the walk's cost a walk is not cheaper: 100 destroys = 2 ms = an empty host's walk
+    assert not decide.walk_cheaper(100, 0) and decide.walk_cheaper(101, 0)
+    assert decide.bulk(161, lambda: 10_000) and not decide.bulk(159, lambda: 10_000)
