@@ -1,9 +1,14 @@
 """Which namespaces a run covers, and the Scope it derives from the filter:
 discovery, --netns resolved, pods and containers naming theirs,
---cgroup/--container/--pod and --pid/--comm turned into kernel ids."""
+--cgroup/--container/--pod and --pid/--comm turned into kernel ids; and
+the namespaces that appear during a --watch window."""
 
 from __future__ import annotations
 
+import os
+import time
+
+from .. import model
 from ..engine import Scope
 from ..exitcodes import ExitCode
 from ..filter import Filter
@@ -16,6 +21,7 @@ OTHERS_NEED_ROOT = "other network namespaces need root (CAP_SYS_ADMIN in the ini
 NOT_HOST_PID = ("searched only sockterm's own network namespace (and those in /run/netns): "
                 "it is not in the host's PID namespace, so /proc shows none of the host's "
                 "processes (run its container with --pid=host; in Kubernetes, hostPID: true)")
+UNKNOWN_TTL = 1.0        # s: a namespace not found is not looked for again before this
 
 
 def find_namespaces(flt: Filter, report: Report, log, node, host) -> tuple[list, dict, bool]:
@@ -87,3 +93,65 @@ def scope_for(flt: Filter, namespaces: list, owned: dict, cookies: frozenset | N
     --cgroup/--container/--pod resolved to), pinned to a plan's cookies."""
     return Scope(inodes=resolve_processes(flt), exclude_inodes=procs.own_inodes(),
                  cookies=cookies, namespaces=frozenset(ns.ino for ns in namespaces), **owned)
+
+
+class Appearing:
+    """The namespaces a --watch window covers: those found at its start, and,
+    unless the filter narrowed them (--netns, --container, --pod), any that
+    appears, found by the connecting process or by looking for every
+    namespace again."""
+
+    def __init__(self, found: list, narrowed: bool, node, log):
+        self.known = {ns.ino: ns for ns in found}
+        self.narrowed, self.node, self.log = narrowed, node, log
+        self._unknown: dict = {}      # netns inode -> when it was last looked for in vain
+
+    def find(self, ino: int, pid: int):
+        ns = self.known.get(ino)
+        if ns is not None or self.narrowed:
+            return ns
+        now = time.monotonic()
+        if now - self._unknown.get(ino, -UNKNOWN_TTL) < UNKNOWN_TTL:
+            return None
+        started = time.perf_counter()
+        ns = self._through(pid, ino) or self._discover(ino)
+        self.log(f"watch: namespace net:[{ino}] " + (f"found as {ns.name}" if ns else "not found")
+                 + f" in {(time.perf_counter() - started) * 1000:.1f} ms")
+        if ns is None:
+            self._unknown[ino] = now
+            return None
+        self.node.attribute([ns])
+        self.known[ino] = ns
+        return ns
+
+    def _through(self, pid: int, ino: int):
+        """The namespace of the process that connected, if it is still there
+        (its name: its `ip netns` name, if it has one, else the process's)."""
+        if not pid:
+            return None
+        path = f"/proc/{pid}/ns/net"
+        try:
+            if os.stat(path).st_ino != ino:
+                return None
+        except OSError:
+            return None
+        ns = model.Namespace(ino=ino, name="", path=path, pids=[pid])
+        try:
+            names = sorted(os.listdir("/run/netns"))
+        except OSError:
+            names = []
+        for name in names:
+            try:
+                if os.stat(f"/run/netns/{name}").st_ino == ino:
+                    ns.name, ns.alt_paths = name, [f"/run/netns/{name}"]
+                    break
+            except OSError:
+                continue
+        ns.name = ns.name or f"{procs.comm_of(pid) or '?'}[{pid}]"
+        return ns
+
+    def _discover(self, ino: int):
+        found, _ = netns.discover()
+        for ns in found:
+            self.known.setdefault(ns.ino, ns)
+        return self.known.get(ino)
