@@ -160,7 +160,7 @@ def _shared_namespaces(host) -> tuple[int, int] | None:
     a namespace's own tcp_ehash_entries reads negative when it shares."""
     if not host.enters_other_namespaces:
         return None
-    from .host import netns
+    from .host import enter, netns
 
     def reads_shared():
         try:
@@ -172,7 +172,7 @@ def _shared_namespaces(host) -> tuple[int, int] | None:
     found, _ = netns.discover()
     others = [ns for ns in found if ns.name != netns.HOST]
     shared = 0
-    with netns.Worker() as worker:
+    with enter.Worker() as worker:
         for ns in others:
             try:
                 shared += worker.call(ns, reads_shared)

@@ -25,7 +25,7 @@ NOT_HELD = "not-held"          # no process holds it: nothing to shut down throu
 _ERRNO_RESULTS = {errno.ENOENT: GONE, errno.ESRCH: GONE, errno.EOPNOTSUPP: UNSUPPORTED,
                   errno.EPERM: NO_PERMISSION, errno.EACCES: NO_PERMISSION}
 
-_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
+V4_PREFIX = b"\0" * 10 + b"\xff\xff"     # ::ffff:0:0/96, IPv4 in IPv6 form
 
 
 @dataclass
@@ -241,13 +241,13 @@ def set_error(sock: Sock, err: int) -> None:
 
 
 def addr_text(addr16: bytes, family: int) -> str:
-    if family == 4 and addr16[:12] == _V4_PREFIX:
+    if family == 4 and addr16[:12] == V4_PREFIX:
         return socket.inet_ntop(socket.AF_INET, addr16[12:])
     return socket.inet_ntop(socket.AF_INET6, addr16)
 
 
 def v4_mapped(addr4: bytes) -> bytes:
-    return _V4_PREFIX + addr4
+    return V4_PREFIX + addr4
 
 
 @dataclass
@@ -264,4 +264,4 @@ class NamespaceReport:
     shut_down: int = 0            # kill --graceful: shut down through a holder
     not_held: int = 0             # kill --graceful: held by no process, left alone
     walked: bool = True           # searched by a walk of its tables (not the one pass alone)
-    walk_reason: str | None = None   # why it was walked (see core/onepass.py)
+    walk_reason: str | None = None   # why it was walked (see core/decide.py)

@@ -8,12 +8,15 @@ render.row) before rich sees them; rich's markup and highlighting are off.
 
 from __future__ import annotations
 
+import signal
+
 import click
 from rich.text import Text
 
+from ..signals import Interrupted, at_prompt
 from ..text import shown
 from .console import console
-from .render import COLUMNS, clip, in_namespaces, left_out_note, table_lines, table_row
+from .render import COLUMNS, clip, in_namespaces, left_out_note, plural, table_lines, table_row
 
 SAMPLE = 10            # sockets shown
 MAX_NAMESPACES = 20    # namespace lines shown
@@ -36,15 +39,30 @@ def sample(socks, limit: int = SAMPLE) -> list:
     return [sock for _, sock in sorted(picked, key=lambda item: item[0])]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def ask(sample_socks, per_namespace_counts, engine: str, total: int | None = None,
-        searched: int | None = None) -> bool:
-    """Show the kill to come and ask; True when the operator said yes."""
-    show(sample_socks, per_namespace_counts, engine, total, searched)
-    return click.confirm("Kill them?", default=False, err=True)
+def ask(sockets, per_namespace_counts, engine: str, *, searched: int | None = None,
+        graceful: bool = False, abort_rest: bool = False, watch: float | None = None):
+    """Show the kill to come (show()) and ask. True to go ahead, False for
+    no (Ctrl-C and end of input included), or the number of a terminating
+    signal that arrived at the prompt. watch: the kill then holds a --watch
+    window of that many seconds (asked for even when nothing matches now)."""
+    question = "Shut them down?" if graceful else "Kill them?"
+    if sockets:
+        show(sample(sockets), per_namespace_counts, engine, total=len(sockets),
+             searched=searched, graceful=graceful, abort_rest=abort_rest,
+             unheld=sum(1 for s in sockets if not s.processes) if graceful else 0)
+        if watch:
+            question = f"Kill them, then for {watch:g} s every new connection that matches?"
+    else:
+        question = f"Nothing matches now. For {watch:g} s, kill every new connection that matches?"
+    try:
+        with at_prompt():
+            return click.confirm(question, default=False, err=True)
+    except click.exceptions.Abort:
+        click.echo("", err=True)
+        return False
+    except Interrupted as exc:
+        click.echo("", err=True)
+        return False if exc.signum == signal.SIGINT else exc.signum
 
 
 def show(sample_socks, per_namespace_counts, engine: str, total: int | None = None,
@@ -62,7 +80,7 @@ def show(sample_socks, per_namespace_counts, engine: str, total: int | None = No
     where = in_namespaces(len(counts), len(counts) if searched is None else searched)
     con = console()
     verb = "shut down" if graceful else "kill"
-    con.print(Text(f"About to {verb} {_plural(total, 'socket')} {where} (engine {engine}):",
+    con.print(Text(f"About to {verb} {plural(total, 'socket')} {where} (engine {engine}):",
                    style="bold red"))
     if unheld:
         fate = "aborted" if abort_rest else "left alone (--abort-rest aborts them)"

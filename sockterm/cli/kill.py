@@ -64,9 +64,10 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
               ExitCode.USAGE)
     if dry_run:
         return show(ctx, "match", flt, kwargs, watch=watch)
-    if not flt.targeted:
-        abort("kill needs a filter naming what to kill: --dst, --src, --dport, --sport, "
-              "--netns, --pid, --comm, --container, --pod, --cgroup or --uid", ExitCode.USAGE)
+    try:
+        core.policy.require_target(flt)
+    except core.SocktermError as exc:
+        abort(str(exc), exc.code)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     if not yes and not interactive:
         abort("not on a terminal: pass --yes to kill without confirmation", ExitCode.USAGE)
@@ -78,7 +79,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
-        problem = _audit(flt, report, error, log, mode)
+        problem = core.policy.audit_kill(flt, report, error, log, mode)
         if problem and not error:
             report.warnings.append(problem)     # after the report, beside the summary
         elif problem:                           # a run that failed: before its error line
@@ -88,10 +89,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     window = _watch(flt, opts, watch, max_kills, rate, audit) if watch else None
     try:
         target = flt
-        if max_kills is not None or not yes or rate:
-            # kill exactly what was counted and shown: a socket that appears in
-            # between is not part of what the operator agreed to (a watch
-            # takes it, if it is new and matches)
+        if core.policy.plans_first(limit=max_kills, confirm=not yes, rate=rate):
             target = _plan(flt, opts, renderer, meta, audit, max_kills=max_kills, confirm=not yes,
                            mode=mode, watch=watch)
         if window is not None:
@@ -131,9 +129,8 @@ def _watch(flt, opts, duration: float, max_kills, rate, audit):
 
 def _audit_start(flt, duration: float, log):
     def started(report) -> None:
-        from .. import audit
-        problem = _write_audit(audit.watch_started(filter_text=flt.describe(), duration=duration),
-                               audit.SEVERITY_NOTICE, log)
+        from .. import core
+        problem = core.policy.audit_watch(flt, duration, log)
         if problem:
             click.echo(f"sockterm: warning: {shown(problem)}", err=True)
     return started
@@ -161,43 +158,21 @@ def _plan(flt, opts, renderer, meta, audit, *, max_kills, confirm: bool, mode: d
     if not matched and not watch:
         for hint in flt.hints():
             click.echo(f"sockterm: hint: {shown(hint)}", err=True)
-        report.refused = "nothing matches"
+        core.policy.refuse(report, core.policy.NOTHING_MATCHES)
         _refuse(renderer, report, meta, "nothing matches; nothing killed", ExitCode.NO_MATCH)
     answer = _ask(the_plan, report, mode, watch)
     if answer is not True:
-        report.refused = "declined at the prompt"
+        core.policy.refuse(report, core.policy.DECLINED)
         code = ExitCode.NO_MATCH if answer is False else 128 + answer
         _refuse(renderer, report, meta, "nothing killed", code)
     return the_plan
 
 
 def _ask(the_plan, report, mode: dict, watch: float | None):
-    """True to go ahead, False for no (Ctrl-C and end of input included), or
-    the number of a terminating signal that arrived at the prompt."""
-    from ..signals import Interrupted, at_prompt
-    import signal
-    from .confirm import sample, show as show_kill
+    from .confirm import ask
     counts = [(r.ns.name, r.matched) for r in report.namespaces if r.matched]
-    graceful = mode["mode"] == "graceful"
-    question = "Shut them down?" if graceful else "Kill them?"
-    if the_plan.sockets:
-        show_kill(sample(the_plan.sockets), counts, report.engine, total=len(the_plan.sockets),
-                  searched=len(report.namespaces), graceful=graceful,
-                  abort_rest=mode["abort_rest"],
-                  unheld=sum(1 for s in the_plan.sockets if not s.processes) if graceful else 0)
-        if watch:
-            question = f"Kill them, then for {watch:g} s every new connection that matches?"
-    else:
-        question = f"Nothing matches now. For {watch:g} s, kill every new connection that matches?"
-    try:
-        with at_prompt():
-            return click.confirm(question, default=False, err=True)
-    except click.exceptions.Abort:
-        click.echo("", err=True)
-        return False
-    except Interrupted as exc:
-        click.echo("", err=True)
-        return False if exc.signum == signal.SIGINT else exc.signum
+    return ask(the_plan.sockets, counts, report.engine, searched=len(report.namespaces),
+               graceful=mode["mode"] == "graceful", abort_rest=mode["abort_rest"], watch=watch)
 
 
 def _refuse(renderer, report, meta, message: str, code: int):
@@ -208,26 +183,3 @@ def _refuse(renderer, report, meta, message: str, code: int):
         abort(message, code)
     click.echo(f"sockterm: {message}", err=True)
     sys.exit(int(code))
-
-
-def _audit(flt, report, error: str, log, mode: dict) -> str | None:
-    """Write the record; None, or the warning to print when nothing took it.
-    The exit status stays what the kill did to the sockets: a record that
-    could not be kept is a warning, as sudo treats its own log."""
-    from .. import audit
-    text = audit.message(filter_text=flt.describe(), report=report, error=error, mode=mode)
-    severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
-    return _write_audit(text, severity, log)
-
-
-def _write_audit(text: str, severity: int, log) -> str | None:
-    """Write a record; None, or the warning to print when nothing took it."""
-    from .. import audit
-    where, problems = audit.write(text, severity=severity)
-    if where is None:
-        return f"audit record not written: {', '.join(problems)}"
-    for problem in problems:
-        log(problem)
-    log(f"audit record written to {where}")
-    return None
-

@@ -243,13 +243,23 @@ class Renderer:
         killed; the stderr line says why (formats for people print nothing)."""
 
 
-class TsvRenderer(Renderer):
-    fmt = "tsv"
-    BATCH = 256      # lines a write
+class _LineRenderer(Renderer):
+    """One line a socket, written in batches."""
+
+    BATCH = 256      # lines a write: 200k write() calls cost ~0.3 s
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self.lines: list[str] = []
+
+    def _flush(self):
+        if self.lines:
+            self.write("\n".join(self.lines) + "\n")
+            self.lines.clear()
+
+
+class TsvRenderer(_LineRenderer):
+    fmt = "tsv"
 
     # the header goes out with the first line, so a run that fails prints nothing
     def _start(self):
@@ -263,23 +273,13 @@ class TsvRenderer(Renderer):
         if len(self.lines) >= self.BATCH or (self.watch and sock.phase == model.WINDOW):
             self._flush()
 
-    def _flush(self):
-        if self.lines:
-            self.write("\n".join(self.lines) + "\n")
-            self.lines.clear()
-
     def finish(self, report, meta):
         self._start()
         self._flush()
 
 
-class JsonlRenderer(Renderer):
+class JsonlRenderer(_LineRenderer):
     fmt = "jsonl"
-    BATCH = 256      # one write per batch: 200k write() calls cost ~0.3 s
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.lines: list[str] = []
 
     def socket(self, sock):
         if self.watch:
@@ -290,11 +290,6 @@ class JsonlRenderer(Renderer):
             self.lines.append(socket_json(sock, self.kill))
         if len(self.lines) >= self.BATCH:
             self._flush()
-
-    def _flush(self):
-        if self.lines:
-            self.write("\n".join(self.lines) + "\n")
-            self.lines.clear()
 
     def finish(self, report, meta):
         self._flush()
@@ -624,7 +619,7 @@ def watch_dict(watch, kill: bool) -> dict:
     return doc
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -636,22 +631,22 @@ def in_namespaces(touched: int, searched: int) -> str:
     """In how many namespaces, of how many searched: one phrase for every
     summary (the kill prompt's too), so the word means one thing."""
     if not touched:
-        return f"in {_plural(searched, 'namespace')} searched"
-    return f"in {_plural(touched, 'namespace')} of {searched} searched"
+        return f"in {plural(searched, 'namespace')} searched"
+    return f"in {plural(touched, 'namespace')} of {searched} searched"
 
 
 def _counts(r, kill: bool, graceful: bool, where: str = "") -> str:
     """r: a report or a namespace's (matched, killed, failed, shut_down, not_held)."""
     if not kill:
-        return _plural(r.matched, "socket") + where
+        return plural(r.matched, "socket") + where
     if graceful:
-        text = f"shut down {r.shut_down} of {_plural(r.matched, 'matching socket')}{where}"
+        text = f"shut down {r.shut_down} of {plural(r.matched, 'matching socket')}{where}"
         if r.killed:
             text += f", aborted {r.killed}"
         if r.not_held:
             text += f", {r.not_held} held by no process left alone"
     else:
-        text = f"killed {r.killed} of {_plural(r.matched, 'matching socket')}{where}"
+        text = f"killed {r.killed} of {plural(r.matched, 'matching socket')}{where}"
     return text + (f", {r.failed} failed" if r.failed else "")
 
 
@@ -665,7 +660,7 @@ def watch_lines(report, kill: bool) -> list[str]:
     how = {"duration": "its end", "signal": "a signal", "max": "--max"}.get(watch.ended, "an error")
     window = f"the window ({watch.elapsed:g} of {watch.duration:g} s, ended by {how})"
     if not kill:
-        return [f"{_plural(watch.matched, 'new connection')} matched in {window}"]
+        return [f"{plural(watch.matched, 'new connection')} matched in {window}"]
     lines = []
     for r in report.namespaces:
         at_window = watch.by_ns.get(r.ns.ino, (0, 0, 0))[1]

@@ -1,14 +1,17 @@
-"""The pipeline: filter -> namespaces -> engine -> report (see pipeline.py).
+"""The pipeline: filter -> namespaces -> engine -> report (see pipeline.py,
+which lists the module of each stage).
 
 The CLI parses, asks and renders; everything it runs goes through here.
 """
 
 from ..cancel import Cancel
+from . import policy
 from .graceful import shut_down
-from .pipeline import Options, Plan, Refused, Report, SocktermError, kill, plan, scan
+from .pipeline import kill, plan, scan
+from .report import Options, Plan, Refused, Report, SocktermError
 
 __all__ = ["Cancel", "Options", "Plan", "Refused", "Report", "SocktermError", "kill", "plan",
-           "scan", "shut_down", "watch"]
+           "policy", "scan", "shut_down", "watch"]
 
 
 def watch(flt, options, **kw):

@@ -48,7 +48,8 @@ from .. import model
 from .. import states as st
 from ..host import pidfd, probe, procs
 from . import pacing
-from .pipeline import Options, Plan, Report, SocktermError, _failure, kill, plan
+from .pipeline import kill, plan
+from .report import Options, Plan, Report, SocktermError, failure
 
 BATCH = 256          # shutdowns between two looks at the cancel flag
 # this holder has let go of the socket (exited, closed or moved the descriptor)
@@ -79,7 +80,7 @@ def shut_down(target, report: Report, options: Options | None = None, *,
         the_plan = target
         # a plan's kill reports the namespaces its scan could not search, as
         # a kill without a plan does (its scan's warnings say so there)
-        report.warnings.extend(_failure(r) for r in the_plan.searched if r.error and not r.gone)
+        report.warnings.extend(failure(r) for r in the_plan.searched if r.error and not r.gone)
     else:
         scanned = Report()
         try:

@@ -1,141 +1,118 @@
-"""The one pass: which namespaces need a walk of their tables.
-
-A walk of a namespace's TCP or UDP tables (an iterator pass or a netlink
-dump) goes over the host's whole hash table, shared by every namespace, so
-walking each namespace costs namespaces x host sockets. The one pass
-(engine.held(), one iter/task_file pass over every process's descriptors)
-finds every socket a process holds, in every namespace, at once. What it
-cannot see is what no process holds: orphans after close(), children
-waiting to be accepted, request sockets (syn-recv), time-wait sockets,
-kernel sockets (a vxlan device's), sockets in flight over SCM_RIGHTS.
-
-Each namespace counts its own: sockstat's inuse (every hashed full socket:
-listeners, connections, orphans and unaccepted children included) and tw.
-So when the hashed TCP and UDP sockets its processes hold, each counted
-once, equal its inuse counts, none of its listeners has a request pending
-and it has no time-wait socket (or the filter cannot select those), the one
-pass holds every socket the filter could select there: no walk. The counts
-are read before and after the pass; a change, or a TCP connection opened
-in between (snmp's opens, monotonic), means the pass may have seen a socket
-that is gone or missed one that came, and the namespace is walked.
-
-Known gap: a UDP socket or a TCP listener created and closed while the pass
-runs, in a namespace that also has a socket no process holds, can make the
-counts agree by coincidence (no per-namespace counter shows UDP or
-listener churn). Such a namespace is then not walked, and the socket no
-process holds (a kernel socket, a listener's pending child) is not seen.
-"""
+"""The one pass made: each namespace's counters opened (while the engine
+loads), read, the pass over every process's descriptors, the counters read
+again; then, per namespace, walk or not and why (decide.py), and the search
+(execute.py)."""
 
 from __future__ import annotations
 
-from .. import states as st
-from ..host.netns import Counts
-from ..model import HeldCounts
+import time
+from typing import Iterator
 
-# walk_reason values (the JSON contract; -v says more)
-FORCED = "forced"              # SOCKTERM_WALK=all
-NO_ONE_PASS = "no-one-pass"    # the one pass cannot run here (no BPF), or is not worth it
-NO_COUNTERS = "no-counters"    # the namespace's counts could not be read
-UNCOUNTED = "uncounted"        # the pass could not count every socket once
-CHANGED = "changed"            # its counts changed while the pass ran
-UNHELD = "unheld"              # hashed sockets no process holds
-TIME_WAIT = "time-wait"        # time-wait sockets the filter may select
-SYN_RECV = "syn-recv"          # pending connection requests the filter may select
-REUSEPORT = "reuseport"        # UDP servers sharing a port: a walk destroys them in table order
-BULK = "bulk"                  # so many to kill that the walk's in-kernel destroy costs less
-NO_DESTROY = "no-netlink-destroy"   # netlink cannot destroy here: the walk's kfunc does
-COOKIE = "cookie"              # a held socket's cookie could not be had by its tuple
-
-WALK_MODES = ("auto", "all", "needed")
-# below this many namespaces walking them costs less than the one pass (which
-# visits every descriptor on the host), unless the bpf engine visits them all
-# anyway to attribute sockets to processes
-MIN_NAMESPACES = 4
-
-# What a kill costs beyond the kernel's own destroy (measured on a 2-CPU VM,
-# Linux 6.18): a netlink SOCK_DESTROY ~20 us a socket (encoding, the round
-# trip, the ack, in Python); a bpf walk ~0.12 us per TCP socket on the host
-# (the shared hash table) and ~2 ms to set up, its kfunc destroys for free.
-NETLINK_DESTROY_S = 20e-6
-WALK_PER_HOST_SOCKET_S = 0.12e-6
-WALK_SETUP_S = 2e-3
-# An exact netlink lookup, which makes a held socket's cookie where the
-# kernel had not made one yet (the pass reads cookies, it cannot make them):
-# about half a destroy, measured beside it.
-NETLINK_LOOKUP_S = 10e-6
-
-_TIMEWAIT_STATES = frozenset({st.TIME_WAIT, st.FIN_WAIT2})   # a timewait sock is either
-_REQUEST_STATES = frozenset({st.SYN_RECV, st.NEW_SYN_RECV})
+from .. import model
+from ..engine import EngineError
+from ..host import sockstat
+from . import decide, execute, pool
 
 
-def _minis_selectable(flt, scope) -> bool:
-    """Can the filter select a time-wait or request socket at all? They have
-    no inode (--pid/--comm select by inode), no cgroup (--cgroup) and uid 0."""
-    return (scope.inodes is None and scope.cgroup_ids is None
-            and (not flt.uids or 0 in flt.uids))
+def stream(run) -> Iterator[model.Sock]:
+    """Count, make the one pass, count again; walk only the namespaces
+    whose counts disagree with what their processes hold."""
+    counters = run.counting.result() or {}
+    run.counting = None
+    try:
+        before = read_counts(counters)
+        certain = {r.ns.ino: decide.certain_walk(run.flt, run.scope, before.get(r.ns.ino))
+                   for r in run.nsrs}
+        if not run.attribute and all(certain.values()):
+            # every namespace is walked whatever the pass finds: skip it
+            for nsr in run.nsrs:
+                nsr.walk_reason = certain[nsr.ns.ino]
+                run.log(f"namespace {nsr.ns.name}: walked ({nsr.walk_reason})")
+            run.log("one pass skipped: every namespace needs a walk")
+            yield from execute.search_pass(run, run.nsrs)
+            return
+        started = time.monotonic()
+        try:
+            found = run.source.held([r.ns for r in run.nsrs])
+        except (OSError, EngineError) as exc:
+            run.log(f"no one pass ({exc}): every namespace is walked")
+            for nsr in run.nsrs:
+                nsr.walk_reason = decide.NO_ONE_PASS
+            run.source = None
+            yield from execute.search_pass(run, run.nsrs)
+            return
+        after = read_counts(counters)
+    finally:
+        for counter in counters.values():
+            if counter is not None:
+                counter.close()
+    elapsed = time.monotonic() - started
+    run.held_socks = found.by_namespace()
+    walked = 0
+    for nsr in run.nsrs:
+        reason, detail = _walk_reason(run, nsr.ns.ino, before, after, found)
+        nsr.walked, nsr.walk_reason = reason is not None, reason
+        walked += nsr.walked
+        run.log(f"namespace {nsr.ns.name}: " + (f"walked ({reason}: {detail})" if reason
+                                                 else f"not walked: {detail}"))
+    run.log(f"one pass: {found.records} descriptors hold matching sockets, "
+             f"{elapsed * 1000:.0f} ms; {walked} of {len(run.nsrs)} namespaces to walk")
+    # the pass's sockets carry their holders: only a walk's need the index
+    owners = found.owners() if run.attribute and walked else None
+    yield from execute.search_pass(run, run.nsrs, owners=owners)
+
+def _walk_reason(run, ino: int, before: dict, after: dict, found) -> tuple[str | None, str]:
+    reason, detail = decide.walk_reason(run.flt, run.scope, before.get(ino), after.get(ino),
+                                        found.counts.get(ino), found.uncounted)
+    if reason is None and run.kill:
+        return decide.kill_reason(run.held_socks.get(ino, ()),
+                                  can_destroy=run.netlink.destroyer is not None,
+                                  host_tcp=run.host_tcp,
+                                  in_kernel=run.engine.destroys_while_reading)
+    if reason is None:
+        cookie, why = decide.cookie_reason(run.held_socks.uncookied(ino), run.host_tcp)
+        if cookie:
+            return cookie, why
+    return reason, detail
 
 
-def certain_walk(flt, scope, before: Counts | None) -> str | None:
-    """The reason a namespace will be walked whatever the pass finds (its
-    counts alone say so), or None. When every namespace has one, the pass
-    is not worth making."""
-    if before is None:
-        return NO_COUNTERS
-    if "tcp" in flt.protos and _minis_selectable(flt, scope):
-        if before.tw and flt.states & _TIMEWAIT_STATES:
-            return TIME_WAIT
-    return None
+def open_counters(run, nsrs: list) -> dict:
+    """netns inode -> its Counters (None: unreadable). Through a process in
+    the namespace where there is one, else from a worker inside it, which
+    (to kill) makes the namespace's netlink socket while it is there."""
+    sockstat.reserve_descriptors(4 * len(nsrs))
+    found, inside = {}, []
+    for nsr in nsrs:
+        counters = sockstat.Counters.of_process(nsr.ns)
+        if counters is None:
+            inside.append(nsr)
+        found[nsr.ns.ino] = counters
+    destroyer = run.netlink.destroyer
+
+    def here():
+        counters = sockstat.Counters.here()
+        try:
+            return counters, destroyer.enter() if destroyer else None
+        except OSError:
+            return counters, None
+
+    def open_inside(nsr, entry, emit):
+        try:
+            emit((nsr.ns.ino, entry.call(nsr.ns, here)))
+        except OSError:
+            pass
+    for ino, (counters, dsock) in pool.run(inside, open_inside, stop=run.cancel.is_set):
+        found[ino] = counters
+        if dsock is not None:
+            run.dsocks[ino] = dsock
+    return found
 
 
-def walk_reason(flt, scope, before: Counts | None, after: Counts | None,
-                held: HeldCounts | None, uncounted: str = "") -> tuple[str | None, str]:
-    """(reason, detail): why this namespace must be walked (None: it need
-    not be), and the same in words for -v."""
-    if uncounted:
-        return UNCOUNTED, uncounted
-    if before is None or after is None:
-        return NO_COUNTERS, "its socket counts could not be read"
-    tcp, udp = "tcp" in flt.protos, "udp" in flt.protos
-    if (tcp and (before.tcp, before.opens) != (after.tcp, after.opens)) or \
-            (udp and before.udp != after.udp):
-        return CHANGED, (f"its sockets changed during the pass (TCP {before.tcp} -> {after.tcp}, "
-                         f"{after.opens - before.opens} opened; UDP {before.udp} -> {after.udp})")
-    held = held or HeldCounts(0, 0, 0, 0)
-    if tcp and held.tcp != after.tcp:
-        waiting = f", {held.backlog} of them waiting to be accepted" if held.backlog else ""
-        return UNHELD, (f"{after.tcp} TCP sockets hashed, {held.tcp} held by processes "
-                        f"(orphans, unaccepted or kernel sockets{waiting})")
-    if udp and held.udp != after.udp:
-        return UNHELD, (f"{after.udp} UDP sockets hashed, {held.udp} held by processes "
-                        "(kernel sockets, sockets in flight)")
-    by_state = _minis_selectable(flt, scope)
-    if tcp and by_state and after.tw and flt.states & _TIMEWAIT_STATES:
-        return TIME_WAIT, f"{after.tw} time-wait sockets"
-    if tcp and by_state and held.pending and flt.states & _REQUEST_STATES:
-        return SYN_RECV, f"{held.pending} connection requests pending on its listeners"
-    return None, f"every socket is held by a process ({after.tcp} TCP, {after.udp} UDP)"
-
-
-def walk_cheaper(kills: int, host_tcp: int, lookups: int = 0) -> bool:
-    """Would a walk of the namespace cost less than destroying these `kills`
-    sockets one netlink request each (0 where the walk destroys over netlink
-    too: it saves nothing there) and making `lookups` cookies, on a host with
-    `host_tcp` TCP sockets? A walk destroys in the kernel (bpf) and makes
-    every cookie it reports."""
-    return (kills * NETLINK_DESTROY_S + lookups * NETLINK_LOOKUP_S
-            > host_tcp * WALK_PER_HOST_SOCKET_S + WALK_SETUP_S)
-
-
-def reuseport_groups(socks) -> bool:
-    """Do these sockets (to be destroyed over netlink) include UDP servers
-    sharing a local address and port? A destroyed UDP socket stays hashed and
-    shadows the rest of its group in the lookup a netlink destroy makes, so
-    they must go in hash-chain order, which only a walk knows."""
-    seen = set()
-    for sock in socks:
-        if sock.proto == "udp" and sock.state == st.CLOSE and not sock.dport:
-            key = (sock.family, sock.src, sock.sport, sock.ifindex)
-            if key in seen:
-                return True
-            seen.add(key)
-    return False
+def read_counts(counters: dict) -> dict:
+    out = {}
+    for ino, found in counters.items():
+        try:
+            out[ino] = found.read() if found is not None else None
+        except OSError:
+            out[ino] = None
+    return out

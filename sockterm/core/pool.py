@@ -18,7 +18,7 @@ import queue
 import threading
 from typing import Callable, Iterable, Iterator
 
-from ..host import netns
+from ..host import enter
 
 # namespaces walked at once: one worker per core, a few at most
 WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -33,7 +33,7 @@ class Entry:
 
     def call(self, ns, fn):
         """fn() run inside ns by this thread, which is back home afterwards."""
-        return netns.run_in(ns, fn, self._home)
+        return enter.run_in(ns, fn, self._home)
 
 
 def run(items: Iterable, job: Callable, *, stop: Callable[[], bool],

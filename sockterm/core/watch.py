@@ -38,16 +38,16 @@ from ..engine.bpf.watch import WatchSource, decode
 from ..engine.diag.destroy import destroy_with, find_cookie, settle_unacked
 from ..engine.diag.wire import DiagSocket, NetlinkError
 from ..exitcodes import ExitCode
-from ..host import containers, netns, probe, procs
+from ..host import containers, enter, netns, probe, procs
 from . import pipeline
-from .pipeline import Report, SocktermError
+from .namespaces import Appearing, find_namespaces
+from .report import Options, Report, SocktermError, failure
 
 # --state must select one of these: a new connection is reported at SYN-SENT
 # (connect) or ESTABLISHED (accept, or connect when syn-sent is not selected)
 WATCHED_STATES = frozenset({st.SYN_SENT, st.ESTABLISHED})
 DURATION, SIGNAL, MAX = "duration", "signal", "max"      # WatchReport.ended
 BACKSTOP = 1.0           # s: the longest sleep, should the Cancel flag be set by no signal
-UNKNOWN_TTL = 1.0        # s: a namespace not found is not looked for again before this
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Watch:
     """One window: created (namespaces found, event source attached, netlink
     checked) before anything is touched, then run() once, then close()."""
 
-    def __init__(self, flt, options: pipeline.Options, *, duration: float, kill: bool,
+    def __init__(self, flt, options: Options, *, duration: float, kill: bool,
                  limit: int | None = None, rate: float | None = None):
         if not flt.states & WATCHED_STATES:
             raise SocktermError("--watch reports new connections, at syn-sent or established: "
@@ -97,9 +97,9 @@ class Watch:
             raise SocktermError(f"sockterm {'kill' if kill else 'match'} --watch needs "
                                 f"{', '.join(missing)} (run it as root)")
         node = containers.Node()
-        found, owned, narrowed = pipeline.find_namespaces(flt, Report(), self.log, node, host)
+        found, owned, narrowed = find_namespaces(flt, Report(), self.log, node, host)
         self.scope = Scope(exclude_inodes=procs.own_inodes(), **owned)
-        self.namespaces = _Namespaces(found, narrowed, node, self.log)
+        self.namespaces = Appearing(found, narrowed, node, self.log)
         self.pids = frozenset(flt.pids) | frozenset(procs.pids_by_comm(flt.comms))
         if kill:
             from .. import engine as engines
@@ -339,7 +339,7 @@ class Watch:
         conn = self._conns.get(ns.ino)
         if conn is None:
             if self._worker is None:
-                self._worker = netns.Worker()
+                self._worker = enter.Worker()
             conn = self._conns[ns.ino] = self._worker.call(ns, DiagSocket)
         return conn
 
@@ -349,7 +349,7 @@ class Watch:
         nsr.error = str(getattr(exc, "strerror", None) or exc)
         self.log(f"namespace {nsr.ns.name}: {nsr.error}")
         if not gone:
-            self._report.warnings.append(f"namespace {nsr.ns.name} ({nsr.ns.ino}): {nsr.error}")
+            self._report.warnings.append(failure(nsr))
         conn = self._conns.pop(nsr.ns.ino, None)
         if conn is not None:
             conn.close()
@@ -377,67 +377,6 @@ class Watch:
                 report.warnings.append(
                     f"{self.summary.unreachable} matching connections were in namespaces "
                     "sockterm could not find or enter")
-
-
-class _Namespaces:
-    """The namespaces a window covers: those found at its start, and, unless
-    the filter narrowed them (--netns, --container, --pod), any that appears,
-    found by the connecting process or by looking for every namespace again."""
-
-    def __init__(self, found: list, narrowed: bool, node, log):
-        self.known = {ns.ino: ns for ns in found}
-        self.narrowed, self.node, self.log = narrowed, node, log
-        self._unknown: dict = {}      # netns inode -> when it was last looked for in vain
-
-    def find(self, ino: int, pid: int):
-        ns = self.known.get(ino)
-        if ns is not None or self.narrowed:
-            return ns
-        now = time.monotonic()
-        if now - self._unknown.get(ino, -UNKNOWN_TTL) < UNKNOWN_TTL:
-            return None
-        started = time.perf_counter()
-        ns = self._through(pid, ino) or self._discover(ino)
-        self.log(f"watch: namespace net:[{ino}] " + (f"found as {ns.name}" if ns else "not found")
-                 + f" in {(time.perf_counter() - started) * 1000:.1f} ms")
-        if ns is None:
-            self._unknown[ino] = now
-            return None
-        self.node.attribute([ns])
-        self.known[ino] = ns
-        return ns
-
-    def _through(self, pid: int, ino: int):
-        """The namespace of the process that connected, if it is still there
-        (its name: its `ip netns` name, if it has one, else the process's)."""
-        if not pid:
-            return None
-        path = f"/proc/{pid}/ns/net"
-        try:
-            if os.stat(path).st_ino != ino:
-                return None
-        except OSError:
-            return None
-        ns = model.Namespace(ino=ino, name="", path=path, pids=[pid])
-        try:
-            names = sorted(os.listdir("/run/netns"))
-        except OSError:
-            names = []
-        for name in names:
-            try:
-                if os.stat(f"/run/netns/{name}").st_ino == ino:
-                    ns.name, ns.alt_paths = name, [f"/run/netns/{name}"]
-                    break
-            except OSError:
-                continue
-        ns.name = ns.name or f"{procs.comm_of(pid) or '?'}[{pid}]"
-        return ns
-
-    def _discover(self, ino: int):
-        found, _ = netns.discover()
-        for ns in found:
-            self.known.setdefault(ns.ino, ns)
-        return self.known.get(ino)
 
 
 class _Wakeup:

@@ -14,17 +14,18 @@ the run's Scope (what the run derived from it), then asked, per namespace:
                           cannot take as DEFERRED (the core hands those on)
   release(handle)
 
-plus owners() (who holds the sockets, host-wide) and close(), and one
-capability the core reads: destroys_while_reading (a kill's read() destroys,
-so the owners must be known before it; otherwise only before destroy()).
-The bpf engine
+plus owners() (who holds the sockets, host-wide) and close(). The bpf engine
 also makes the one pass, held(): every socket every process holds, host-wide,
-and what each namespace's processes hold in all (see core/onepass.py).
+and what each namespace's processes hold in all (see core/decide.py).
 
-What else an engine can do, the core reads from it: for bpf after open(),
-what the kernel loaded:
-walks (the socket iterators), one_pass (the task_file program) and lost
-(capability -> why the kernel refused its program).
+The core never asks an engine's name; it reads what an engine can do:
+before opening, its Capabilities (CAPABILITIES below); once open, what the
+kernel loaded: walks (enter()/read() work), one_pass (held() works), lost
+(capability -> why the kernel refused its program), and destroys_while_reading
+(a kill's read() destroys, so the owners must be known before it; otherwise
+only before destroy()). What an engine needs from the host (which protocols
+a namespace uses, who holds a socket, the capabilities it runs with) the core
+hands it as a HostFacts, so engines import only their kernel interface.
 Threads, ordering, accounting and cancellation are the core's (sockterm.core).
   bpf  - socket iterators + the bpf_sock_destroy kfunc (kernel >= 6.5)
   diag - NETLINK_SOCK_DIAG dumps + SOCK_DESTROY, as `ss -K` does
@@ -33,10 +34,49 @@ Threads, ordering, accounting and cancellation are the core's (sockterm.core).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from ..exitcodes import ExitCode
 
 NAMES = ("auto", "bpf", "diag")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, known before it is opened."""
+
+    one_pass: bool = False            # held(): the one pass, host-wide
+    owners_in_one_pass: bool = False  # owners() is the one pass's visit of every descriptor
+    refusable: bool = False           # the kernel may refuse its programs: auto then runs FALLBACK
+
+
+CAPABILITIES = {
+    "bpf": Capabilities(one_pass=True, owners_in_one_pass=True, refusable=True),
+    "diag": Capabilities(),
+}
+FALLBACK = "diag"           # what auto runs where the kernel refuses the other's walks
+ONE_PASS = "bpf"            # the engine that makes the one pass, whichever engine walks
+
+
+def capabilities(name: str) -> Capabilities:
+    return CAPABILITIES.get(name, Capabilities())
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host knows that an engine asks for, handed in by the core."""
+
+    busy_protocols: Callable      # () -> protocols with sockets, in the namespace it runs in
+    owners: Callable              # () -> model.Owners: who holds each socket, from /proc
+    effective_caps: Callable      # () -> the capabilities this process runs with
+
+    @classmethod
+    def here(cls) -> "HostFacts":
+        """This host's, read through host/ (the core's; also what a caller
+        that opens an engine directly gets: doctor, the tests)."""
+        from ..host import probe, procs, sockstat
+        return cls(busy_protocols=sockstat.busy_protocols, owners=procs.owners_from_proc,
+                   effective_caps=probe.effective_caps)
 
 
 class EngineError(RuntimeError):
@@ -91,10 +131,10 @@ class Scope:
 
 
 def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool = True, log=None,
-           held: bool = False, walks: bool = True):
+           held: bool = False, walks: bool = True, host: HostFacts | None = None):
     """The engine called `name` ('bpf' or 'diag'), opened and ready to read.
-    bpf only: held (held() will be asked), walks (False: only held() and
-    owners(), no iterators loaded)."""
+    held: held() will be asked (where the engine can make the one pass);
+    walks=False: only held() and owners(), nothing loaded to walk with."""
     try:
         if name == "bpf":
             from .bpf.engine import BpfEngine as cls
@@ -104,9 +144,8 @@ def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool =
             raise EngineError(f"unknown engine {name!r}", ExitCode.USAGE)
     except ImportError as exc:
         raise EngineError(f"the {name} engine cannot be imported ({exc}): reinstall sockterm") from None
-    extra = {"held": held, "walks": walks} if name == "bpf" else {}
     engine = cls(flt=flt, scope=scope, kill=kill, owners=owners, log=log or (lambda msg: None),
-                 **extra)
+                 held=held, walks=walks, host=host or HostFacts.here())
     try:
         engine.open()
     except BaseException:

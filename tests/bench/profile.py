@@ -85,7 +85,7 @@ def patch(obj, attr, name, gen=False):
 
 def instrument():
     from sockterm.cli import render
-    from sockterm.core import pipeline, pool
+    from sockterm.core import execute, onepass, pool
     from sockterm.engine.bpf import engine as bpf, libbpf, record
     from sockterm.host import netns, probe, procs
     patch(probe, "probe", "host probe (capabilities, BTF scan)")
@@ -109,16 +109,16 @@ def instrument():
     bpf._read_all = read_all
     patch(bpf.BpfEngine, "held", "one pass: map fill and counts")
     patch(bpf, "decode_held", "one pass: decoding records -> Sock objects")
-    patch(pipeline._Run, "_open_counters", "namespace counts: opening procfs files")
-    patch(pipeline, "_read_counts", "namespace counts: reading")
+    patch(onepass, "open_counters", "namespace counts: opening procfs files")
+    patch(onepass, "read_counts", "namespace counts: reading")
     from sockterm.engine.diag import destroy
     patch(destroy.Destroyer, "open", "netlink destroy: probe")
     patch(destroy.Destroyer, "enter", "netlink destroy: socket inside the namespace")
     patch(destroy.Destroyer, "destroy", "netlink destroy: SOCK_DESTROY by exact tuple")
     patch(bpf, "decode", "record decoding -> Sock objects")
     patch(bpf.BpfEngine, "destroy", "kill settle (stats, error map)")
-    patch(pipeline._Run, "_account", "accounting (processes onto sockets, counts)")
-    patch(pipeline._Run, "_netlink_destroyer", "netlink destroyer (TIME_WAIT, SYN-RECV)")
+    patch(execute, "account", "accounting (processes onto sockets, counts)")
+    patch(execute, "destroy_deferred", "netlink destroyer (TIME_WAIT, SYN-RECV)")
     init = libbpf.Libbpf.__init__
 
     def init_timed(self, path):

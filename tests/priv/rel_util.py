@@ -4,8 +4,9 @@ namespace (ss(8), parsed here), an independent evaluator of the documented
 filter semantics, random filters, random socket populations, and snapshots of
 the kernel's BPF program/link lists.
 
-Nothing here imports sockterm.filter or sockterm.states: the oracle must not
-share code with what it checks.
+The oracle imports nothing of sockterm (no sockterm.filter, no
+sockterm.states): it must not share code with what it checks. Only
+run_core(), which runs sockterm's pipeline itself, imports sockterm.core.
 """
 
 from __future__ import annotations

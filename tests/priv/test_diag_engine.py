@@ -20,7 +20,7 @@ if os.geteuid() != 0:
 pytest.importorskip("pyroute2")
 
 from sockterm import model  # noqa: E402
-from sockterm.host import netns  # noqa: E402
+from sockterm.host import enter  # noqa: E402
 from sockterm import states as st  # noqa: E402
 from sockterm.engine import Scope  # noqa: E402
 from sockterm.engine.diag import engine as diag_engine  # noqa: E402
@@ -88,7 +88,7 @@ class Net:
 
 @pytest.fixture
 def worker():
-    w = netns.Worker()
+    w = enter.Worker()
     yield w
     w.close()
 

@@ -91,11 +91,12 @@ def test_journald_takes_the_record_where_there_is_no_syslog_socket(tmp_path):
 
 def test_a_kill_nobody_could_audit_says_so_in_one_line_without_v(tmp_path, monkeypatch):
     from sockterm.cli import kill
+    from sockterm.core import policy
     from sockterm.filter import build_filter
     flt, logged = build_filter(dport=["80"]), []
     abort = kill._mode(graceful=False, half_close=False, abort_rest=False)
     monkeypatch.setenv(audit.SOCKET_ENV, str(tmp_path / "nope"))
-    assert kill._audit(flt, report([("web-1", 1, 1, 0)]), "", logged.append, abort) == (
+    assert policy.audit_kill(flt, report([("web-1", 1, 1, 0)]), "", logged.append, abort) == (
         f"audit record not written: no syslog socket at {tmp_path / 'nope'}")
     assert logged == []
     monkeypatch.delenv(audit.SOCKET_ENV)
@@ -104,6 +105,6 @@ def test_a_kill_nobody_could_audit_says_so_in_one_line_without_v(tmp_path, monke
     monkeypatch.setattr(audit, "JOURNAL_SOCKET", journal)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
         rx.bind(journal)
-        assert kill._audit(flt, report([("web-1", 1, 1, 0)]), "", logged.append, abort) is None
+        assert policy.audit_kill(flt, report([("web-1", 1, 1, 0)]), "", logged.append, abort) is None
         assert b"MESSAGE=kill by " in rx.recv(65536)
     assert logged == [f"no syslog socket at {tmp_path / 'dev-log'}", f"audit record written to {journal}"]

@@ -460,7 +460,7 @@ def test_uid_and_scope_in_python():
     mini = _sock(3, 0, None)            # time-wait: no inode, no cgroup
     assert not Scope(owned_netns=frozenset(), owned_inodes=frozenset({0, 8})).admits(mini)
     assert Scope(owned_netns=frozenset({3})).admits(mini)
-    assert not Scope(cgroup_ids=frozenset({0})).admits(mini) or True
+    assert not Scope(cgroup_ids=frozenset({77})).admits(mini)    # --cgroup never selects one
 
 
 def test_bpf_config_carries_uids_and_switches():

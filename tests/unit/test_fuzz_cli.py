@@ -149,14 +149,14 @@ def tripwires():
     from sockterm.engine.bpf.engine import BpfEngine
     from sockterm.engine.diag.engine import DiagEngine
     from sockterm.engine.bpf.watch import WatchSource
-    from sockterm.host import netns, pidfd
+    from sockterm.host import enter, pidfd
     return [mock.patch.object(engine, "create", _tripwire),
             mock.patch.object(pidfd, "getfd", _tripwire),
             mock.patch.object(WatchSource, "__init__", _tripwire),
             mock.patch.object(BpfEngine, "__init__", _tripwire),
             mock.patch.object(DiagEngine, "__init__", _tripwire),
-            mock.patch.object(netns, "run_in", _tripwire),
-            mock.patch.object(netns.Worker, "__init__", _tripwire)]
+            mock.patch.object(enter, "run_in", _tripwire),
+            mock.patch.object(enter.Worker, "__init__", _tripwire)]
 
 
 def run_inproc(argv):

@@ -6,7 +6,7 @@ import random
 import socket
 
 from sockterm import model
-from sockterm.core.pipeline import _InOrder
+from sockterm.core.execute import InOrder
 
 
 def v4(text):
@@ -56,7 +56,7 @@ def nsr(ino, name):
 
 def test_namespaces_leave_in_order_each_sorted_whatever_order_they_finish_in():
     a, b, c = nsr(1, "a"), nsr(2, "b"), nsr(3, "c")
-    order = _InOrder([a, b, c])
+    order = InOrder([a, b, c])
     s = {i: sock(sport=i, netns=n.ns.ino) for i, n in ((1, a), (2, a), (3, b), (4, c), (5, c))}
     assert order.take(c, [s[5], s[4]]) == []
     assert order.take(c, None) == []                  # c is complete, but a and b come first
@@ -70,7 +70,7 @@ def test_namespaces_leave_in_order_each_sorted_whatever_order_they_finish_in():
 
 def test_a_stop_or_a_failure_releases_what_is_held_in_order():
     a, b = nsr(1, "a"), nsr(2, "b")
-    order = _InOrder([a, b])
+    order = InOrder([a, b])
     s1, s2, s3 = sock(sport=3, netns=1), sock(sport=1, netns=1), sock(sport=2, netns=2)
     order.take(b, [s3])
     order.take(a, [s1, s2])

@@ -72,7 +72,7 @@ def test_the_decision_is_cheap(monkeypatch):
 def test_a_kernel_that_destroys_nothing_points_to_graceful():
     """kill on a kernel without the kfunc and without SOCK_DESTROY: one line,
     naming both and suggesting --graceful; with the kfunc, --backend bpf too."""
-    from sockterm.core.pipeline import cannot_destroy
+    from sockterm.core.engines import cannot_destroy
     old = host(features={"iter_tcp": True, "iter_udp": True, "sock_destroy_kfunc": False})
     text = cannot_destroy(old, "diag")
     assert "\n" not in text and "bpf_sock_destroy" in text and "CONFIG_INET_DIAG_DESTROY" in text

@@ -18,10 +18,9 @@ import socket
 import struct
 
 from ... import model
-from ...host import netns
 from . import btfcache, libbpf, record
 from .config import compile_config
-from .. import EngineError
+from .. import EngineError, HostFacts
 
 OBJECT_NAME = "sockterm.bpf.o"
 READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer per read
@@ -135,8 +134,9 @@ class BpfEngine:
     name = "bpf"
 
     def __init__(self, *, flt, scope, kill: bool, owners: bool = True, walks: bool = True,
-                 held: bool = False, log=lambda msg: None):
+                 held: bool = False, log=lambda msg: None, host: HostFacts | None = None):
         self.flt = flt
+        self.host = host or HostFacts.here()
         self.scope = scope
         self.kill = kill
         self.attributes = owners            # owners() will be asked: load st_held
@@ -363,7 +363,7 @@ class BpfEngine:
     # -- per namespace ---------------------------------------------------------
     def enter(self):
         """Inside the namespace: one iterator per protocol with sockets (None: none)."""
-        busy = netns.busy_protocols()
+        busy = self.host.busy_protocols()
         fds = []
         for proto, link_fd in self.link_fds.items():
             if proto not in busy:
@@ -470,8 +470,7 @@ class BpfEngine:
         in one kernel pass (the one pass's records); from /proc where the
         kernel refused that pass."""
         if not self.attributes:
-            from ...host import procs
-            return procs.owners_from_proc()
+            return self.host.owners()
         return self.held().owners()
 
     def close(self) -> None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import socket
 
 from ... import states as st
+from ...model import V4_PREFIX
 from . import wire as n
 
 TCPF_NEW_SYN_RECV = 1 << st.NEW_SYN_RECV
-_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
-_MAPPED_NET_BITS = int.from_bytes(_V4_PREFIX + b"\0\0\0\0", "big")   # ::ffff:0:0/96
+_MAPPED_NET_BITS = int.from_bytes(V4_PREFIX + b"\0\0\0\0", "big")   # ::ffff:0:0/96
 
 TRUE = ("and", [])
 
@@ -27,12 +27,12 @@ def _op(code, payload=b""):
     return ("op", code, payload)
 
 
-def _and(parts):
+def all_of(parts):
     parts = [p for p in parts if p != TRUE]
     return parts[0] if len(parts) == 1 else ("and", parts)
 
 
-def _or(parts):
+def any_of(parts):
     if any(p == TRUE for p in parts):
         return TRUE
     return parts[0] if len(parts) == 1 else ("or", parts)
@@ -59,7 +59,7 @@ def addr_tree(side: str, network) -> tuple:
         return _hostcond(code, socket.AF_INET, plen - 96, packed[12:])
     v6 = _hostcond(code, socket.AF_INET6, plen, packed)
     if plen <= 96 and (_MAPPED_NET_BITS >> (128 - plen)) == (value >> (128 - plen)):
-        return _or([v6, _hostcond(code, socket.AF_INET, 0, bytes(4))])
+        return any_of([v6, _hostcond(code, socket.AF_INET, 0, bytes(4))])
     return v6
 
 
@@ -71,24 +71,24 @@ def port_tree(side: str, rng) -> tuple:
         parts.append(_op(ge, n.OP.pack(0, 0, rng.lo)))
     if rng.hi < 65535:
         parts.append(_op(le, n.OP.pack(0, 0, rng.hi)))
-    return _and(parts)
+    return all_of(parts)
 
 
 def filter_tree(flt, scope=None) -> tuple:
     clauses = []
     for rules, side in ((flt.dst, "d"), (flt.src, "s")):
         if rules:
-            clauses.append(_or([_and([addr_tree(side, r.net), port_tree(side, r.ports)])
+            clauses.append(any_of([all_of([addr_tree(side, r.net), port_tree(side, r.ports)])
                                 for r in rules]))
     for ranges, side in ((flt.dport, "d"), (flt.sport, "s")):
         if ranges:
-            clauses.append(_or([port_tree(side, r) for r in ranges]))
+            clauses.append(any_of([port_tree(side, r) for r in ranges]))
     if scope is not None and scope.cgroup_ids is not None:
         # an empty set (the cgroup went away meanwhile) must match nothing: not
         # even a mini socket, whose id the kernel takes as 0; ~0 is no kernfs id
         ids = sorted(scope.cgroup_ids) or [2**64 - 1]
-        clauses.append(_or([_op(n.INET_DIAG_BC_CGROUP_COND, n.CGROUP_ID.pack(i)) for i in ids]))
-    return _and(clauses)
+        clauses.append(any_of([_op(n.INET_DIAG_BC_CGROUP_COND, n.CGROUP_ID.pack(i)) for i in ids]))
+    return all_of(clauses)
 
 
 def assemble(tree) -> bytes:
@@ -139,8 +139,9 @@ def assemble(tree) -> bytes:
 
 
 def compile_bytecode(flt, scope=None) -> bytes:
-    """--container/--pod (scope.netns...) are not compiled: a held inode is no
-    bytecode condition, so Filter.matches decides them on the dump rows."""
+    """The filter and the Scope as bytecode. --container/--pod (the Scope's
+    owned_* sets) are not compiled: a held inode is no bytecode condition, so
+    the engine decides them on the dump rows (Scope.admits)."""
     return assemble(filter_tree(flt, scope))
 
 

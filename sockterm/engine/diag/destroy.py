@@ -19,7 +19,6 @@ from . import wire as n
 
 AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 PROTO_NUMS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
-_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
 _ZERO16 = bytes(16)
 
 RETRY_ERRNOS = (errno.ENOENT, errno.ESTALE)
@@ -77,7 +76,7 @@ def resolve_cookies(dsock, socks) -> list:
 def _peerless(sock) -> bool:
     """A server socket: the lookup a destroy does may pick another reuseport member."""
     return sock.dport == 0 and sock.state in (st.LISTEN, st.CLOSE) and (
-        sock.dst == _ZERO16 or sock.dst == _V4_PREFIX + b"\0\0\0\0")
+        sock.dst == _ZERO16 or sock.dst == model.V4_PREFIX + b"\0\0\0\0")
 
 
 CHUNK = 256      # destroys per netlink send; a stop request is honoured between sends
@@ -145,12 +144,13 @@ def _destroy_servers(dsock, servers, log, rng) -> None:
 def _members(dsock, socks):
     """What the kernel has now on the local ports of socks: cookies alive, and
     how many peerless sockets share each local (proto, family, addr, port, if)."""
-    from .bytecode import TRUE, _or, assemble, port_tree
+    from ...filter import PortRange
+    from .bytecode import TRUE, any_of, assemble, port_tree
     alive, group = set(), {}
     keys = {(s.proto, s.family) for s in socks}
     for proto, fam in keys:
         ports = sorted({s.sport for s in socks if (s.proto, s.family) == (proto, fam)})
-        tree = _or([port_tree("s", _Range(p, p)) for p in ports]) if len(ports) <= 512 else TRUE
+        tree = any_of([port_tree("s", PortRange(p, p)) for p in ports]) if len(ports) <= 512 else TRUE
         rows = dsock.dump(AF[fam], PROTO_NUMS[proto], (1 << st.LISTEN) | (1 << st.CLOSE),
                           assemble(tree))
         for row in rows:
@@ -160,11 +160,6 @@ def _members(dsock, socks):
                 key = (proto, fam, src, socket.ntohs(sport), ifi)
                 group[key] = group.get(key, 0) + 1
     return alive, group
-
-
-class _Range:
-    def __init__(self, lo, hi):
-        self.lo, self.hi = lo, hi
 
 
 def _retry_members(dsock, pending, log, rng) -> None:

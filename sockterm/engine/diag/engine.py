@@ -17,13 +17,11 @@ import socket
 from ... import model
 from ... import states as st
 from ...exitcodes import ExitCode
-from ...host import netns, procs
-from .. import CannotDestroy, EngineError, Scope
+from .. import CannotDestroy, EngineError, HostFacts, Scope
 from . import wire as n
 from .bytecode import compile_bytecode, state_mask
 from .destroy import AF, PROTO_NUMS, destroy_with, settle_unacked
 
-_V4_PREFIX = b"\0" * 10 + b"\xff\xff"
 
 def decode_rows(rows, proto, ns, flt, scope):
     """MSG tuples from a dump of `proto` -> the Socks the filter matches.
@@ -33,7 +31,7 @@ def decode_rows(rows, proto, ns, flt, scope):
     out = []
     fam_num = {socket.AF_INET: 4, socket.AF_INET6: 6}
     ntohs = socket.ntohs
-    v4 = _V4_PREFIX
+    v4 = model.V4_PREFIX
     ns_ino, ns_name = ns.ino, ns.name
     cgroups = scope.reads_cgroup
     for row in rows:
@@ -71,9 +69,14 @@ class _Handle:
 class DiagEngine:
     name = "diag"
     destroys_while_reading = False     # a dump reads; destroy() destroys, a netlink request each
+    walks = True                       # dumps need nothing the kernel may refuse
+    one_pass = False                   # held() is the bpf engine's
 
-    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None):
+    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None,
+                 held: bool = False, walks: bool = True, host: HostFacts | None = None):
         self.flt = flt
+        self.host = host or HostFacts.here()
+        self.lost: dict[str, str] = {}
         self.scope = scope
         self.kill = kill
         self.log = log
@@ -90,8 +93,7 @@ class DiagEngine:
         if len(self.bytecode) > 65000:
             raise EngineError("the filter is too large for INET_DIAG bytecode", ExitCode.USAGE)
         if self.kill:
-            from ...host import probe
-            if "CAP_NET_ADMIN" not in probe.effective_caps():
+            if "CAP_NET_ADMIN" not in self.host.effective_caps():
                 raise EngineError("destroying sockets needs CAP_NET_ADMIN: run as root")
         try:
             dsock = n.DiagSocket()
@@ -130,7 +132,7 @@ class DiagEngine:
     def enter(self):
         """Inside the namespace: a diag socket, for the protocols that have
         sockets (None: none). Its namespace is fixed at creation."""
-        busy = netns.busy_protocols()
+        busy = self.host.busy_protocols()
         targets = [(fam, proto) for fam, proto in self.targets if proto in busy]
         if not targets:
             return None
@@ -176,10 +178,11 @@ class DiagEngine:
         handle.dsock.close()
 
     def owners(self):
-        return procs.owners_from_proc()
+        return self.host.owners()
 
     def close(self) -> None:
-        pass
+        """Nothing is held between namespaces: each handle's socket is closed
+        by release(), and open() closes its probe's."""
 
 
 def probe() -> tuple[str, str, str]:

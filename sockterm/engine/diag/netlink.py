@@ -157,7 +157,7 @@ def decode_error(data: bytes) -> NetlinkError | None:
 
 
 def describe_bytecode(bytecode: bytes) -> list[dict]:
-    """Decode bytecode op by op with the pyroute2 classes (tests, -v)."""
+    """Decode bytecode op by op with the pyroute2 classes (the unit tests' failure messages)."""
     ops = []
     off = 0
     while off < len(bytecode):

@@ -1,0 +1,160 @@
+"""A network namespace's socket counts, from procfs: what the one pass is
+checked against (Counters, opened once and read before and after it), which
+protocols a namespace has sockets of (busy_protocols: a walk of the others
+finds nothing), the host's TCP sockets (what every walk goes over), and room
+for the files counters keep open.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+from ..model import Namespace
+
+
+class Counts(NamedTuple):
+    """A namespace's own socket counts (procfs), what the one pass is checked against."""
+
+    tcp: int          # hashed TCP sockets, IPv4 and IPv6 (sockstat inuse)
+    tw: int           # time-wait sockets, orphaned fin-wait-2 ones included (sockstat tw)
+    udp: int          # hashed (bound) UDP sockets, IPv4 and IPv6
+    opens: int        # TCP connections ever opened, actively or passively (snmp Tcp)
+
+
+_COUNTER_FILES = ("sockstat", "sockstat6", "snmp")
+
+
+class Counters:
+    """One namespace's counter files, opened once (a procfs net file stays
+    bound to the namespace it was opened in) and read any number of times
+    from any thread."""
+
+    def __init__(self, fds: list[int]):
+        self._fds = fds
+
+    @classmethod
+    def here(cls) -> "Counters":
+        """The calling thread's namespace (a worker inside it)."""
+        return cls._open("/proc/thread-self/net")
+
+    @classmethod
+    def of_process(cls, ns: Namespace) -> "Counters | None":
+        """Through a process in ns, without entering it; None when none of the
+        first few is still there (the pid is checked to be in ns around the open)."""
+        for pid in ns.pids[:3]:
+            link = f"/proc/{pid}/ns/net"
+            try:
+                if os.stat(link).st_ino != ns.ino:
+                    continue
+                found = cls._open(f"/proc/{pid}/net")
+                if os.stat(link).st_ino == ns.ino:
+                    return found
+                found.close()
+            except OSError:
+                continue
+        return None
+
+    @classmethod
+    def _open(cls, base: str) -> "Counters":
+        fds: list[int] = []
+        try:
+            for name in _COUNTER_FILES:
+                fds.append(os.open(f"{base}/{name}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return cls(fds)
+
+    def read(self) -> Counts:
+        stat4, stat6, snmp = (os.pread(fd, 4096, 0) for fd in self._fds)
+        tcp, tw = _TCP4.search(stat4).groups()
+        (udp,) = _UDP4.search(stat4).groups()
+        (tcp6,) = _TCP6.search(stat6).groups()
+        (udp6,) = _UDP6.search(stat6).groups()
+        return Counts(tcp=int(tcp) + int(tcp6), tw=int(tw), udp=int(udp) + int(udp6),
+                      opens=_opens(snmp))
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+# the counts read twice per namespace per run (one run may cover hundreds)
+_TCP4 = re.compile(rb"^TCP: inuse (\d+) orphan \d+ tw (\d+)", re.M)
+_UDP4 = re.compile(rb"^UDP: inuse (\d+)", re.M)
+_TCP6 = re.compile(rb"^TCP6: inuse (\d+)", re.M)
+_UDP6 = re.compile(rb"^UDP6: inuse (\d+)", re.M)
+
+
+def _opens(snmp: bytes) -> int:
+    """ActiveOpens + PassiveOpens from /proc/net/snmp's Tcp lines (names, then values)."""
+    names, values = (line.split() for line in snmp.splitlines() if line.startswith(b"Tcp:"))
+    row = dict(zip(names, values))
+    return int(row[b"ActiveOpens"]) + int(row[b"PassiveOpens"])
+
+
+def _fields(text: str) -> dict:
+    """sockstat lines ("TCP: inuse 3 orphan 0 tw 1 ...") -> {"TCP": {"inuse": 3, ...}}."""
+    out = {}
+    for line in text.splitlines():
+        proto, _, rest = line.partition(":")
+        words = rest.split()
+        out[proto] = {k: int(v) for k, v in zip(words[::2], words[1::2])}
+    return out
+
+
+def host_tcp_sockets() -> int:
+    """TCP sockets on the whole host (sockstat's alloc is not per namespace):
+    what a walk of any namespace goes over."""
+    try:
+        with open("/proc/self/net/sockstat") as f:
+            return _fields(f.read()).get("TCP", {}).get("alloc", 0)
+    except OSError:
+        return 0
+
+
+def reserve_descriptors(count: int) -> None:
+    """Room for `count` more open files: raise the soft limit toward the hard
+    one if need be (counters keep three files per namespace open)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 64
+    want = used + count + 64
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def busy_protocols() -> set[str]:
+    """The protocols ("tcp", "udp") the calling thread's namespace has any socket
+    of, TIME_WAIT included: a walk of the others would find nothing."""
+    counts = sockstat_counts()
+    busy = {"udp"} if counts["udp"] else set()
+    if counts["tcp"] or counts["tcp_tw"]:
+        busy.add("tcp")
+    return busy
+
+
+def sockstat_counts() -> dict[str, int]:
+    """Socket counts of the calling thread's namespace (cheap; run in the worker)."""
+    counts = {"tcp": 0, "tcp_tw": 0, "udp": 0}
+    for name, tcp, udp in (("sockstat", "TCP", "UDP"), ("sockstat6", "TCP6", "UDP6")):
+        try:
+            with open(f"/proc/thread-self/net/{name}") as f:
+                fields = _fields(f.read())
+        except OSError:
+            return {"tcp": 1, "tcp_tw": 1, "udp": 1}   # cannot tell: assume busy
+        counts["tcp"] += fields.get(tcp, {}).get("inuse", 0)
+        counts["tcp_tw"] += fields.get(tcp, {}).get("tw", 0)
+        counts["udp"] += fields.get(udp, {}).get("inuse", 0)
+    return counts
