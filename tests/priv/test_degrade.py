@@ -2,7 +2,7 @@
 loses its capability alone, and the run still lists and kills exactly.
 
 Refusals are real: SOCKTERM_TEST_REFUSE makes the engine load, in place of a
-capability's program, one that every verifier refuses (bpf/sockterm.bpf.c's
+capability's program, one that every verifier refuses (bpf/refused.c's
 st_refused_*), so the kernel says no and the engine degrades as it would on a
 kernel that refuses the real one; `kfunc` makes the host probe report no
 bpf_sock_destroy, as on kernels before 6.5. Sockets are made by holders that

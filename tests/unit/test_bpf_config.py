@@ -41,7 +41,7 @@ def _port_rules(rules, n, port) -> bool:
 
 
 def bpf_wants(cfg, sock) -> bool:
-    """bpf/sockterm.bpf.c: the protocol check, wanted(), the uid check."""
+    """bpf/sockterm.bpf.c and iter_sockets.c: the protocol check, wanted(), the uid check."""
     proto_flag = record.CFG_TCP if sock.proto == "tcp" else record.CFG_UDP
     if not cfg.flags & proto_flag:
         return False
