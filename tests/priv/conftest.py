@@ -175,6 +175,25 @@ def engine(request):
     return request.param
 
 
+# SOCKTERM_TEST_ENGINES=bpf (the kernel matrix, in a kernel whose auto engine
+# is bpf): a test's cases on other engines are deselected. Their path (netlink
+# dumps and SOCK_DESTROY) runs in the matrix's kernels whose auto is diag and
+# on the host; each guest's time is the matrix's budget.
+def pytest_collection_modifyitems(config, items):
+    only = os.environ.get("SOCKTERM_TEST_ENGINES")
+    if not only:
+        return
+    keep = set(only.split(","))
+    selected, deselected = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine") if callspec else None
+        (deselected if engine and engine not in keep else selected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
 # What `--backend bpf` can do on this kernel, as doctor says (the kernel
 # matrix's old kernels): where the socket iterators are refused (5.10: no
 # cookie helper in iterators before 5.12) it refuses every command in one line;
