@@ -123,7 +123,7 @@ def test_required_sections():
                  "REQUIREMENTS", "OVERHEAD", "CAVEATS", "EXAMPLES", "SEE ALSO", "AUDIT"):
         assert name in sections(), name
     req = plain("\n".join(sections()["REQUIREMENTS"]))
-    for needle in ("BTF", "5.9", "bpf_sock_destroy", "6.5", "CONFIG_INET_DIAG_DESTROY",
+    for needle in ("BTF", "5.12", "5.11", "bpf_sock_destroy", "6.5", "CONFIG_INET_DIAG_DESTROY",
                    "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_BPF", "CAP_PERFMON"):
         assert needle in req, needle
     assert "ss (8)" in plain("\n".join(sections()["SEE ALSO"]))
