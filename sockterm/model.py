@@ -177,9 +177,15 @@ class Held:
     def by_namespace(self) -> "HeldSockets":
         return HeldSockets(self._records, self._decode, self._uncookied)
 
-    def owners(self) -> "Owners":
+    def owners(self, namespaces=None) -> "Owners":
+        """Who holds each socket of these namespaces (inodes; None: all). A
+        walk of a namespace meets only that namespace's sockets, and the
+        records are by the socket's namespace: a run indexes the walked ones
+        only (at 500,000 sockets, an index of every socket was ~40 MB)."""
         found = Owners()
-        for records in self._records.values():
+        for ino, records in self._records.items():
+            if namespaces is not None and ino not in namespaces:
+                continue
             for sock in self._decode(records):
                 if sock.processes and sock.ino:
                     found.by_ino[sock.ino] = sock.processes

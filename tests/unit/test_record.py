@@ -144,7 +144,7 @@ def test_one_pass_records_are_kept_by_namespace_and_decoded_on_demand():
     chunks = [_held_record(1, 10, a) + _held_record(2, 10, a) + _held_record(3, 11, b)
               + _held_record(1, 12, a),
               _held_record(4, 11, b) + _held_record(5, 11, b)]
-    runs = bpf_engine.split_by_namespace(chunks)
+    runs = bpf_engine.split_by_namespace(iter(chunks))      # the reads, as they come
     size = record.HELD.size
     assert [len(r) // size for r in runs[a]] == [2, 1] and [len(r) // size for r in runs[b]] == [1, 2]
     assert runs[b][1] is chunks[1]           # a chunk of one namespace is not copied
@@ -165,6 +165,13 @@ def test_one_pass_records_are_kept_by_namespace_and_decoded_on_demand():
     assert socks.get(4026531003, "none") == "none" and socks.pop(4026531003, ()) == ()
     assert held.owners().by_ino == {1001: ((10, "app"), (12, "app")), 1002: ((10, "app"),),
                                     1003: ((11, "app"),), 1004: ((11, "app"),), 1005: ((11, "app"),)}
+    # the index a walk needs is of the walked namespaces' sockets only: the
+    # others' records are not even decoded
+    decoded.clear()
+    assert held.owners({b}).by_ino == {1003: ((11, "app"),), 1004: ((11, "app"),),
+                                       1005: ((11, "app"),)}
+    assert decoded == [3]
+    assert held.owners(set()).by_ino == {} and decoded == [3]
 
 
 def test_config_compiles_prefixes_as_network_order_words():

@@ -115,7 +115,10 @@ def split_by_namespace(chunks) -> dict:
     records), decoded only when the namespace's turn comes: half a million
     sockets decoded at once would hold ~300 MB of Sock objects, as records
     they take 120 bytes each. A process's descriptors come in order, so runs
-    are long: a chunk is a few slices, often none."""
+    are long: a chunk is a few slices, often none (a chunk of one namespace
+    is kept as it is). `chunks` is consumed as it comes: each chunk is let
+    go once split, so the records are in memory once, not twice (60 MB of
+    the peak at 500,000 sockets, measured)."""
     out: dict = {}
     size = record.HELD.size
     for chunk in chunks:
@@ -436,13 +439,11 @@ class BpfEngine:
         if fd < 0:
             raise EngineError(f"cannot walk processes: {self._why(-fd)}")
         try:
-            chunks = list(_read_all(fd, record.HELD.size))
+            runs = split_by_namespace(_read_all(fd, record.HELD.size))
         finally:
             os.close(fd)
         names = {ns.ino: ns.name for ns in namespaces or ()}
-        records = sum(len(chunk) for chunk in chunks) // record.HELD.size
-        runs = split_by_namespace(chunks)
-        chunks.clear()
+        records = sum(len(run) for ns_runs in runs.values() for run in ns_runs) // record.HELD.size
 
         def decode(runs) -> list:
             found: dict = {}
