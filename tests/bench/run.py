@@ -34,8 +34,8 @@ from .workload import LOOPBACK, VIP, LoopbackWorkload, LoopSpec, Spec, Workload
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# what an operator runs: a console script as pip writes it for this checkout's
-# entry point (written by install_launcher(); an installed one may be stale)
+# what an operator runs: the launcher scripts/install writes, for this checkout
+# (written by install_launcher(); an installed one may be stale)
 SOCKTERM = [PY, "-m", "sockterm"]
 NS_LOOP = "$(ip netns list | cut -d' ' -f1)"
 SS_LIST_P = f"ss -tuanp; for ns in {NS_LOOP}; do ss -N \"$ns\" -tuanp; done"
@@ -84,21 +84,16 @@ def bpf_note() -> str:
 def install_launcher(tmp: str) -> None:
     """This checkout, as an installed copy runs: byte-compiled (pip compiles
     on install; a PYTHONDONTWRITEBYTECODE shell would otherwise recompile
-    every module on every run) and started by pip's console-script wrapper."""
+    every module on every run) and started by the launcher scripts/install
+    writes (sockterm/launcher.py), here finding the checkout first."""
     import compileall
-    import tomllib
+    sys.path.insert(0, ROOT)
+    from sockterm import launcher
     compileall.compile_dir(os.path.join(ROOT, "sockterm"), quiet=1)
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
-        module, func = tomllib.load(f)["project"]["scripts"]["sockterm"].split(":")
     path = os.path.join(tmp, "sockterm")
-    with open(path, "w") as f:
-        f.write(f"#!{PY}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import {func}\n"
-                f"if __name__ == '__main__':\n"
-                f"    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-                f"    sys.exit({func}())\n")
-    os.chmod(path, 0o755)
+    launcher.write(path, PY, [ROOT, *launcher.site_paths()])
     SOCKTERM[:] = [path]
-    os.environ["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")   # for PY -m
 
 
 # -- contenders ----------------------------------------------------------------

@@ -81,6 +81,30 @@ def test_it_runs_with_the_shipped_object(installed):
     assert '"engine": "bpf"' in proc.stdout
 
 
+def test_the_callers_environment_does_not_choose_the_code_root_runs(installed, tmp_path):
+    """`sudo -E`, an env_keep of PYTHONPATH, a shell in a directory a user
+    owns: none may put another `sockterm` (or `click`) in front of the
+    installed one. The launcher runs Python isolated (-I) and without site
+    (-S), its directories written in at install time."""
+    base, prefix, env = installed
+    launcher = os.path.realpath(f"{prefix}/sbin/sockterm")
+    with open(launcher) as f:
+        first = f.readline()
+    assert first == f"#!{prefix}/lib/sockterm/bin/python -IS\n"
+    for name in ("sockterm", "click"):
+        planted = tmp_path / "planted" / name
+        planted.mkdir(parents=True)
+        (planted / "__init__.py").write_text("raise SystemExit('planted code ran')\n")
+    hostile = dict(env, PYTHONPATH=str(tmp_path / "planted"), PYTHONHOME="/nonexistent",
+                   PYTHONSTARTUP=str(tmp_path / "planted" / "sockterm" / "__init__.py"))
+    for cwd in ("/", str(tmp_path / "planted")):
+        proc = run(f"{prefix}/sbin/sockterm", "--version", env=hostile, cwd=cwd)
+        assert proc.returncode == 0 and "planted" not in proc.stdout + proc.stderr, proc.stderr
+    proc = run(f"{prefix}/sbin/sockterm", "list", "--netns", "host", "--state", "listening",
+               "-o", "json", env=hostile, cwd=str(tmp_path / "planted"))
+    assert proc.returncode in (0, 1) and '"sockets"' in proc.stdout, proc.stderr
+
+
 def test_man_8_finds_the_page(installed):
     base, prefix, env = installed
     manpath = f"{prefix}/share/man"
