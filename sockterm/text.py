@@ -11,7 +11,9 @@ not use it: json escapes these itself and keeps exact values.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 # C0 but nothing printable, DEL, C1; LRM/RLM, ALM; LRE..RLO; LS/PS; LRI..PDI
 # and lone surrogates: bytes of a name that were not UTF-8 (surrogateescape)
@@ -34,3 +36,18 @@ def shown(text: str) -> str:
     if not _UNSAFE.search(text):      # the common case: one C-level scan
         return text
     return _UNSAFE.sub(_escape, text)
+
+
+def terminal_width(stream=None) -> int:
+    """COLUMNS, else the terminal's width, else 80 (as shutil does, for any stream).
+    A COLUMNS that is not a positive number (0, -5, junk) is ignored."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return max(20, columns)
+    try:
+        return os.get_terminal_size((stream or sys.stdout).fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80

@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..exitcodes import ExitCode
-from ..text import shown
+from ..text import shown, terminal_width
 
 COMMANDS = {
     "list": ("sockterm.cli.show", "list_cmd", "Show sockets in every network namespace."),
@@ -41,8 +41,19 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+MAX_HELP_WIDTH = 100
+
+
+def help_width() -> int:
+    """The width click gives help (the terminal's, at most 100, less 2, at
+    least 50), given to it: left to click, it imports shutil for the
+    terminal's size (~2 ms of every --help)."""
+    return max(min(terminal_width(), MAX_HELP_WIDTH) - 2, 50)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
-                                               "max_content_width": 100})
+                                               "max_content_width": MAX_HELP_WIDTH,
+                                               "terminal_width": help_width()})
 @click.version_option(__version__, "-V", "--version", prog_name="sockterm")
 @click.option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default="auto",
               show_default=True, envvar="SOCKTERM_BACKEND",

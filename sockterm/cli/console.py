@@ -12,8 +12,8 @@ import sys
 
 from rich.console import Console
 
-from ..text import shown
-from .render import terminal_width, use_color
+from ..text import shown, terminal_width
+from .render import use_color
 
 
 def console(stream=None) -> Console:

@@ -13,7 +13,7 @@ import sys
 
 from .. import model
 from ..signals import held
-from ..text import shown
+from ..text import shown, terminal_width
 
 COLUMNS = ("NETNS", "PROTO", "STATE", "LOCAL", "PEER", "PROCESS")
 
@@ -436,21 +436,6 @@ PROCESS, RESULT = 5, 6                 # the columns made of parts: holders, wor
 NAMES = ("NETNS", "PROCESS")           # the columns whose text may be cut (clip)
 SEPARATOR = {PROCESS: ",", RESULT: " "}   # how their parts join on one line
 _PID = re.compile(r"\[\d+\]$")
-
-
-def terminal_width(stream=None) -> int:
-    """COLUMNS, else the terminal's width, else 80 (as shutil does, for any stream).
-    A COLUMNS that is not a positive number (0, -5, junk) is ignored."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns > 0:
-        return max(20, columns)
-    try:
-        return os.get_terminal_size((stream or sys.stdout).fileno()).columns or 80
-    except (AttributeError, ValueError, OSError):
-        return 80
 
 
 def use_color(out) -> bool:

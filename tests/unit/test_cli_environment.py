@@ -10,19 +10,19 @@ import sys
 
 import pytest
 
-from sockterm import filter as F, model
+from sockterm import filter as F, model, text
 from sockterm.cli import confirm, render
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "junk", "", " "])
 def test_invalid_columns_ignored(monkeypatch, value):
     monkeypatch.setenv("COLUMNS", value)
-    assert render.terminal_width(io.StringIO()) == 80
+    assert text.terminal_width(io.StringIO()) == 80
 
 
 def test_valid_columns(monkeypatch):
     monkeypatch.setenv("COLUMNS", "132")
-    assert render.terminal_width(io.StringIO()) == 132
+    assert text.terminal_width(io.StringIO()) == 132
 
 
 class Tty(io.StringIO):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sockterm import model, states
+from sockterm import model, states, text
 from sockterm.cli import render
 from sockterm.core import Report
 
@@ -486,20 +486,20 @@ def test_terminal_width(monkeypatch):
     import fcntl
     import termios
     monkeypatch.setenv("COLUMNS", "100")
-    assert render.terminal_width() == 100
+    assert text.terminal_width() == 100
     monkeypatch.setenv("COLUMNS", "5")
-    assert render.terminal_width() == 20
+    assert text.terminal_width() == 20
     monkeypatch.setenv("COLUMNS", "1")
-    assert render.terminal_width(io.StringIO()) == 20
+    assert text.terminal_width(io.StringIO()) == 20
     monkeypatch.setenv("COLUMNS", "wide")
-    assert render.terminal_width(io.StringIO()) == 80
+    assert text.terminal_width(io.StringIO()) == 80
     monkeypatch.delenv("COLUMNS")
     master, slave = pty.openpty()
     try:
         for cols, want in ((123, 123), (0, 80)):
             fcntl.ioctl(slave, termios.TIOCSWINSZ, st.pack("HHHH", 24, cols, 0, 0))
             with os.fdopen(os.dup(slave), "w") as stream:
-                assert render.terminal_width(stream) == want
+                assert text.terminal_width(stream) == want
     finally:
         os.close(master)
         os.close(slave)
