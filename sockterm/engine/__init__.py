@@ -33,16 +33,14 @@ Threads, ordering, accounting and cancellation are the core's (sockterm.core).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..exitcodes import ExitCode
 
 NAMES = ("auto", "bpf", "diag")
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     """What an engine can do, known before it is opened."""
 
     one_pass: bool = False            # held(): the one pass, host-wide
@@ -62,8 +60,7 @@ def capabilities(name: str) -> Capabilities:
     return CAPABILITIES.get(name, Capabilities())
 
 
-@dataclass(frozen=True)
-class HostFacts:
+class HostFacts(NamedTuple):
     """What the host knows that an engine asks for, handed in by the core."""
 
     busy_protocols: Callable      # () -> protocols with sockets, in the namespace it runs in
@@ -92,8 +89,7 @@ class CannotDestroy(EngineError):
     CONFIG_INET_DIAG_DESTROY): nothing to retry, another way is needed."""
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """What a run derived from the filter, kept apart from it: the socket
     inodes --pid/--comm resolved to, the cookies a kill is pinned to (what
     was confirmed or counted), sockterm's own sockets, the namespaces the run

@@ -98,11 +98,11 @@ way the caller treats the file as absent: no name from it.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import queue
 import stat
+import struct
 import threading
 import time
 
@@ -135,9 +135,7 @@ class Refused(OSError):
         return self.why
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
+_OPEN_HOW = struct.Struct("=QQQ")      # struct open_how: flags, mode, resolve
 
 
 class _Openat2:
@@ -151,15 +149,17 @@ class _Openat2:
         """An fd, or -1 when openat2 is missing here (then, every later call too)."""
         if self.available is False:
             return -1
+        # ctypes here, not at import: most runs read no tenant's file (~2 ms)
+        import ctypes
         if self._syscall is None:
             fn = ctypes.CDLL(None, use_errno=True).syscall
             fn.restype = ctypes.c_long
             self._syscall = fn
-        how = _OpenHow(flags, 0, resolve)
+        how = _OPEN_HOW.pack(flags, 0, resolve)
         for _ in range(3):
             fd = self._syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd),
-                               ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                               ctypes.c_size_t(ctypes.sizeof(how)))
+                               ctypes.c_char_p(os.fsencode(path)), ctypes.c_char_p(how),
+                               ctypes.c_size_t(len(how)))
             if fd >= 0:
                 self.available = True
                 return fd

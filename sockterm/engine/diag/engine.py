@@ -10,7 +10,6 @@ before anything is destroyed.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import socket
 
@@ -172,7 +171,7 @@ class DiagEngine:
 
     def pin(self, cookies) -> None:
         """Restrict the next reads to these cookies (paced kills)."""
-        self.scope = dataclasses.replace(self.scope, cookies=frozenset(cookies))
+        self.scope = self.scope._replace(cookies=frozenset(cookies))
 
     def release(self, handle: _Handle) -> None:
         handle.dsock.close()
