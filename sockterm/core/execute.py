@@ -41,6 +41,8 @@ def search_pass(run, nsrs: list, owners=None) -> Iterator[model.Sock]:
             for nsr, batch in pool.run(nsrs, search, stop=run.cancel.is_set):
                 if batch is not None:
                     account(run, nsr, batch, owners)
+                elif owners is not None and not isinstance(owners, Attribution):
+                    owners.done(nsr.ns.ino)         # this namespace is complete
                 yield from order.take(nsr, batch)
         except Exception:
             yield from order.rest()        # what died before the failure is reported
@@ -55,7 +57,7 @@ def account(run, nsr, batch: list, owners) -> None:
     if isinstance(owners, Attribution):
         owners = owners.result()        # a kill's reads waited for it already
     if owners is not None:
-        holders = owners.get
+        holders = owners.of(nsr.ns.ino).get
         for sock in batch:
             if sock.processes is None:
                 sock.processes = holders(sock.ino)

@@ -57,10 +57,9 @@ def stream(run) -> Iterator[model.Sock]:
                                                  else f"not walked: {detail}"))
     run.log(f"one pass: {found.records} descriptors hold matching sockets, "
              f"{elapsed * 1000:.0f} ms; {walked} of {len(run.nsrs)} namespaces to walk")
-    # the pass's sockets carry their holders: only a walk's need the index,
-    # of the walked namespaces' sockets
-    owners = found.owners({r.ns.ino for r in run.nsrs if r.walked}) \
-        if run.attribute and walked else None
+    # the pass's sockets carry their holders: only a walk's need an index,
+    # of its own namespace's sockets
+    owners = model.NamespaceOwners(found) if run.attribute and walked else None
     yield from execute.search_pass(run, run.nsrs, owners=owners)
 
 def _walk_reason(run, ino: int, before: dict, after: dict, found) -> tuple[str | None, str]:

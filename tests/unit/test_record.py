@@ -172,6 +172,17 @@ def test_one_pass_records_are_kept_by_namespace_and_decoded_on_demand():
                                        1005: ((11, "app"),)}
     assert decoded == [3]
     assert held.owners(set()).by_ino == {} and decoded == [3]
+    # and a run's: a walked namespace's index, built when its batches come,
+    # kept while they do, let go when it is done
+    decoded.clear()
+    walked = model.NamespaceOwners(held)
+    assert walked.of(a).get(1001) == ((10, "app"), (12, "app")) and walked.of(a).get(1003) == ()
+    assert decoded == [2]                      # a's records, once for both lookups
+    walked.done(a)
+    assert walked.of(b).get(1003) == ((11, "app"),) and decoded == [2, 3]
+    assert walked.of(a).get(1002) == ((10, "app"),) and decoded == [2, 3, 2]   # built again
+    whole = held.owners()
+    assert whole.of(a) is whole and whole.done(a) is None
 
 
 def test_config_compiles_prefixes_as_network_order_words():
