@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 import confine
+from sockterm import __version__
 from conftest import VIP4, Topology, sh, sockterm
 from test_podman import BRIDGE, CONNECTIONS, PODMAN, containers, rootfs  # noqa: F401 (fixtures)
 
@@ -90,6 +91,14 @@ def test_image_is_small_with_nothing_but_the_runtime(image):
                            "python3 -c 'import llvmlite' 2>/dev/null && echo llvmlite; true"],
                           capture_output=True, text=True, timeout=120)
     assert proc.stdout == "", f"a build tool or an unused dependency in the image: {proc.stdout}"
+    # sockterm's launcher, as scripts/install writes it: an environment given to
+    # the container (podman run -e, a pod spec's env) cannot choose what runs
+    proc = subprocess.run([*PODMAN, "run", "--rm", *LIMITS, "-e", "PYTHONPATH=/nonexistent",
+                           "-e", "PYTHONHOME=/nonexistent", image, "sh", "-c",
+                           "head -n 1 \"$(command -v sockterm)\"; sockterm --version"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines() == ["#!/opt/sockterm/bin/python3 -IS",
+                                        f"sockterm, version {__version__}"], proc.stderr
 
 
 def test_node_debug_pod_lists_and_kills_exactly_the_test_sockets(image, engine):
