@@ -26,10 +26,20 @@ import subprocess
 import sys
 
 
+SHEBANG_MAX = 127       # what every kernel reads of a #! line (256 from Linux 5.1)
+
+
 def text(python: str, paths) -> str:
     """The launcher's source: `python`, started -IS, finds sockterm and its
-    dependencies in `paths` (after the standard library, where site puts them)."""
-    return (f"#!{python} -IS\n"
+    dependencies in `paths` (after the standard library, where site puts them).
+    An interpreter path a #! line cannot carry (a space in it, or too long)
+    is started by /bin/sh instead, as pip's own scripts do: the file is then
+    both a shell script that execs Python on itself and that Python program."""
+    shebang = f"#!{python} -IS"
+    if len(shebang) > SHEBANG_MAX or any(c.isspace() for c in python):
+        quoted = "'" + python.replace("'", "'\"'\"'") + "'"
+        shebang = f"#!/bin/sh\n'''exec' {quoted} -IS \"$0\" \"$@\"\n' '''"
+    return (f"{shebang}\n"
             "# sockterm's launcher (sockterm/launcher.py): Python isolated from the caller's\n"
             "# environment (-I) and without the site module (-S); the directories site would\n"
             "# have found are these.\n"

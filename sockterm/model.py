@@ -161,7 +161,8 @@ class NamespaceOwners:
     records: a namespace's index is built when its first batch is accounted
     and let go when the namespace is done, so a run holds the indexes of the
     namespaces in flight, not one of every socket walked (the diag engine
-    walks them all: at 500,000 sockets the whole index was ~25 MB of peak)."""
+    walks them all: listing 500,000 sockets, its peak RSS went from 183.6 to
+    163.0 MiB, one run each)."""
 
     def __init__(self, held: "Held"):
         self._held = held
@@ -209,7 +210,7 @@ class Held:
         """Who holds each socket of these namespaces (inodes; None: all). A
         walk of a namespace meets only that namespace's sockets, and the
         records are by the socket's namespace: a run indexes the walked ones
-        only (at 500,000 sockets, an index of every socket was ~40 MB)."""
+        only (NamespaceOwners: one at a time)."""
         found = Owners()
         for ino, records in self._records.items():
             if namespaces is not None and ino not in namespaces:
