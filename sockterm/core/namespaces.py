@@ -136,17 +136,21 @@ class Appearing:
         except OSError:
             return None
         ns = model.Namespace(ino=ino, name="", path=path, pids=[pid])
-        try:
-            names = sorted(os.listdir("/run/netns"))
-        except OSError:
-            names = []
-        for name in names:
+        for directory in netns.netns_dirs():        # where discovery finds the names
             try:
-                if os.stat(f"/run/netns/{name}").st_ino == ino:
-                    ns.name, ns.alt_paths = name, [f"/run/netns/{name}"]
-                    break
+                names = sorted(os.listdir(directory))
             except OSError:
                 continue
+            for name in names:
+                named = os.path.join(directory, name)
+                try:
+                    if os.stat(named).st_ino == ino:
+                        ns.name, ns.alt_paths = name, [named]
+                        break
+                except OSError:
+                    continue
+            if ns.name:
+                break
         ns.name = ns.name or f"{procs.comm_of(pid) or '?'}[{pid}]"
         return ns
 
