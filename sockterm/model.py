@@ -212,10 +212,10 @@ class Held:
         records are by the socket's namespace: a run indexes the walked ones
         only (NamespaceOwners: one at a time)."""
         found = Owners()
-        for ino, records in self._records.items():
-            if namespaces is not None and ino not in namespaces:
-                continue
-            for sock in self._decode(records):
+        inos = self._records if namespaces is None else \
+            [ino for ino in namespaces if ino in self._records]
+        for ino in inos:
+            for sock in self._decode(self._records[ino]):
                 if sock.processes and sock.ino:
                     found.by_ino[sock.ino] = sock.processes
         return found
