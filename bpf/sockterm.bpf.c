@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * The object sockterm loads for a run (sockterm/data/sockterm.bpf.o): two
- * tools that share one load, the filter (cfg) and the maps below.
+ * tools that share one load, the filter (cfg) and the maps below. Built twice:
+ * sockterm.bpf.o for the kills the iterators make, and sockterm-read.bpf.o
+ * (ST_READ_ONLY) for every other run, the same programs without the
+ * bpf_sock_destroy kfunc: a kfunc extern makes libbpf read the kernel's whole
+ * BTF (~15 ms) to resolve it, and a run that destroys nothing in the kernel
+ * need not pay that.
  *
  *   iter_sockets.c  the socket iterators: one walk of a namespace's TCP or
  *                   UDP table, a record per match and, in kill mode, the
@@ -78,7 +83,13 @@ struct {
 	__type(value, __s32);
 } st_kill_errors SEC(".maps");
 
+#ifdef ST_READ_ONLY
+/* no destroy in this build: emit() reports EOPNOTSUPP (sockterm never loads
+ * it for a kill in the kernel) */
+#define bpf_sock_destroy ((int (*)(struct sock_common *))0)
+#else
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
+#endif
 
 static __always_inline bool addr_match(const volatile struct st_addr_rule *r,
 				       const __u32 *a, __u16 port)

@@ -62,6 +62,7 @@ def _capabilities(host, object_ok: bool) -> dict:
     kernel as the programs really load here; what the kernel lacks named."""
     from .engine.bpf.engine import ENUMERATE, ONE_PASS
     kfunc = host.features["sock_destroy_kfunc"]
+    kill_refused = ""
     if not host.btf:
         why = f"no BTF ({probe.VMLINUX_BTF}: the kernel needs CONFIG_DEBUG_INFO_BTF)"
         lost, failed = {ENUMERATE: why, ONE_PASS: why}, why
@@ -69,9 +70,15 @@ def _capabilities(host, object_ok: bool) -> dict:
         lost = dict.fromkeys((ENUMERATE, ONE_PASS), "the shipped BPF object is unusable (see above)")
         failed = lost[ENUMERATE]
     else:
-        lost, failed = bpf_capabilities(host, kill=kfunc)
+        # what list, match and the one pass load; then, where the kernel has the
+        # kfunc, the iterators a kill loads (another object: the kfunc in them)
+        lost, failed = bpf_capabilities(host, kill=False)
         if not failed:
             lost = {cap: why and f"refused by the kernel: {why}" for cap, why in lost.items()}
+        if kfunc and not lost[ENUMERATE]:
+            kill_lost, kill_failed = bpf_capabilities(host, kill=True)
+            if kill_failed or kill_lost[ENUMERATE]:
+                kill_refused = f"refused by the kernel: {kill_failed or kill_lost[ENUMERATE]}"
     if host.btf and not host.bpf_can_list:
         lost[ENUMERATE] = "no TCP/UDP socket iterators (Linux >= 5.9)"
     found = {
@@ -82,8 +89,9 @@ def _capabilities(host, object_ok: bool) -> dict:
     }
     if not kfunc:
         destroy = (False, "no bpf_sock_destroy kfunc (Linux >= 6.5): sockets are destroyed over netlink")
-    elif lost[ENUMERATE]:
-        destroy = (False, f"bpf_sock_destroy is there, the iterators that call it are not ({failed or lost[ENUMERATE]})")
+    elif lost[ENUMERATE] or kill_refused:
+        destroy = (False, "bpf_sock_destroy is there, the iterators that call it are not "
+                          f"({failed or lost[ENUMERATE] or kill_refused})")
     else:
         destroy = (True, "bpf_sock_destroy verified in the iterators")
     found["destroy in kernel"] = destroy
@@ -250,7 +258,7 @@ def run(timed: bool = True) -> Findings:
     """All checks, the engine auto picks, the caveats that apply, and (timed)
     the hash table finding."""
     from .engine.bpf import libbpf, objinfo
-    from .engine.bpf.engine import object_path
+    from .engine.bpf.engine import OBJECT_NAME, READ_OBJECT_NAME, object_path
     host = probe.probe()
     checks = [Check("kernel", None, host.kernel)]
     checks.append(Check("BTF", host.btf, probe.VMLINUX_BTF if host.btf else
@@ -274,12 +282,16 @@ def run(timed: bool = True) -> Findings:
         checks.append(Check("libbpf", True, f"{lib.version} ({source})"))
     except libbpf.LibbpfUnavailable as exc:
         checks.append(Check("libbpf", False, str(exc)))
-    info = objinfo.inspect(object_path())
-    checks.append(Check("BPF object", info.ok,
-                        f"{object_path()} sha256:{info.sha256[:16]} programs "
-                        f"{', '.join(sorted(info.programs))}; license {info.license}"
-                        + (f"; {'; '.join(info.problems)}" if info.problems else "")))
-    capabilities = _capabilities(host, info.ok)
+    objects_ok = True
+    # the object the iterators destroy with, and the one every other run loads
+    for check, name in (("BPF object", OBJECT_NAME), ("BPF read object", READ_OBJECT_NAME)):
+        info = objinfo.inspect(object_path(name))
+        objects_ok = objects_ok and info.ok
+        checks.append(Check(check, info.ok,
+                            f"{object_path(name)} sha256:{info.sha256[:16]} programs "
+                            f"{', '.join(sorted(info.programs))}; license {info.license}"
+                            + (f"; {'; '.join(info.problems)}" if info.problems else "")))
+    capabilities = _capabilities(host, objects_ok)
     checks += [Check(name, ok, detail) for name, (ok, detail) in capabilities.items()]
     if host.btf:
         checks.append(_watch_check())

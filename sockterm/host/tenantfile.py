@@ -91,7 +91,7 @@ way the caller treats the file as absent: no name from it.
 # the cgroup v2 tree (--cgroup, --container, completion)
 #     P kernel, names below a delegated subtree: its user's. os.walk, stat,
 #     scandir.
-# sockterm/data/sockterm.bpf.o, libbpf (pylibbpf's .so, or the system's)
+# sockterm/data/*.bpf.o, libbpf (pylibbpf's .so, or the system's)
 #     P and C whoever installed sockterm (root). open(), ctypes.CDLL.
 # /dev/log or SOCKTERM_SYSLOG_SOCKET: P root or the operator's environment; a
 #     datagram socket, connected to, never read. /dev/null: O_WRONLY.

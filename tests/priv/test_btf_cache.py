@@ -58,7 +58,7 @@ def relocated(custom: str | None) -> dict[str, bytes]:
 
 
 def test_object_relocates_against_the_minimized_btf_as_against_the_kernels(cache_dir):
-    path = btfcache.custom_btf(object_path(), directory=cache_dir)
+    path = btfcache.custom_btf(object_path(), directory=cache_dir).path
     assert path and path.startswith(cache_dir)
     assert relocated(path) == relocated(None)
     # and the comparison can fail: one member moved, one relocation differs
@@ -77,42 +77,42 @@ def test_object_relocates_against_the_minimized_btf_as_against_the_kernels(cache
 
 def test_cache_is_reused_while_its_key_holds(cache_dir, tmp_path):
     said = []
-    path = btfcache.custom_btf(object_path(), said.append, cache_dir)
+    path = btfcache.custom_btf(object_path(), said.append, cache_dir).path
     assert "made" in said[-1]
     first = os.stat(path)
     assert first.st_uid == 0 and first.st_mode & 0o777 == 0o644
-    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir).path == path
     assert "CO-RE against" in said[-1] and os.stat(path).st_ino == first.st_ino
     # another kernel (another build id): the key inside the file no longer
     # matches, the file is made again and carries the new key
     notes = tmp_path / "notes"
     notes.write_bytes(b"\4\0\0\0\24\0\0\0\3\0\0\0GNU\0" + b"\x5a" * 20)
-    assert btfcache.custom_btf(object_path(), said.append, cache_dir, notes_path=str(notes)) == path
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir, notes_path=str(notes)).path == path
     assert "made for another kernel or object; regenerating" in said[-2]
     key = btfcache.cache_key(open(object_path(), "rb").read(), str(notes))
     with open(path, "rb") as f:
         assert key in f.read()
     # back on this kernel: stale again, regenerated again, never used as is
-    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir).path == path
     assert "regenerating" in said[-2]
 
 
 @pytest.mark.parametrize("how", ["chmod", "chown"])
 def test_a_cache_file_others_could_write_is_never_used(cache_dir, how):
-    path = btfcache.custom_btf(object_path(), directory=cache_dir)
+    path = btfcache.custom_btf(object_path(), directory=cache_dir).path
     if how == "chmod":
         os.chmod(path, 0o666)
     else:
         os.chown(path, 65534, 65534)
     said = []
-    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir).path == path
     assert "not a regular file that only root can write" in said[-2]
     st = os.stat(path)
     assert st.st_uid == 0 and st.st_mode & 0o022 == 0
 
 
 def test_a_cache_directory_others_could_write_is_never_used(cache_dir):
-    path = btfcache.custom_btf(object_path(), directory=cache_dir)
+    path = btfcache.custom_btf(object_path(), directory=cache_dir).path
     os.chown(cache_dir, 65534, 65534)
     said = []
     assert btfcache.custom_btf(object_path(), said.append, cache_dir) is None
@@ -121,7 +121,7 @@ def test_a_cache_directory_others_could_write_is_never_used(cache_dir):
     os.chown(cache_dir, 0, 0)
     os.replace(path, path + ".real")
     os.symlink(path + ".real", path)
-    assert btfcache.custom_btf(object_path(), said.append, cache_dir) == path
+    assert btfcache.custom_btf(object_path(), said.append, cache_dir).path == path
     assert not os.path.islink(path)
 
 
@@ -135,3 +135,71 @@ def test_a_run_uses_the_cache(cache_dir):
         assert run.returncode in (0, 1), run.stderr
     assert "btf cache: made" in runs[0].stderr
     assert "btf cache: CO-RE against" in runs[1].stderr
+
+
+def test_attach_points_are_where_libbpf_attaches():
+    lib = libbpf.load()
+    c = lib.lib
+    c.btf__load_vmlinux_btf.restype = ctypes.c_void_p
+    c.btf__free.argtypes = [ctypes.c_void_p]
+    vmlinux = c.btf__load_vmlinux_btf()
+    assert vmlinux
+    try:
+        points = btfcache.attach_points(btfcache.elf_sections(open(object_path(), "rb").read()),
+                                        btfcache._kernel_btf(btfcache.VMLINUX_BTF))
+        assert points
+        for section, tid in points.items():
+            name = ("bpf_iter_" + section.split("/", 1)[1]).encode()
+            assert lib.btf__find_by_name_kind(vmlinux, name, 12) == tid     # BTF_KIND_FUNC
+    finally:
+        c.btf__free(vmlinux)
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["match", "kill"])
+def test_only_a_kill_in_the_kernel_reads_the_kernels_btf(cache_dir, monkeypatch, kill):
+    """The iterators attached through the cached attach points find and
+    destroy what libbpf's own would; only the kill's object (the kfunc)
+    makes libbpf read the kernel's BTF."""
+    import errno
+    import socket
+
+    from sockterm import model
+    from sockterm.engine import Scope
+    from sockterm.engine.bpf.engine import BpfEngine
+    from sockterm.filter import build_filter
+    monkeypatch.setattr(libbpf, "LIBBPF_INFO", 2)      # keep libbpf's debug lines too
+    monkeypatch.setenv(btfcache.CACHE_ENV, cache_dir)
+    here = model.Namespace(os.stat("/proc/self/ns/net").st_ino, "host", "/proc/self/ns/net")
+    for attempt in range(2):                # the first makes the cache
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        said = []
+        engine = BpfEngine(flt=build_filter(dst=[f"127.0.0.1:{server.getsockname()[1]}"]),
+                           scope=Scope(), kill=kill, owners=True, held=True, log=said.append)
+        try:
+            engine.open()
+            assert set(engine.links) == {"tcp", "udp"} and engine.one_pass and not engine.lost
+            fds = engine.enter()
+            found = [sock for batch in engine.read(fds, here) for sock in batch]
+            engine.release(fds)
+        finally:
+            engine.close()
+        assert [(s.dport, s.result) for s in found] == [
+            (server.getsockname()[1], model.KILLED if kill else model.MATCHED)]
+        client.settimeout(5)
+        if kill:
+            with pytest.raises(OSError) as err:
+                client.recv(1)
+            assert err.value.errno == errno.ECONNABORTED
+        else:
+            peer.send(b"x")
+            assert client.recv(1) == b"x"
+        for sock in (client, peer, server):
+            sock.close()
+        assert ("made" if attempt == 0 else "CO-RE against") in "\n".join(said)
+    read_btf = [line for line in said if "kernel BTF" in line]
+    if kill:            # the kfunc: libbpf resolves it in the kernel's BTF
+        assert read_btf, said[-20:]
+    else:
+        assert not read_btf, read_btf

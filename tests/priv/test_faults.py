@@ -61,16 +61,17 @@ def in_private_mounts(bind_src: str, bind_dst: str) -> list[str]:
             'mount --bind "$0" "$1" && shift && exec "$@"', bind_src, bind_dst]
 
 
-def object_path() -> str:
-    from sockterm.engine.bpf.engine import object_path
-    return object_path()
+def object_path(command: str = "kill") -> str:
+    """The object a command loads: a kill in the kernel's, or every other run's."""
+    from sockterm.engine.bpf.engine import OBJECT_NAME, READ_OBJECT_NAME, object_path
+    return object_path(OBJECT_NAME if command == "kill" else READ_OBJECT_NAME)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "elf-header-only"])
 @pytest.mark.parametrize("command", ["list", "kill"])
 def test_broken_bpf_object(victim, damage, command, tmp_path):
     ns, h, conns, unharmed = victim
-    original = open(object_path(), "rb").read()
+    original = open(object_path(command), "rb").read()
     bad = {"truncated": original[: len(original) // 3],
            "garbage": os.urandom(len(original)),
            "empty": b"",
@@ -79,7 +80,7 @@ def test_broken_bpf_object(victim, damage, command, tmp_path):
     path.write_bytes(bad)
     extra = ["--yes", "--dport", "7400"] if command == "kill" else []
     code, out, err = cli("--backend", "bpf", command, "--netns", ns, *extra,
-                         prefix=in_private_mounts(str(path), object_path()))
+                         prefix=in_private_mounts(str(path), object_path(command)))
     FIGURES["faults"] += 1
     line = one_line(err)
     assert code == 3, (code, err)
@@ -87,7 +88,7 @@ def test_broken_bpf_object(victim, damage, command, tmp_path):
     assert out == ""
     assert unharmed(), "a socket died although the run failed"
     # the host's object is untouched
-    assert open(object_path(), "rb").read() == original
+    assert open(object_path(command), "rb").read() == original
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from sockterm.engine.bpf import btfcache
-from sockterm.engine.bpf.engine import object_path
+from sockterm.engine.bpf.engine import OBJECT_NAME, READ_OBJECT_NAME, object_path
 
 VMLINUX = btfcache.VMLINUX_BTF
 
@@ -38,10 +38,12 @@ def note(name: bytes, kind: int, desc: bytes) -> bytes:
     return struct.pack("<III", len(name) + 1, len(desc), kind) + pad(name + b"\0") + pad(desc)
 
 
-def test_every_relocation_of_the_shipped_object_can_be_minimized():
+@pytest.mark.parametrize("name", [OBJECT_NAME, READ_OBJECT_NAME])
+def test_every_relocation_of_the_shipped_objects_can_be_minimized(name):
     # a new kind of relocation in bpf/ (bpf_core_type_exists, an enum value)
     # would silently cost every run the kernel's whole BTF: it must fail here
-    sections = btfcache.elf_sections(shipped())
+    with open(object_path(name), "rb") as f:
+        sections = btfcache.elf_sections(f.read())
     relos = btfcache.core_relos(sections[".BTF.ext"])
     assert relos
     kinds = {kind for _, _, kind in relos}
@@ -65,6 +67,41 @@ def test_minimized_btf_keeps_only_what_the_relocations_reach(kernel, minimized):
     assert small.type(sock)[3] == kernel.type(full_sock)[3]
     assert "sk_socket" in kept and len(kept) < len(full) / 4
     assert all(full[name] == off for name, off in kept.items())
+
+
+def test_attach_points_are_the_iterator_functions_written_after_the_key(kernel, minimized):
+    sections = btfcache.elf_sections(shipped())
+    points = btfcache.attach_points(sections, kernel)
+    assert set(points) == {"iter/tcp", "iter/udp", "iter/task_file"}
+    for section, tid in points.items():
+        kind, name_off, _, _ = kernel.type(tid)
+        assert kind == btfcache.FUNC and kernel.name(name_off) == "bpf_iter_" + section[5:]
+    small = btfcache.Btf(minimized)
+    note = btfcache._note(minimized, small, btfcache.cache_key(shipped()))
+    assert note.startswith(btfcache.ATTACH_PREFIX)
+    assert btfcache.parse_attach_note(note) == points
+    # a function the kernel lacks is left to libbpf (it says why it is missing)
+    assert btfcache.attach_points({"iter/tcp": b"", "iter/no_such_table": b"", ".text": b""},
+                                  kernel) == {"iter/tcp": points["iter/tcp"]}
+
+
+@pytest.mark.parametrize("note", [b"", b"sockterm-attach:", b"sockterm-attach:iter/tcp=",
+                                  b"sockterm-attach:iter/tcp=0", b"sockterm-attach:iter/tcp=-4",
+                                  b"sockterm-attach:tcp=5", b"sockterm-attach:iter/tcp=5;x",
+                                  b"other:iter/tcp=5"])
+def test_a_note_that_is_not_attach_points_gives_none(note):
+    assert btfcache.parse_attach_note(note) == {}
+
+
+def test_the_read_object_has_no_kfunc():
+    # a kfunc extern makes libbpf read the kernel's whole BTF: only the object
+    # the iterators destroy with may have one (engine.READ_OBJECT_NAME)
+    def strings(name):
+        btf = btfcache.Btf(btfcache.elf_sections(open(object_path(name), "rb").read())[".BTF"])
+        return bytes(btf.data[btf.str_at:btf.str_end]).split(b"\0")
+    assert b"bpf_sock_destroy" in strings(OBJECT_NAME)
+    assert b"bpf_sock_destroy" not in strings(READ_OBJECT_NAME)
+    assert {b"st_tcp", b"st_udp", b"st_held"} <= set(strings(READ_OBJECT_NAME))
 
 
 def test_only_field_relocations_are_minimized():

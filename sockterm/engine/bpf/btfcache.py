@@ -5,8 +5,11 @@ each type the object relocates it scans every type the kernel has (~125k on
 Linux 6.18, ~2 ms each). Handed instead a BTF holding only the types and
 members those relocations reach (what `bpftool gen min_core_btf` makes)
 through bpf_object_open_opts.btf_custom_path, it scans a few dozen. libbpf
-still reads the kernel's BTF for what CO-RE is not: the iterators' attach
-points and the kfunc.
+still reads the kernel's whole BTF (13-17 ms here) for what CO-RE is not: the
+iterators' attach points and the kfunc. The attach points are found here too,
+as libbpf finds them (iter/NAME: the first FUNC named bpf_iter_NAME), and
+kept in the same file; the engine hands them to libbpf (libbpf.attach_by_id)
+so that a run without the kfunc does not read the kernel's BTF at all.
 
 The minimized BTF is made here, in Python over the raw BTF (no bpftool on
 hosts; libbpf exports its relocation logic only as internal symbols), by
@@ -21,7 +24,8 @@ before) and the unit tests say so.
 The cache: /var/cache/sockterm/<object hash>.btf, read only when its key -
 the kernel's build id (/sys/kernel/notes), release, version and BTF size,
 and the object's BLAKE2b hash - matches the key stored inside it (a string at
-offset 1 of its string section: libbpf ignores it), and only when no one
+offset 1 of its string section, the attach points the next string: libbpf
+ignores both), and only when no one
 but root can have written it: the file and every directory up to / owned
 by root and writable by no one else, no symlinks. Anything else is
 regenerated or, where the directory cannot be trusted, not used at all.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from typing import NamedTuple
 
 try:
     from _blake2 import blake2b     # what hashlib wraps: without its OpenSSL import (~3 ms)
@@ -43,6 +48,8 @@ CACHE_ENV = "SOCKTERM_CACHE_DIR"        # tests and benchmarks; "" turns the cac
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 KERNEL_NOTES = "/sys/kernel/notes"
 KEY_PREFIX = b"sockterm-core-btf:"
+ATTACH_PREFIX = b"sockterm-attach:"     # iter/tcp=63714;iter/udp=63733 (section=kernel BTF id)
+ITER_SECTION, ITER_FUNC = "iter/", "bpf_iter_"
 
 HEADER = struct.Struct("<HBBIIIII")     # struct btf_header
 BTF_MAGIC = 0xEB9F
@@ -401,11 +408,12 @@ class _Marks:
                 raise Unsupported(f"kernel type {tid} of kind {kind} on an access path")
 
 
-def write_btf(btf: Btf, kept: dict[int, set], key: bytes) -> bytes:
+def write_btf(btf: Btf, kept: dict[int, set], key: bytes, note: bytes = b"") -> bytes:
     """A new BTF of the kept types (composites with only their kept members),
-    type ids renumbered, unkept pointer targets void; key first among the strings."""
+    type ids renumbered, unkept pointer targets void; key first among the
+    strings, note (the attach points) second."""
     ids = {old: new for new, old in enumerate(sorted(kept), 1)}
-    strings, interned = bytearray(b"\0" + key + b"\0"), {}
+    strings, interned = bytearray(b"\0" + key + b"\0" + note + b"\0"), {}
 
     def s(off: int) -> int:
         if not off:
@@ -450,8 +458,53 @@ def write_btf(btf: Btf, kept: dict[int, set], key: bytes) -> bytes:
     return HEADER.pack(BTF_MAGIC, 1, 0, HEADER.size, 0, len(out), len(out), len(strings)) + out + strings
 
 
+def attach_points(sections, kernel: Btf) -> dict[str, int]:
+    """Section -> the kernel BTF id libbpf would attach its programs to, for
+    the object's iterator sections (libbpf: find_attach_btf_id, the first FUNC
+    named bpf_iter_NAME in the kernel's BTF). A section whose function the
+    kernel's BTF lacks is left out: libbpf looks it up itself, and says why
+    it is missing."""
+    data, str_at, str_end = kernel.data, kernel.str_at, kernel.str_end
+    wanted = {}
+    for section in sections:
+        if section.startswith(ITER_SECTION):
+            name = (ITER_FUNC + section[len(ITER_SECTION):]).encode("latin-1")
+            at = data.find(b"\0" + name + b"\0", str_at, str_end)
+            if at >= 0:
+                wanted[at + 1 - str_at] = section     # kernel strings are deduplicated
+    found: dict[str, int] = {}
+    unpack = TYPE.unpack_from
+    for tid in range(1, len(kernel.at)):
+        name_off, info, _ = unpack(data, kernel.at[tid])
+        section = wanted.get(name_off)
+        if section is not None and info >> 24 & 0x1F == FUNC and section not in found:
+            found[section] = tid
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def attach_note(points: dict[str, int]) -> bytes:
+    return ATTACH_PREFIX + b";".join(f"{sec}={tid}".encode("latin-1")
+                                     for sec, tid in sorted(points.items()))
+
+
+def parse_attach_note(note: bytes) -> dict[str, int]:
+    """attach_note() read back ({} for anything else)."""
+    if not note.startswith(ATTACH_PREFIX):
+        return {}
+    points = {}
+    for item in note[len(ATTACH_PREFIX):].split(b";"):
+        section, _, tid = item.decode("latin-1").partition("=")
+        if not section.startswith(ITER_SECTION) or not tid.isdigit() or int(tid) <= 0:
+            return {}
+        points[section] = int(tid)
+    return points
+
+
 def minimize(obj: bytes, kernel: Btf, key: bytes = b"") -> bytes:
-    """The minimized BTF for a BPF object's CO-RE relocations against a kernel's BTF.
+    """The minimized BTF for a BPF object's CO-RE relocations against a kernel's
+    BTF, with the object's attach points in that kernel (attach_points()).
     Checked before it is returned: every relocation resolves against it as
     against the kernel's, field for field."""
     sections = elf_sections(obj)
@@ -466,7 +519,7 @@ def minimize(obj: bytes, kernel: Btf, key: bytes = b"") -> bytes:
         for spec in specs:
             marks.field(spec)
         outcomes.append([_outcome(kernel, spec) for spec in specs])
-    out = write_btf(kernel, marks.kept, key)
+    out = write_btf(kernel, marks.kept, key, attach_note(attach_points(sections, kernel)))
     small = Resolver(local, Btf(out), relos)
     for (type_id, access, _kind), want in zip(relos, outcomes):
         got = [_outcome(small.targ, spec) for spec in small.resolve(type_id, access)]
@@ -528,26 +581,40 @@ def trusted_dir(path: str) -> str:
     return ""
 
 
-def _read_cached(path: str, key: bytes) -> str:
-    """'' when the file at path is root's alone and holds key; else why not."""
+class CustomBtf(NamedTuple):
+    """A minimized BTF on disk, and the attach points written in it."""
+    path: str
+    attach: dict      # section -> kernel BTF id (attach_points())
+
+
+def _note(data, btf: Btf, key: bytes) -> bytes:
+    """The string after the key (b'' when the file has none)."""
+    start = btf.str_at + len(key) + 2
+    end = data.find(b"\0", start, btf.str_end)
+    return bytes(data[start:end]) if end >= 0 else b""
+
+
+def _read_cached(path: str, key: bytes) -> tuple[str, dict]:
+    """('', its attach points) when the file at path is root's alone and holds
+    key; else (why not, {})."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        return exc.strerror
+        return exc.strerror, {}
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-            return "not a regular file that only root can write"
+            return "not a regular file that only root can write", {}
         data = os.read(fd, st.st_size + 1)
     finally:
         os.close(fd)
     try:
         btf = Btf(data)
     except Unsupported as exc:
-        return str(exc)
+        return str(exc), {}
     if len(data) != btf.str_end or data[btf.str_at:btf.str_at + len(key) + 2] != b"\0" + key + b"\0":
-        return "made for another kernel or object"
-    return ""
+        return "made for another kernel or object", {}
+    return "", parse_attach_note(_note(data, btf, key))
 
 
 def _write(directory: str, path: str, data: bytes) -> None:
@@ -573,10 +640,10 @@ def _kernel_btf(path: str) -> Btf:
 
 
 def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = None,
-               btf_path: str = VMLINUX_BTF, notes_path: str = KERNEL_NOTES) -> str | None:
-    """The path of a minimized BTF for this object on this kernel, made and
-    cached if need be; None (libbpf reads the kernel's BTF) when there is no
-    cache to trust or the object cannot be minimized."""
+               btf_path: str = VMLINUX_BTF, notes_path: str = KERNEL_NOTES) -> CustomBtf | None:
+    """A minimized BTF for this object on this kernel, made and cached if need
+    be; None (libbpf reads the kernel's BTF) when there is no cache to trust
+    or the object cannot be minimized."""
     if directory is None:
         directory = os.environ.get(CACHE_ENV, CACHE_DIR)
     if not directory:
@@ -595,14 +662,15 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
     if why:
         log(f"btf cache: not used ({why})")
         return None
-    why = _read_cached(path, key)
+    why, attach = _read_cached(path, key)
     if not why:
         log(f"btf cache: CO-RE against {path}")
-        return path
+        return CustomBtf(path, attach)
     log(f"btf cache: {path}: {why}; regenerating")
     try:
         data = minimize(obj, _kernel_btf(btf_path), key)
         _write(directory, path, data)
+        attach = parse_attach_note(_note(data, Btf(data), key))
         log(f"btf cache: made {path} ({len(data)} bytes)")
     except Unsupported as exc:
         log(f"btf cache: cannot minimize: {exc}")
@@ -614,4 +682,4 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
     except OSError as exc:
         log(f"btf cache: cannot write {path}: {exc.strerror}")
         return None
-    return path
+    return CustomBtf(path, attach)

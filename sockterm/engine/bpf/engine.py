@@ -23,6 +23,9 @@ from .config import compile_config
 from .. import EngineError, HostFacts
 
 OBJECT_NAME = "sockterm.bpf.o"
+# the same programs without the bpf_sock_destroy kfunc (bpf/sockterm.bpf.c):
+# for every run whose iterators destroy nothing
+READ_OBJECT_NAME = "sockterm-read.bpf.o"
 READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer per read
 PROGRAMS = {"tcp": "st_tcp", "udp": "st_udp"}
 # the builds that also read a socket's namespace and cgroup (--cgroup, --container, --pod)
@@ -32,11 +35,11 @@ PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
-def object_path() -> str:
+def object_path(name: str = OBJECT_NAME) -> str:
     # beside the package's modules (a plain directory: wheels are unpacked);
     # importlib.resources would cost a fresh process ~10 ms of imports
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(package, "data", OBJECT_NAME)
+    return os.path.join(package, "data", name)
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
@@ -177,7 +180,9 @@ class BpfEngine:
         except libbpf.LibbpfUnavailable as exc:
             raise EngineError(str(exc)) from None
         self.log(f"bpf: libbpf {lib.version} from {lib.path}")
-        path = object_path()
+        # the kfunc only where the iterators destroy: resolving it costs a read
+        # of the kernel's whole BTF
+        path = object_path(OBJECT_NAME if self.kill and self.walks else READ_OBJECT_NAME)
         if not os.path.exists(path):
             raise EngineError(f"BPF object missing at {path}: reinstall sockterm")
         wanted = self._wanted()
@@ -237,8 +242,12 @@ class BpfEngine:
     def _open_object(self, path: str, wanted: dict) -> None:
         lib = self.lib
         if self._opts is None:
-            # CO-RE against a minimized kernel BTF, cached per kernel and object (btfcache.py)
-            self._opts = libbpf.open_opts(btfcache.custom_btf(path, self.log))
+            # CO-RE against a minimized kernel BTF, cached per kernel and object,
+            # with the iterators' attach points in this kernel (btfcache.py)
+            custom = btfcache.custom_btf(path, self.log)
+            self._opts = libbpf.open_opts(custom and custom.path)
+            if custom:
+                lib.attach_by_id(custom.attach)     # before the open: libbpf types programs there
         self.obj = lib.bpf_object__open_file(path.encode(), self._opts)
         if not self.obj:
             raise EngineError(f"cannot open BPF object {path}: {self._why(ctypes.get_errno())}")

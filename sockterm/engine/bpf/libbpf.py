@@ -20,6 +20,28 @@ BTF_KIND_STRUCT = 4
 LIBBPF_INFO = 1   # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+# libbpf_prog_prepare_load_fn_t: (struct bpf_program *, struct bpf_prog_load_opts *, long cookie)
+PREPARE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, ctypes.c_long)
+
+BPF_PROG_TYPE_TRACING, BPF_PROG_TYPE_SYSCALL = 26, 31
+BPF_TRACE_ITER = 28
+
+
+class HandlerOpts(ctypes.Structure):
+    """struct libbpf_prog_handler_opts."""
+
+    _fields_ = [("sz", c_size_t), ("cookie", ctypes.c_long), ("prog_setup_fn", c_void_p),
+                ("prog_prepare_load_fn", PREPARE_FN), ("prog_attach_fn", c_void_p)]
+
+
+class ProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts, up to the attach fields (stable since libbpf 0.7)."""
+
+    _fields_ = [("sz", c_size_t), ("attempts", c_int), ("expected_attach_type", c_uint),
+                ("prog_btf_fd", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
+                ("prog_ifindex", ctypes.c_uint32), ("kern_version", ctypes.c_uint32),
+                ("attach_btf_id", ctypes.c_uint32), ("attach_prog_fd", ctypes.c_uint32),
+                ("attach_btf_obj_fd", ctypes.c_uint32)]
 
 
 class OpenOpts(ctypes.Structure):
@@ -47,6 +69,9 @@ _API = {
     "bpf_object__btf": (c_void_p, [c_void_p]),
     "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),
     "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
+    "libbpf_register_prog_handler": (c_int, [c_char_p, c_uint, c_uint, ctypes.POINTER(HandlerOpts)]),
+    "bpf_program__set_type": (c_int, [c_void_p, c_uint]),
+    "bpf_program__section_name": (c_char_p, [c_void_p]),
     "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
     "bpf_program__attach_iter": (c_void_p, [c_void_p, c_void_p]),
     "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
@@ -100,6 +125,40 @@ class Libbpf:
         self._buf = ctypes.create_string_buffer(1 << 18)   # a verifier log is long
         self._print_cb = PRINT_FN(self._on_print)   # kept alive as long as we are
         self.libbpf_set_print(self._print_cb)
+        self._attach_points: dict[str, int] = {}    # attach_by_id's sections
+        self._prepare_cb = PREPARE_FN(self._prepare)
+
+    def attach_by_id(self, points: dict[str, int]) -> None:
+        """Iterator sections whose programs attach to these kernel BTF ids
+        (btfcache.attach_points(), for this kernel): libbpf then needs no
+        kernel BTF for them. libbpf reads the kernel's whole BTF before it
+        loads any BPF_PROG_TYPE_TRACING program, for its attach point, even
+        when told where the point is (obj_needs_vmlinux_btf); so a section
+        registered here is opened as another type, which needs none, and
+        made a tracing iterator again just before the load, where libbpf
+        hands the load attributes to its handler. Registered once per section
+        for the process (libbpf keeps a pointer to it in each program it opens)."""
+        if self.libbpf_major_version() < 1:
+            return
+        for section, btf_id in points.items():
+            if section not in self._attach_points:
+                opts = HandlerOpts(sz=ctypes.sizeof(HandlerOpts), prog_prepare_load_fn=self._prepare_cb)
+                if self.libbpf_register_prog_handler(section.encode(), BPF_PROG_TYPE_SYSCALL,
+                                                     BPF_TRACE_ITER, ctypes.byref(opts)) <= 0:
+                    continue        # libbpf's own handling stays
+            self._attach_points[section] = btf_id
+
+    def _prepare(self, prog, opts, _cookie):
+        """Called by libbpf inside bpf_object__load, for a program of an
+        attach_by_id section: its type and attach point (never raises)."""
+        try:
+            btf_id = self._attach_points[self.bpf_program__section_name(prog).decode()]
+            load = ProgLoadOpts.from_address(opts)
+            load.attach_btf_id, load.attach_btf_obj_fd = btf_id, 0       # vmlinux
+            load.expected_attach_type = BPF_TRACE_ITER
+            return self.bpf_program__set_type(prog, BPF_PROG_TYPE_TRACING)
+        except Exception:       # noqa: BLE001 - an exception cannot cross into C
+            return -22          # -EINVAL: libbpf says the program could not be prepared
 
     @property
     def version(self) -> str:
