@@ -6,7 +6,6 @@ JSON keys are a documented contract (README, man page): add, never rename.
 from __future__ import annotations
 
 import errno as errno_mod
-import json
 import os
 import re
 import sys
@@ -88,7 +87,13 @@ def socket_dict(sock: model.Sock, kill: bool) -> dict:
 
 # -- the same object as socket_dict, formatted directly: json.dumps of a dict
 # costs ~5 us a socket, which is most of a 200k-socket listing.
-_dumps = json.dumps
+def _dumps(value) -> str:
+    # json here, not at import: only the json formats use it (a table or
+    # tsv run does without it, ~1.5 ms); each text is made once, then cached
+    import json
+    return json.dumps(value)
+
+
 _ERRNAMES = errno_mod.errorcode
 _addr_texts: dict = {}
 _names: dict = {}
@@ -297,7 +302,7 @@ class JsonlRenderer(_LineRenderer):
     def refusal(self, report, meta):
         # one object, not a socket line: consumers tell them apart by its "summary"
         doc = dict(meta, engine=report.engine, summary=summary_dict(report, self.kill))
-        self.write(json.dumps(doc) + "\n")
+        self.write(_dumps(doc) + "\n")
 
 
 class JsonRenderer(Renderer):
@@ -319,6 +324,7 @@ class JsonRenderer(Renderer):
         doc["summary"] = summary_dict(report, self.kill)
         # one socket object a line inside the pretty document: readable, and
         # without the pure-Python indenting encoder over 20k objects
+        import json
         text = json.dumps(doc, indent=2)
         marker = '"sockets": []'
         assert text.count(marker) == 1

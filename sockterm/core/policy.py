@@ -4,7 +4,6 @@ The CLI asks these and renders the answers; it decides none of them."""
 
 from __future__ import annotations
 
-from .. import audit
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from .report import Refused, Report, SocktermError
@@ -45,6 +44,8 @@ def audit_kill(flt: Filter, report: Report, error: str, log, mode: dict) -> str 
     """Write the kill's record; None, or the warning to print when nothing
     took it. The exit status stays what the kill did to the sockets: a record
     that could not be kept is a warning, as sudo treats its own log."""
+    # audit here, not at import: only a kill or a watch writes a record
+    from .. import audit
     text = audit.message(filter_text=flt.describe(), report=report, error=error, mode=mode)
     severity = audit.SEVERITY_WARNING if error or report.failed else audit.SEVERITY_NOTICE
     return _write(text, severity, log)
@@ -52,11 +53,13 @@ def audit_kill(flt: Filter, report: Report, error: str, log, mode: dict) -> str 
 
 def audit_watch(flt: Filter, duration: float, log) -> str | None:
     """Write the record of a watch window starting; None, or the warning."""
+    from .. import audit
     return _write(audit.watch_started(filter_text=flt.describe(), duration=duration),
                   audit.SEVERITY_NOTICE, log)
 
 
 def _write(text: str, severity: int, log) -> str | None:
+    from .. import audit
     where, problems = audit.write(text, severity=severity)
     if where is None:
         return f"audit record not written: {', '.join(problems)}"

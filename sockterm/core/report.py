@@ -3,7 +3,6 @@ Report every entry point fills, and the Plan a kill can be pinned to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 from ..cancel import Cancel
@@ -28,28 +27,37 @@ def _quiet(msg: str) -> None:
     pass
 
 
-@dataclass
+# Options, Report and Plan are plain classes, not dataclasses: a dataclass's
+# methods are compiled from source at import, ~1 ms a class on every run.
+# (Nothing compares or prints them: == is identity, repr the default.)
+
 class Options:
     """How to run (what to select is the Filter)."""
 
-    backend: str = "auto"              # auto | bpf | diag
-    processes: bool = True             # attribute sockets to processes
-    log: Callable[[str], None] = _quiet
-    cancel: Cancel = field(default_factory=Cancel)
-    walk: str = "auto"                 # auto | all | needed: which namespaces to walk (decide.py)
+    def __init__(self, backend: str = "auto", processes: bool = True,
+                 log: Callable[[str], None] = _quiet, cancel: Cancel | None = None,
+                 walk: str = "auto"):
+        self.backend = backend          # auto | bpf | diag
+        self.processes = processes      # attribute sockets to processes
+        self.log = log
+        self.cancel = Cancel() if cancel is None else cancel
+        self.walk = walk                # auto | all | needed: which namespaces to walk (decide.py)
 
 
-@dataclass
 class Report:
-    engine: str = ""
-    namespaces: list = field(default_factory=list)   # model.NamespaceReport
-    skipped: list = field(default_factory=list)      # discovery notes (-v)
-    warnings: list = field(default_factory=list)     # one line each, for stderr
-    interrupted: bool = False      # a signal stopped the run before it was done
-    signum: int = 0                # ... which one
-    refused: str = ""              # a kill that refused to start: why (nothing killed)
-    graceful: bool = False         # a kill --graceful: sockets shut down, not destroyed
-    watch: object = None           # core.watch.WatchReport: what a --watch window did
+    def __init__(self, engine: str = "", namespaces: list | None = None,
+                 skipped: list | None = None, warnings: list | None = None,
+                 interrupted: bool = False, signum: int = 0, refused: str = "",
+                 graceful: bool = False, watch: object = None):
+        self.engine = engine
+        self.namespaces = [] if namespaces is None else namespaces   # model.NamespaceReport
+        self.skipped = [] if skipped is None else skipped            # discovery notes (-v)
+        self.warnings = [] if warnings is None else warnings         # one line each, for stderr
+        self.interrupted = interrupted  # a signal stopped the run before it was done
+        self.signum = signum            # ... which one
+        self.refused = refused          # a kill that refused to start: why (nothing killed)
+        self.graceful = graceful        # a kill --graceful: sockets shut down, not destroyed
+        self.watch = watch              # core.watch.WatchReport: what a --watch window did
 
     @property
     def matched(self) -> int:
@@ -87,20 +95,21 @@ class Report:
         return ExitCode.OK if self.matched else ExitCode.NO_MATCH
 
 
-@dataclass
 class Plan:
     """The sockets a scan selected, to be killed exactly: pinned by cookie,
     so a socket that appears later is not part of what was agreed to."""
 
-    flt: Filter
-    engine: str
-    sockets: list                      # model.Sock, processes attributed when asked
-    namespaces: list                   # model.Namespace holding them
-    walked: dict = field(default_factory=dict)   # netns inode -> walk_reason, for the
-                                                 # namespaces the scan walked; the others'
-                                                 # sockets came whole from the one pass
-    searched: list = field(default_factory=list)  # the scan's NamespaceReports of the
-                                                  # namespaces with nothing to kill
+    def __init__(self, flt: Filter, engine: str, sockets: list, namespaces: list,
+                 walked: dict | None = None, searched: list | None = None):
+        self.flt = flt
+        self.engine = engine
+        self.sockets = sockets          # model.Sock, processes attributed when asked
+        self.namespaces = namespaces    # model.Namespace holding them
+        # netns inode -> walk_reason, for the namespaces the scan walked; the
+        # others' sockets came whole from the one pass
+        self.walked = {} if walked is None else walked
+        # the scan's NamespaceReports of the namespaces with nothing to kill
+        self.searched = [] if searched is None else searched
 
     @property
     def cookies(self) -> frozenset:

@@ -20,8 +20,6 @@ import os
 import pwd
 import re
 
-from . import tenantfile
-
 ROOT_ENV = "SOCKTERM_ROOT_PREFIX"
 
 DOCKER_DIR = "var/lib/docker/containers"
@@ -197,11 +195,15 @@ class Names:
             return None
 
     def docker(self, cid: str) -> str | None:
+        # tenantfile here, not at import: a run reads a runtime's file only to
+        # name a container (~1.5 ms of every run on a host with a runtime)
+        from . import tenantfile
         path = self._path(DOCKER_DIR, cid, "config.v2.json")
         data = self._read(path, tenantfile.read_file, path, tenantfile.CONFIG_LIMIT)
         return None if data is None else docker_name(data)
 
     def podman(self, cid: str, uid: int | None = None) -> str | None:
+        from . import tenantfile
         stores = [(self._path(PODMAN_STORE), None, None)]
         if uid is not None:
             try:
@@ -241,6 +243,7 @@ class Names:
 
     def hostname(self, pid: int) -> str | None:
         """The hostname file inside a process's root: the last resort for a name."""
+        from . import tenantfile
         root = f"{self.proc}/{pid}/root"
         data = self._read(f"{root}/etc/hostname", tenantfile.read_in_root, root, "etc/hostname",
                           tenantfile.NAME_LIMIT)
