@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import states as st
+from .records import Record
 
 # Per-socket kill outcomes (the JSON `result` key)
 MATCHED = "matched"            # match / list: nothing was attempted
@@ -28,17 +28,20 @@ _ERRNO_RESULTS = {errno.ENOENT: GONE, errno.ESRCH: GONE, errno.EOPNOTSUPP: UNSUP
 V4_PREFIX = b"\0" * 10 + b"\xff\xff"     # ::ffff:0:0/96, IPv4 in IPv6 form
 
 
-@dataclass
-class Namespace:
+class Namespace(Record):
     """One network namespace, identified by its nsfs inode."""
 
-    ino: int
-    name: str
-    path: str                      # an nsfs path to open it by
-    alt_paths: list = field(default_factory=list)   # more ways in, should `path` vanish
-    pids: list = field(default_factory=list)
-    place: object = None           # host.containers.Place: the container or pod it belongs to
-    aliases: list = field(default_factory=list)     # names it had before `name` became the pod's
+    FIELDS = ("ino", "name", "path", "alt_paths", "pids", "place", "aliases")
+
+    def __init__(self, ino: int, name: str, path: str, alt_paths: list | None = None,
+                 pids: list | None = None, place: object = None, aliases: list | None = None):
+        self.ino = ino
+        self.name = name
+        self.path = path                # an nsfs path to open it by
+        self.alt_paths = [] if alt_paths is None else alt_paths   # more ways in, should `path` vanish
+        self.pids = [] if pids is None else pids
+        self.place = place              # host.containers.Place: the container or pod it belongs to
+        self.aliases = [] if aliases is None else aliases   # names it had before `name` became the pod's
 
     def paths(self):
         yield self.path
@@ -285,18 +288,23 @@ def v4_mapped(addr4: bytes) -> bytes:
     return V4_PREFIX + addr4
 
 
-@dataclass
-class NamespaceReport:
+class NamespaceReport(Record):
     """What happened in one namespace: sockets seen and anything that went wrong."""
 
-    ns: Namespace
-    engine: str
-    error: str = ""               # the namespace could not be walked: why
-    gone: bool = False            # ... because it disappeared (not a failure)
-    matched: int = 0
-    killed: int = 0
-    failed: int = 0
-    shut_down: int = 0            # kill --graceful: shut down through a holder
-    not_held: int = 0             # kill --graceful: held by no process, left alone
-    walked: bool = True           # searched by a walk of its tables (not the one pass alone)
-    walk_reason: str | None = None   # why it was walked (see core/decide.py)
+    FIELDS = ("ns", "engine", "error", "gone", "matched", "killed", "failed", "shut_down",
+              "not_held", "walked", "walk_reason")
+
+    def __init__(self, ns: Namespace, engine: str, error: str = "", gone: bool = False,
+                 matched: int = 0, killed: int = 0, failed: int = 0, shut_down: int = 0,
+                 not_held: int = 0, walked: bool = True, walk_reason: str | None = None):
+        self.ns = ns
+        self.engine = engine
+        self.error = error              # the namespace could not be walked: why
+        self.gone = gone                # ... because it disappeared (not a failure)
+        self.matched = matched
+        self.killed = killed
+        self.failed = failed
+        self.shut_down = shut_down      # kill --graceful: shut down through a holder
+        self.not_held = not_held        # kill --graceful: held by no process, left alone
+        self.walked = walked            # searched by a walk of its tables (not the one pass alone)
+        self.walk_reason = walk_reason  # why it was walked (see core/decide.py)

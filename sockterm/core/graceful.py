@@ -41,7 +41,6 @@ import errno
 import os
 import socket
 import time
-from dataclasses import replace
 from typing import Iterator
 
 from .. import model
@@ -115,7 +114,7 @@ class _Closing:
                 ns=scanned.ns, engine=scanned.engine))
             nsr.error = scanned.error
         for scanned in the_plan.searched:   # searched, nothing there to shut down
-            self.nsrs.setdefault(scanned.ns.ino, replace(scanned))
+            self.nsrs.setdefault(scanned.ns.ino, scanned.copy())
         report.namespaces.extend(sorted(self.nsrs.values(), key=lambda r: model.ns_order(r.ns)))
 
     def stream(self, rate: float | None) -> Iterator[model.Sock]:

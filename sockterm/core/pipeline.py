@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 from typing import Iterator
 
 from .. import model
@@ -163,7 +162,7 @@ class _Run:
         if self.planned:
             # searched when the plan was made, nothing there to kill: the report
             # counts them (and a failure to search one) as a kill without a plan would
-            self.report.namespaces.extend(replace(r) for r in self.planned.searched)
+            self.report.namespaces.extend(r.copy() for r in self.planned.searched)
             self.report.namespaces.sort(key=lambda r: model.ns_order(r.ns))
             self.report.warnings.extend(failure(r) for r in self.planned.searched
                                         if r.error and not r.gone)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
+
+from ..records import Record
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 # struct btf_header: magic, version, flags, hdr_len, type_off/len, str_off/len
@@ -121,16 +122,20 @@ def bpf_syscall_refused() -> str:
     return ""
 
 
-@dataclass
-class HostProbe:
-    kernel: str
-    btf: bool
-    features: dict
-    caps: set = field(default_factory=set)
-    initial_userns: bool = True
-    lockdown: str = ""
-    seccomp: bool = False
-    _refused: str | None = field(default=None, repr=False)
+class HostProbe(Record):
+    FIELDS = ("kernel", "btf", "features", "caps", "initial_userns", "lockdown", "seccomp")
+
+    def __init__(self, kernel: str, btf: bool, features: dict, caps: set | None = None,
+                 initial_userns: bool = True, lockdown: str = "", seccomp: bool = False,
+                 _refused: str | None = None):
+        self.kernel = kernel
+        self.btf = btf
+        self.features = features
+        self.caps = set() if caps is None else caps
+        self.initial_userns = initial_userns
+        self.lockdown = lockdown
+        self.seccomp = seccomp
+        self._refused = _refused        # bpf_syscall_refused(), asked once (tests: given)
 
     @property
     def bpf_can_list(self) -> bool:
