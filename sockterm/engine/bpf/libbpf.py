@@ -9,9 +9,8 @@ libbpf.so.1 is the fallback.
 from __future__ import annotations
 
 import ctypes
-import glob
-import importlib.util
 import os
+import sys
 
 c_void_p, c_char_p, c_int, c_size_t, c_uint = (
     ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
@@ -97,12 +96,19 @@ class LibbpfUnavailable(RuntimeError):
 
 
 def candidate_paths():
-    """pylibbpf's extension module first, then the system's libbpf (looked
-    for only when needed: find_library runs ldconfig in a subprocess)."""
-    spec = importlib.util.find_spec("pylibbpf")
-    if spec and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            yield from sorted(glob.glob(os.path.join(location, "pylibbpf*.so")))
+    """pylibbpf's extension module first (in the first sys.path entry holding
+    the package, where an import would look; without importlib's and glob's
+    imports), then the system's libbpf (looked for only when needed:
+    find_library runs ldconfig in a subprocess)."""
+    for entry in sys.path:
+        location = os.path.join(entry or os.curdir, "pylibbpf")
+        try:
+            names = os.listdir(location)
+        except OSError:
+            continue
+        yield from (os.path.join(location, name) for name in sorted(names)
+                    if name.startswith("pylibbpf") and name.endswith(".so"))
+        break
     import ctypes.util
     system = ctypes.util.find_library("bpf")
     if system:
@@ -115,10 +121,8 @@ class Libbpf:
     def __init__(self, path: str):
         self.path = path
         self.lib = ctypes.CDLL(path, use_errno=True)
-        for name, (restype, argtypes) in _API.items():
-            fn = getattr(self.lib, name)
-            fn.restype, fn.argtypes = restype, argtypes
-            setattr(self, name, fn)
+        for name in _API:
+            self.lib[name]          # each exists (AttributeError: not a usable libbpf); bound on use
         self.log: list[str] = []          # libbpf's warnings and info (error messages use the tail)
         self.notices: list[str] = []      # its warnings and info lines, shown under -v
         self._libc = ctypes.CDLL(None)
@@ -159,6 +163,18 @@ class Libbpf:
             return self.bpf_program__set_type(prog, BPF_PROG_TYPE_TRACING)
         except Exception:       # noqa: BLE001 - an exception cannot cross into C
             return -22          # -EINVAL: libbpf says the program could not be prepared
+
+    def __getattr__(self, name: str):
+        """A function of _API, typed and bound the first time it is used (a
+        run uses half of them; typing each costs ~20 us)."""
+        try:
+            restype, argtypes = _API[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        fn = self.lib[name]
+        fn.restype, fn.argtypes = restype, argtypes
+        setattr(self, name, fn)
+        return fn
 
     @property
     def version(self) -> str:
