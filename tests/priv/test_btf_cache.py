@@ -155,8 +155,14 @@ def test_attach_points_are_where_libbpf_attaches():
         c.btf__free(vmlinux)
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["match", "kill"])
-def test_only_a_kill_in_the_kernel_reads_the_kernels_btf(cache_dir, monkeypatch, kill):
+# in every kernel of the matrix: the attach points are this kernel's; the
+# engine param makes a kernel whose iterators are refused (5.10) skip it, and
+# the kill a kernel without the kfunc (6.1)
+@pytest.mark.kernels
+@pytest.mark.parametrize("engine", ["bpf"])
+@pytest.mark.parametrize("kill", [False, pytest.param(True, marks=pytest.mark.bpf_kill)],
+                         ids=["match", "kill"])
+def test_only_a_kill_in_the_kernel_reads_the_kernels_btf(cache_dir, monkeypatch, kill, engine):
     """The iterators attached through the cached attach points find and
     destroy what libbpf's own would; only the kill's object (the kfunc)
     makes libbpf read the kernel's BTF."""
