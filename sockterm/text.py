@@ -17,8 +17,9 @@ import sys
 
 # C0 but nothing printable, DEL, C1; LRM/RLM, ALM; LRE..RLO; LS/PS; LRI..PDI
 # and lone surrogates: bytes of a name that were not UTF-8 (surrogateescape)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2028\u2029"
-                     "\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_CHARS = ("[\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2028\u2029"
+                 "\u2066-\u2069\ud800-\udfff]")
+_unsafe = None      # compiled on first need: ~1 ms, and most runs never need it
 
 
 def _escape(match: re.Match) -> str:
@@ -33,9 +34,16 @@ def _escape(match: re.Match) -> str:
 def shown(text: str) -> str:
     """`text` with every character that could act on a terminal or a log
     line written as a visible escape; anything else unchanged."""
-    if not _UNSAFE.search(text):      # the common case: one C-level scan
+    global _unsafe
+    # the common case, one C-level scan: every character _UNSAFE_CHARS names
+    # is one str.isprintable() refuses (Cc, Cf, Zl, Zp, Cs), not the reverse
+    if text.isprintable():
         return text
-    return _UNSAFE.sub(_escape, text)
+    if _unsafe is None:
+        _unsafe = re.compile(_UNSAFE_CHARS)
+    if not _unsafe.search(text):
+        return text
+    return _unsafe.sub(_escape, text)
 
 
 def terminal_width(stream=None) -> int:

@@ -3,6 +3,7 @@ tsv cells, the stderr summary, -v and error lines, the audit record, the
 kill confirmation. JSON keeps exact values."""
 
 import json
+import re
 import socket
 
 from hypothesis import given, strategies as st
@@ -10,9 +11,19 @@ from hypothesis import given, strategies as st
 from sockterm import audit, model
 from sockterm.cli import render, run
 from sockterm.core import Report
-from sockterm.text import _UNSAFE, shown
+from sockterm.text import _UNSAFE_CHARS, shown
+
+_UNSAFE = re.compile(_UNSAFE_CHARS)
 
 HOSTILE = "a\x1b]0;PWN\x07\x1b[2J\nFAKE\r\t\x7f\x9b\u202e\u2066\u200f\u061c\u2028\udcff"
+
+
+def test_no_unsafe_character_is_printable():
+    # shown()'s fast path returns a str.isprintable() text as it is: exact
+    # only while every character it escapes is one isprintable() refuses
+    every = "".join(map(chr, range(0x110000)))
+    unsafe = _UNSAFE.findall(every)
+    assert len(unsafe) > 2000 and not any(c.isprintable() for c in unsafe)
 
 
 def test_every_class_is_escaped_visibly():
