@@ -279,6 +279,9 @@ class BpfEngine:
         for name, entries in self._entries.items():
             lib.bpf_map__set_max_entries(self._map(name), max(1, len(entries)))
         lib.bpf_map__set_max_entries(self._map("st_ns"), max(1, len(scope.namespaces or ())))
+        if not self.kill:
+            # nothing to record: a 16,384-entry hash map costs its creation ~0.7 ms
+            lib.bpf_map__set_max_entries(self._map("st_kill_errors"), 1)
         if self.attributes or self.one_pass:
             # one entry per descriptor table the pass visits (a process's);
             # a full map makes the pass's counts untrusted, not wrong
