@@ -282,15 +282,21 @@ def run(timed: bool = True) -> Findings:
         checks.append(Check("libbpf", True, f"{lib.version} ({source})"))
     except libbpf.LibbpfUnavailable as exc:
         checks.append(Check("libbpf", False, str(exc)))
-    objects_ok = True
     # the object the iterators destroy with, and the one every other run loads
-    for check, name in (("BPF object", OBJECT_NAME), ("BPF read object", READ_OBJECT_NAME)):
-        info = objinfo.inspect(object_path(name))
-        objects_ok = objects_ok and info.ok
-        checks.append(Check(check, info.ok,
-                            f"{object_path(name)} sha256:{info.sha256[:16]} programs "
-                            f"{', '.join(sorted(info.programs))}; license {info.license}"
-                            + (f"; {'; '.join(info.problems)}" if info.problems else "")))
+    info = objinfo.inspect(object_path(OBJECT_NAME))
+    checks.append(Check("BPF object", info.ok,
+                        f"{object_path(OBJECT_NAME)} sha256:{info.sha256[:16]} programs "
+                        f"{', '.join(sorted(info.programs))}; license {info.license}"
+                        + (f"; {'; '.join(info.problems)}" if info.problems else "")))
+    read = objinfo.inspect(object_path(READ_OBJECT_NAME))
+    same = read.programs == info.programs and read.license == info.license
+    # beside it: one line where it is what it should be
+    checks.append(Check("BPF read object", read.ok and same,
+                        (f"the same programs, no kfunc (sha256:{read.sha256[:16]})" if same else
+                         f"{object_path(READ_OBJECT_NAME)} sha256:{read.sha256[:16]} programs "
+                         f"{', '.join(sorted(read.programs))}; license {read.license}")
+                        + (f"; {'; '.join(read.problems)}" if read.problems else "")))
+    objects_ok = info.ok and read.ok and same
     capabilities = _capabilities(host, objects_ok)
     checks += [Check(name, ok, detail) for name, (ok, detail) in capabilities.items()]
     if host.btf:

@@ -218,7 +218,10 @@ def test_most_fuzzed_command_lines_are_valid():
     if not OUTCOMES["runs"]:
         pytest.skip("the fuzz test did not run first")
     print(f"\nfuzzed command lines: {OUTCOMES}")
-    assert OUTCOMES["reached_core"] >= OUTCOMES["runs"] * 0.25, OUTCOMES
+    # a generator gone wrong makes nearly every line a usage error; a sound one
+    # reached the core in 21-35% of ~390 lines over 8 unseeded runs (hypothesis's
+    # draws are not independent: 25% failed one run in six)
+    assert OUTCOMES["reached_core"] >= OUTCOMES["runs"] * 0.15, OUTCOMES
 
 
 def test_usage_errors_agree_with_a_real_subprocess():
