@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _helper: list = []
-# argv prefix for every measured command: ["chrt", "-f", "10"] under --realtime
-PREFIX: list = []
+# SCHED_FIFO priority the helper gives each measured command (--realtime: 10;
+# set in the child before its exec, not by a chrt in front: chrt's own exec
+# was measured too, ~1-4 ms of every command)
+FIFO_PRIORITY = 0
 
 
 @dataclass
@@ -78,11 +80,11 @@ def run(argv, *, shell: bool = False, capture: bool = False, count_lines: bool =
     """argv (a list, or a string for sh -c) run once, measured."""
     if shell:
         argv = ["sh", "-c", argv]
-    argv = [*PREFIX, *argv]
     with tempfile.NamedTemporaryFile("r") as result, tempfile.TemporaryFile() as out_f, \
             tempfile.TemporaryFile() as err_f, open(os.devnull, "wb") as devnull:
         t0 = time.perf_counter()
-        proc = subprocess.run([helper(), result.name, *argv], stdin=subprocess.DEVNULL,
+        fifo = ["-f", str(FIFO_PRIORITY)] if FIFO_PRIORITY else []
+        proc = subprocess.run([helper(), *fifo, result.name, *argv], stdin=subprocess.DEVNULL,
                               stdout=out_f if (capture or count_lines) else devnull,
                               stderr=err_f, env=env)
         fallback_wall = time.perf_counter() - t0

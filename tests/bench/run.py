@@ -681,7 +681,7 @@ def main(argv=None) -> None:
     BPF_ARGS[:] = shlex.split(args.bpf_args)
     BPF_ENV[:] = args.bpf_env
     if args.realtime:
-        measure.PREFIX[:] = ["chrt", "-f", "10"]
+        measure.FIFO_PRIORITY = 10
     signal.signal(signal.SIGTERM, _interrupt)
     cfg = QUICK if args.quick else FULL
     res: dict = {"loadavg_start": os.getloadavg()}
