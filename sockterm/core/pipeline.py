@@ -51,9 +51,11 @@ __all__ = ["Options", "Plan", "Refused", "Report", "SocktermError", "kill", "pla
 
 # -- entry points ------------------------------------------------------------------
 
-def scan(flt: Filter, report: Report, options: Options | None = None) -> Iterator[model.Sock]:
-    """The sockets flt selects, in every namespace it names (none is touched)."""
-    run = _Run(flt, report, options or Options(), kill=False)
+def scan(flt: Filter, report: Report, options: Options | None = None, *,
+         planning: bool = False) -> Iterator[model.Sock]:
+    """The sockets flt selects, in every namespace it names (none is touched).
+    planning: the scan of a plan, which a kill will act on."""
+    run = _Run(flt, report, options or Options(), kill=False, planning=planning)
     run.prepare(run.find_namespaces())
     return run.stream()
 
@@ -62,7 +64,7 @@ def plan(flt: Filter, report: Report, options: Options | None = None, *,
          limit: int | None = None) -> Plan:
     """A scan kept whole (what a prompt shows). With a limit (--max), more
     matches than that refuse the kill: Refused, nothing touched."""
-    socks = list(scan(flt, report, options))
+    socks = list(scan(flt, report, options, planning=True))
     policy.too_many(report, len(socks), limit)
     by_ino = {r.ns.ino: r.ns for r in report.namespaces}
     holding = {s.netns for s in socks}
@@ -96,9 +98,10 @@ class _Run:
     modules read and fill it), then its stream."""
 
     def __init__(self, flt: Filter, report: Report, options: Options, *, kill: bool,
-                 planned: Plan | None = None, paced: bool = False):
+                 planned: Plan | None = None, paced: bool = False, planning: bool = False):
         self.flt, self.report, self.options = flt, report, options
         self.kill = kill
+        self.planning = planning        # the scan of a plan (scan(planning=True))
         self.planned = planned
         self.paced = paced              # a plan in small batches: never a walk for bulk
         self.cancel = options.cancel
@@ -139,9 +142,14 @@ class _Run:
         self.scope = namespaces.scope_for(self.flt, found, self.owned,
                                           self.planned.cookies if self.planned else None)
         self.attribute = self.options.processes and not self.planned
+        # the engine's owner pass is the one pass's visit: a kill, and the
+        # scan of a plan (every socket it keeps is attributed, and kill
+        # --graceful takes their descriptors from the pass), make it anyway;
+        # a listing only once something matched
         one_pass, why = decide.one_pass_wanted(
             self.options.walk, planned=bool(self.planned), namespaces=len(found),
-            owner_pass=self.attribute and capabilities(name).owners_in_one_pass)
+            owner_pass=(self.attribute and (self.kill or self.planning)
+                        and capabilities(name).owners_in_one_pass))
         self.nsrs = [model.NamespaceReport(ns=ns, engine=name)
                      for ns in sorted(found, key=model.ns_order)]
         if one_pass:

@@ -164,6 +164,8 @@ class BpfEngine:
         self._bss_buf = None
         self._entries: dict = {}
         self._opts = None                   # bpf_object_open_opts (kept alive while loading)
+        self._owner_pass = None             # owners(): the pass's own engine, loaded on first ask
+        self._held_loaded = False           # the one pass's program loaded with the rest
 
     @property
     def destroys_while_reading(self) -> bool:
@@ -210,6 +212,7 @@ class BpfEngine:
         self.walks = self.walks and ENUMERATE not in self.lost
         self.one_pass = self.one_pass and ONE_PASS not in self.lost
         self.attributes = self.attributes and ONE_PASS not in self.lost
+        self._held_loaded = self._held_program() in wanted
         for proto, prog_name in self._programs().items():
             if proto in self.flt.protos and self.walks:
                 self.links[proto] = self._attach(prog_name)
@@ -231,7 +234,7 @@ class BpfEngine:
             for proto, prog in self._programs().items():
                 if proto in self.flt.protos:
                     wanted[prog] = ENUMERATE
-        if self.attributes or self.one_pass:
+        if self._loads_held():
             wanted[self._held_program()] = ONE_PASS
         refuse = os.environ.get("SOCKTERM_TEST_REFUSE", "")
         for capability in filter(None, refuse.split(",")):
@@ -267,7 +270,7 @@ class BpfEngine:
     def _configure(self, wanted: dict) -> None:
         lib, scope = self.lib, self.scope
         cfg = compile_config(self.flt, scope, self.kill)
-        if self.attributes or self.one_pass:
+        if self._loads_held():
             if self._probe is None:
                 self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             cfg.probe_ino = os.fstat(self._probe.fileno()).st_ino
@@ -282,7 +285,7 @@ class BpfEngine:
         if not self.kill:
             # nothing to record: a 16,384-entry hash map costs its creation ~0.7 ms
             lib.bpf_map__set_max_entries(self._map("st_kill_errors"), 1)
-        if self.attributes or self.one_pass:
+        if self._loads_held():
             # one entry per descriptor table the pass visits (a process's);
             # a full map makes the pass's counts untrusted, not wrong
             tables = sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
@@ -291,6 +294,12 @@ class BpfEngine:
                           *_REFUSED_STANDINS.values()):
             prog = lib.bpf_object__find_program_by_name(self.obj, prog_name.encode())
             lib.bpf_program__set_autoload(prog, prog_name in wanted)
+
+    def _loads_held(self) -> bool:
+        """The one pass's program loads with the rest where held() will be
+        asked, or owners() before the reads (a kill's); a listing's owners()
+        loads it only once something matched (owners())."""
+        return self.one_pass or (self.attributes and self.kill)
 
     def _scoped(self) -> bool:
         scope = self.scope
@@ -481,12 +490,31 @@ class BpfEngine:
     def owners(self) -> model.Owners:
         """Who holds the sockets the filter selects, every process on the host,
         in one kernel pass (the one pass's records); from /proc where the
-        kernel refused that pass."""
+        kernel refused that pass. A listing without the one pass asks only
+        once something matched: its program is loaded then, by an engine of
+        its own (its verification, ~4 ms, and maps are not paid by a listing
+        that finds nothing)."""
         if not self.attributes:
             return self.host.owners()
-        return self.held().owners()
+        if self._held_loaded:
+            return self.held().owners()
+        if self._owner_pass is None:
+            source = BpfEngine(flt=self.flt, scope=self.scope, kill=False, owners=True,
+                               walks=False, held=True, log=self.log, host=self.host)
+            try:
+                source.open()
+            except EngineError as exc:      # as when the pass is refused with the rest
+                source.close()
+                self.log(f"bpf: processes from /proc ({exc})")
+                self.attributes = False
+                return self.host.owners()
+            self._owner_pass = source
+        return self._owner_pass.owners()
 
     def close(self) -> None:
+        if self._owner_pass is not None:
+            self._owner_pass.close()
+            self._owner_pass = None
         if self.lib is None:
             return
         for link in [*self.links.values(), self.held_link]:
