@@ -209,3 +209,45 @@ def test_only_a_kill_in_the_kernel_reads_the_kernels_btf(cache_dir, monkeypatch,
         assert read_btf, said[-20:]
     else:
         assert not read_btf, read_btf
+
+
+def bpf_programs_loaded(argv: list) -> tuple[list, subprocess.CompletedProcess]:
+    """The programs a sockterm run loads, in order (BPF_PROG_LOAD, seen by strace)."""
+    import re
+    with tempfile.NamedTemporaryFile("r") as trace:
+        run = subprocess.run(["strace", "-f", "-qq", "-e", "trace=bpf", "-o", trace.name,
+                              sys.executable, "-m", "sockterm", *argv],
+                             capture_output=True, text=True)
+        return re.findall(r'BPF_PROG_LOAD.*?prog_name="(st_\w+)"', trace.read()), run
+
+
+def test_a_listing_loads_the_one_pass_only_once_something_matched():
+    """A match in one namespace walks it; who holds what matched comes from
+    the one pass's program, loaded when something did: a match that finds
+    nothing does not pay its verification."""
+    import json
+    import socket
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        nothing, run = bpf_programs_loaded(["--backend", "bpf", "match", "--netns", "host",
+                                            "--dst", "192.0.2.1:9"])
+        assert run.returncode == 1, run.stderr
+        assert sorted(nothing) == ["st_tcp", "st_udp"], nothing
+        port = server.getsockname()[1]
+        found, run = bpf_programs_loaded(["--backend", "bpf", "match", "--netns", "host", "-o",
+                                          "json", "--dst", f"127.0.0.1:{port}"])
+        assert run.returncode == 0, run.stderr
+        assert sorted(found) == ["st_held", "st_tcp", "st_udp"], found
+        [sock] = json.loads(run.stdout)["sockets"]
+        assert sock["sport"] == client.getsockname()[1]
+        assert {p["pid"] for p in sock["processes"]} == {os.getpid()}
+        # a kill attributes before it reads: the pass's program loads with the rest
+        killed, run = bpf_programs_loaded(["--backend", "bpf", "kill", "--yes", "--netns", "host",
+                                           "--dst", "192.0.2.1:9"])
+        assert run.returncode == 1, run.stderr
+        assert "st_held" in killed, killed
+    finally:
+        for sock in (client, peer, server):
+            sock.close()
