@@ -125,17 +125,25 @@ def bpf_syscall_refused() -> str:
 class HostProbe(Record):
     FIELDS = ("kernel", "btf", "features", "caps", "initial_userns", "lockdown", "seccomp")
 
-    def __init__(self, kernel: str, btf: bool, features: dict, caps: set | None = None,
+    def __init__(self, kernel: str, btf: bool, features: dict | None, caps: set | None = None,
                  initial_userns: bool = True, lockdown: str = "", seccomp: bool = False,
                  _refused: str | None = None):
         self.kernel = kernel
         self.btf = btf
-        self.features = features
+        self._features = features       # None: kernel_features(), on first need
         self.caps = set() if caps is None else caps
         self.initial_userns = initial_userns
         self.lockdown = lockdown
         self.seccomp = seccomp
         self._refused = _refused        # bpf_syscall_refused(), asked once (tests: given)
+
+    @property
+    def features(self) -> dict:
+        """What the kernel's BTF names (BTF_FEATURES), searched for when first
+        asked (~1.3 ms; a --backend diag listing never asks)."""
+        if self._features is None:
+            self._features = kernel_features()
+        return self._features
 
     @property
     def bpf_can_list(self) -> bool:
@@ -195,10 +203,14 @@ class HostProbe(Record):
         return [cap for cap in need if cap not in have]
 
 
-def probe() -> HostProbe:
+def kernel_features() -> dict[str, bool]:
     features = btf_names()
     if "kfunc" in os.environ.get("SOCKTERM_TEST_REFUSE", "").split(","):
         features["sock_destroy_kfunc"] = False     # tests: a kernel without the kfunc
+    return features
+
+
+def probe() -> HostProbe:
     return HostProbe(kernel=os.uname().release, btf=os.path.exists(VMLINUX_BTF),
-                     features=features, caps=effective_caps(), initial_userns=in_initial_userns(),
+                     features=None, caps=effective_caps(), initial_userns=in_initial_userns(),
                      lockdown=lockdown(), seccomp=seccomp_filtered())
