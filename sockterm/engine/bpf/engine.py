@@ -165,7 +165,6 @@ class BpfEngine:
         self._entries: dict = {}
         self._opts = None                   # bpf_object_open_opts (kept alive while loading)
         self._owner_pass = None             # owners(): the pass's own engine, loaded on first ask
-        self._held_loaded = False           # the one pass's program loaded with the rest
 
     @property
     def destroys_while_reading(self) -> bool:
@@ -212,7 +211,6 @@ class BpfEngine:
         self.walks = self.walks and ENUMERATE not in self.lost
         self.one_pass = self.one_pass and ONE_PASS not in self.lost
         self.attributes = self.attributes and ONE_PASS not in self.lost
-        self._held_loaded = self._held_program() in wanted
         for proto, prog_name in self._programs().items():
             if proto in self.flt.protos and self.walks:
                 self.links[proto] = self._attach(prog_name)
@@ -496,7 +494,7 @@ class BpfEngine:
         that finds nothing)."""
         if not self.attributes:
             return self.host.owners()
-        if self._held_loaded:
+        if self._loads_held():          # loaded with the rest (a refusal cleared attributes)
             return self.held().owners()
         if self._owner_pass is None:
             source = BpfEngine(flt=self.flt, scope=self.scope, kill=False, owners=True,
