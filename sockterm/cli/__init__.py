@@ -7,7 +7,6 @@ click: no pyroute2, libbpf, pyelftools or rich.
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import sys
 
@@ -33,7 +32,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        return getattr(__import__(module, fromlist=[attr]), attr)   # importlib's import: ~0.5 ms
 
     def format_commands(self, ctx, formatter):
         rows = [(name, help_text) for name, (_, _, help_text) in COMMANDS.items()]

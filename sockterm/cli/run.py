@@ -22,7 +22,8 @@ def abort(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
 
 def stderr_log(enabled: bool):
     if not enabled:
-        return lambda msg: None
+        from ..engine import silent
+        return silent
     return lambda msg: click.echo(f"sockterm: {shown(msg)}", err=True)
 
 

@@ -39,7 +39,7 @@ import time
 from typing import Iterator
 
 from .. import model
-from ..engine import EngineError, capabilities
+from ..engine import EngineError, capabilities, known_kernel_features
 from ..exitcodes import ExitCode
 from ..filter import Filter
 from ..host import containers, probe, sockstat
@@ -122,7 +122,7 @@ class _Run:
 
     # -- set-up: everything refusable is refused here ----------------------------
     def find_namespaces(self) -> list[model.Namespace]:
-        self.host = probe.probe()
+        self.host = probe.probe(known=known_kernel_features)
         found, self.owned, _ = namespaces.find_namespaces(self.flt, self.report, self.log,
                                                           self.node, self.host)
         return found
@@ -131,7 +131,7 @@ class _Run:
         if self.options.walk not in decide.WALK_MODES:
             raise SocktermError(f"unknown walk mode {self.options.walk!r}: expected "
                                 + ", ".join(decide.WALK_MODES), ExitCode.USAGE)
-        host = getattr(self, "host", None) or probe.probe()
+        host = getattr(self, "host", None) or probe.probe(known=known_kernel_features)
         name = self.planned.engine if self.planned else engines.choose_engine(
             self.options.backend, self.kill, host, self.log)
         self.report.engine = name

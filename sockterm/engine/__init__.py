@@ -56,6 +56,25 @@ FALLBACK = "diag"           # what auto runs where the kernel refuses the other'
 ONE_PASS = "bpf"            # the engine that makes the one pass, whichever engine walks
 
 
+def silent(msg: str) -> None:
+    """The log of a run whose log nobody reads (no -v): where an engine's log
+    is this, it may skip work whose only product is log lines (libbpf's)."""
+
+
+def known_kernel_features() -> dict[str, bool] | None:
+    """What the bpf engine's cached BTF says of this kernel (written when it
+    was made from the kernel's BTF: engine/bpf/btfcache.py), in
+    host/probe.py's terms: the TCP and UDP socket iterators, the
+    bpf_sock_destroy kfunc. None where nothing is cached for this kernel."""
+    from .bpf import btfcache
+    from .bpf.objects import READ_OBJECT_NAME, object_path
+    found = btfcache.custom_btf(object_path(READ_OBJECT_NAME), make=False)
+    if found is None or "bpf_sock_destroy" not in found.kfuncs:
+        return None
+    return {"iter_tcp": "iter/tcp" in found.attach, "iter_udp": "iter/udp" in found.attach,
+            "sock_destroy_kfunc": found.kfuncs["bpf_sock_destroy"] > 0}
+
+
 def capabilities(name: str) -> Capabilities:
     return CAPABILITIES.get(name, Capabilities())
 
@@ -140,7 +159,7 @@ def create(name: str, *, flt, scope: Scope = Scope(), kill: bool, owners: bool =
             raise EngineError(f"unknown engine {name!r}", ExitCode.USAGE)
     except ImportError as exc:
         raise EngineError(f"the {name} engine cannot be imported ({exc}): reinstall sockterm") from None
-    engine = cls(flt=flt, scope=scope, kill=kill, owners=owners, log=log or (lambda msg: None),
+    engine = cls(flt=flt, scope=scope, kill=kill, owners=owners, log=log or silent,
                  held=held, walks=walks, host=host or HostFacts.here())
     try:
         engine.open()
@@ -155,7 +174,7 @@ def destroyer(log=None, check: bool = True):
     engine runs (engine/diag/destroy.py: Destroyer); with `check`, checked to
     destroy here (lookups alone need no check)."""
     from .diag.destroy import Destroyer
-    found = Destroyer(log or (lambda msg: None))
+    found = Destroyer(log or silent)
     if check:
         found.open()
     return found

@@ -127,10 +127,11 @@ class HostProbe(Record):
 
     def __init__(self, kernel: str, btf: bool, features: dict | None, caps: set | None = None,
                  initial_userns: bool = True, lockdown: str = "", seccomp: bool = False,
-                 _refused: str | None = None):
+                 _refused: str | None = None, known=None):
         self.kernel = kernel
         self.btf = btf
-        self._features = features       # None: kernel_features(), on first need
+        self._features = features       # None: kernel_features(known), on first need
+        self._known = known
         self.caps = set() if caps is None else caps
         self.initial_userns = initial_userns
         self.lockdown = lockdown
@@ -139,10 +140,10 @@ class HostProbe(Record):
 
     @property
     def features(self) -> dict:
-        """What the kernel's BTF names (BTF_FEATURES), searched for when first
-        asked (~1.3 ms; a --backend diag listing never asks)."""
+        """What the kernel's BTF names (BTF_FEATURES), found when first asked
+        (a --backend diag listing never asks)."""
         if self._features is None:
-            self._features = kernel_features()
+            self._features = kernel_features(self._known)
         return self._features
 
     @property
@@ -203,14 +204,17 @@ class HostProbe(Record):
         return [cap for cap in need if cap not in have]
 
 
-def kernel_features() -> dict[str, bool]:
-    features = btf_names()
+def kernel_features(known=None) -> dict[str, bool]:
+    """btf_names() of this kernel, or what known() says of it (a record kept
+    from an earlier search; None where there is none): the search takes ~1.5 ms."""
+    features = (known and known()) or btf_names()
     if "kfunc" in os.environ.get("SOCKTERM_TEST_REFUSE", "").split(","):
         features["sock_destroy_kfunc"] = False     # tests: a kernel without the kfunc
     return features
 
 
-def probe() -> HostProbe:
+def probe(known=None) -> HostProbe:
+    """This host's; known: see kernel_features()."""
     return HostProbe(kernel=os.uname().release, btf=os.path.exists(VMLINUX_BTF),
                      features=None, caps=effective_caps(), initial_userns=in_initial_userns(),
-                     lockdown=lockdown(), seccomp=seccomp_filtered())
+                     lockdown=lockdown(), seccomp=seccomp_filtered(), known=known)

@@ -251,3 +251,43 @@ def test_a_listing_loads_the_one_pass_only_once_something_matched():
     finally:
         for sock in (client, peer, server):
             sock.close()
+
+
+def test_auto_decides_from_the_cache_without_searching_the_kernels_btf(cache_dir, monkeypatch):
+    """--backend auto asks which iterators and kfuncs the kernel has: the
+    cached BTF says (what was found when it was made), so a run with the cache
+    made never opens the kernel's BTF; what it says is what auto decides by."""
+    import re
+
+    from sockterm import engine
+    from sockterm.engine.bpf.engine import READ_OBJECT_NAME
+    from sockterm.host import probe
+    monkeypatch.setenv(btfcache.CACHE_ENV, cache_dir)
+    env = dict(os.environ, SOCKTERM_CACHE_DIR=cache_dir)
+    argv = ["-v", "match", "--netns", "host", "--dst", "192.0.2.1:9"]
+
+    def run() -> tuple[int, str]:
+        with tempfile.NamedTemporaryFile("r") as trace:
+            done = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", trace.name,
+                                   sys.executable, "-m", "sockterm", *argv],
+                                  capture_output=True, text=True, env=env)
+            assert done.returncode == 1, done.stderr
+            return len(re.findall(r"/sys/kernel/btf/vmlinux", trace.read())), done.stderr
+
+    assert engine.known_kernel_features() is None and os.listdir(cache_dir) == []
+    opened, said = run()                      # searches, then makes the cache
+    assert opened and "btf cache: made" in said
+    assert engine.known_kernel_features() == probe.btf_names()
+    opened, said = run()
+    assert opened == 0 and "engine: bpf" in said, said
+    # the record is what decides: one made saying the kernel has no kfunc
+    for name in os.listdir(cache_dir):
+        os.unlink(os.path.join(cache_dir, name))
+    real = btfcache.kernel_funcs
+    monkeypatch.setattr(btfcache, "kernel_funcs", lambda kernel, names: dict.fromkeys(names, 0)
+                        if "bpf_sock_destroy" in names else real(kernel, names))
+    assert btfcache.custom_btf(object_path(READ_OBJECT_NAME), directory=cache_dir).kfuncs == {
+        "bpf_sock_destroy": 0}
+    assert engine.known_kernel_features()["sock_destroy_kfunc"] is False
+    opened, said = run()
+    assert opened == 0 and "engine: diag (the kernel lacks the bpf_sock_destroy kfunc" in said, said

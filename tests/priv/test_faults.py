@@ -93,39 +93,55 @@ def test_broken_bpf_object(victim, damage, command, tmp_path):
 
 @pytest.fixture(scope="module")
 def btf_without_kfunc():
+    """(the kernel's BTF without the kfunc's name, the environment of a run
+    mounting it). The run gets a BTF cache of its own: a cache is keyed by the
+    kernel's build id, which this stand-in for another kernel shares with the
+    real one, and says what the kernel's BTF had when it was made
+    (engine/bpf/btfcache.py)."""
     blob = open("/sys/kernel/btf/vmlinux", "rb").read()
     assert blob.count(b"\0bpf_sock_destroy\0") == 1
     d = tempfile.mkdtemp(prefix="sockterm-btf-")
     path = os.path.join(d, "vmlinux")
     with open(path, "wb") as f:
         f.write(blob.replace(b"\0bpf_sock_destroy\0", b"\0bpf_sock_destrox\0"))
+    cache = tempfile.mkdtemp(prefix="sockterm-btf-cache-", dir="/run")     # root's alone
+    os.chmod(cache, 0o755)
     try:
-        yield path
+        yield path, {"SOCKTERM_CACHE_DIR": cache}
     finally:
         shutil.rmtree(d)
+        shutil.rmtree(cache)
 
 
 def test_kfunc_missing_bpf_kill_refuses(victim, btf_without_kfunc):
     ns, h, conns, unharmed = victim
-    prefix = in_private_mounts(btf_without_kfunc, "/sys/kernel/btf/vmlinux")
+    btf, env = btf_without_kfunc
+    prefix = in_private_mounts(btf, "/sys/kernel/btf/vmlinux")
     code, out, err = cli("--backend", "bpf", "kill", "--yes", "--netns", ns, "--dport", "7400",
-                         prefix=prefix)
+                         prefix=prefix, env=env)
     FIGURES["faults"] += 1
     line = one_line(err)
     assert code == 3, (code, err)
     assert "bpf_sock_destroy" in line, line
     assert unharmed()
     # listing needs no kfunc: the bpf engine still lists
-    code, out, err = cli("--backend", "bpf", "list", "--netns", ns, "-o", "json", prefix=prefix)
+    code, out, err = cli("--backend", "bpf", "list", "--netns", ns, "-o", "json", prefix=prefix,
+                         env=env)
     assert code == 0, err
     assert json.loads(out)["engine"] == "bpf"
 
 
-def test_kfunc_missing_auto_falls_back_to_diag(victim, btf_without_kfunc):
+@pytest.mark.parametrize("cached", [False, True], ids=["searched", "cached"])
+def test_kfunc_missing_auto_falls_back_to_diag(victim, btf_without_kfunc, cached):
+    # a second run decides by the BTF cache the first one made
     ns, h, conns, unharmed = victim
-    prefix = in_private_mounts(btf_without_kfunc, "/sys/kernel/btf/vmlinux")
+    btf, env = btf_without_kfunc
+    prefix = in_private_mounts(btf, "/sys/kernel/btf/vmlinux")
+    if cached:
+        cli("--backend", "bpf", "list", "--netns", ns, prefix=prefix, env=env)
+        assert os.listdir(env["SOCKTERM_CACHE_DIR"])
     code, out, err = cli("--backend", "auto", "kill", "--yes", "--netns", ns, "--dport", "7400",
-                         "-o", "json", prefix=prefix)
+                         "-o", "json", prefix=prefix, env=env)
     FIGURES["faults"] += 1
     assert code == 0, err
     doc = json.loads(out)

@@ -78,19 +78,46 @@ def test_attach_points_are_the_iterator_functions_written_after_the_key(kernel, 
         assert kind == btfcache.FUNC and kernel.name(name_off) == "bpf_iter_" + section[5:]
     small = btfcache.Btf(minimized)
     note = btfcache._note(minimized, small, btfcache.cache_key(shipped()))
-    assert note.startswith(btfcache.ATTACH_PREFIX)
-    assert btfcache.parse_attach_note(note) == points
+    assert note.startswith(btfcache.NOTE_PREFIX)
+    assert btfcache.parse_note(note)[0] == points
     # a function the kernel lacks is left to libbpf (it says why it is missing)
     assert btfcache.attach_points({"iter/tcp": b"", "iter/no_such_table": b"", ".text": b""},
                                   kernel) == {"iter/tcp": points["iter/tcp"]}
 
 
-@pytest.mark.parametrize("note", [b"", b"sockterm-attach:", b"sockterm-attach:iter/tcp=",
-                                  b"sockterm-attach:iter/tcp=0", b"sockterm-attach:iter/tcp=-4",
-                                  b"sockterm-attach:tcp=5", b"sockterm-attach:iter/tcp=5;x",
-                                  b"other:iter/tcp=5"])
-def test_a_note_that_is_not_attach_points_gives_none(note):
-    assert btfcache.parse_attach_note(note) == {}
+def test_the_note_says_which_kernel_funcs_the_kernel_has(kernel, minimized):
+    # every object's note, the read object's too (it has no kfunc of its own):
+    # what --backend auto asks of the kernel
+    funcs = btfcache.kernel_funcs(kernel, ["bpf_sock_destroy", "bpf_no_such_kfunc", "bpf_iter_tcp"])
+    assert funcs["bpf_no_such_kfunc"] == 0
+    assert funcs["bpf_iter_tcp"] == btfcache.attach_points({"iter/tcp": b""}, kernel)["iter/tcp"]
+    has = open(VMLINUX, "rb").read().find(b"\0bpf_sock_destroy\0") >= 0
+    assert (funcs["bpf_sock_destroy"] > 0) == has
+    if has:
+        kind, name_off, _, _ = kernel.type(funcs["bpf_sock_destroy"])
+        assert kind == btfcache.FUNC and kernel.name(name_off) == "bpf_sock_destroy"
+    for name in (OBJECT_NAME, READ_OBJECT_NAME):
+        with open(object_path(name), "rb") as f:
+            obj = f.read()
+        made = btfcache.minimize(obj, kernel, btfcache.cache_key(obj))
+        note = btfcache._note(made, btfcache.Btf(made), btfcache.cache_key(obj))
+        assert btfcache.parse_note(note)[1] == {"bpf_sock_destroy": funcs["bpf_sock_destroy"]}
+
+
+@pytest.mark.parametrize("note", [b"", b"sockterm-kernel:", b"sockterm-kernel:iter/tcp=",
+                                  b"sockterm-kernel:iter/tcp=0", b"sockterm-kernel:iter/tcp=-4",
+                                  b"sockterm-kernel:tcp=5", b"sockterm-kernel:iter/tcp=5;x",
+                                  b"sockterm-kernel:iter/tcp=5;kfunc/=3",
+                                  b"sockterm-kernel:iter/tcp=5;kfunc/x=-1",
+                                  b"sockterm-attach:iter/tcp=5", b"other:iter/tcp=5"])
+def test_a_note_that_is_not_ours_gives_nothing(note):
+    assert btfcache.parse_note(note) == ({}, {})
+
+
+def test_a_note_read_back():
+    note = btfcache.kernel_note({"iter/udp": 7, "iter/tcp": 5}, {"bpf_sock_destroy": 0})
+    assert note == b"sockterm-kernel:iter/tcp=5;iter/udp=7;kfunc/bpf_sock_destroy=0"
+    assert btfcache.parse_note(note) == ({"iter/tcp": 5, "iter/udp": 7}, {"bpf_sock_destroy": 0})
 
 
 def test_the_read_object_has_no_kfunc():
@@ -145,7 +172,7 @@ def test_a_directory_others_can_write_is_never_used(tmp_path, minimized):
     # tmp_path is under /tmp (world-writable) and, without root, owned by us
     directory = tmp_path / "cache"
     directory.mkdir()
-    name = btfcache.digest(shipped())[:32] + ".btf"
+    name = f"{btfcache.digest(shipped())[:32]}-{btfcache.FORMAT}.btf"
     (directory / name).write_bytes(minimized)
     said = []
     assert btfcache.custom_btf(object_path(), said.append, str(directory)) is None

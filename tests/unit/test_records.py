@@ -34,3 +34,16 @@ def test_kernel_features_are_read_when_first_asked(monkeypatch):
     assert calls == []
     assert host.bpf_can_list and not host.bpf_can_kill
     assert host.features["iter_tcp"] and calls == [1]    # once
+
+
+def test_kernel_features_known_without_a_search(monkeypatch):
+    # what a record says (the BTF cache's, engine.known_kernel_features) is
+    # taken as is; without one the kernel's BTF is searched
+    searched = []
+    monkeypatch.setattr(probe, "btf_names", lambda: searched.append(1) or
+                        {"iter_tcp": True, "iter_udp": True, "sock_destroy_kfunc": True})
+    known = {"iter_tcp": True, "iter_udp": True, "sock_destroy_kfunc": False}
+    host = probe.probe(known=lambda: known)
+    assert host.bpf_can_list and not host.bpf_can_kill and searched == []
+    host = probe.probe(known=lambda: None)
+    assert host.bpf_can_kill and searched == [1]

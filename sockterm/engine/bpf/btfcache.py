@@ -9,7 +9,10 @@ still reads the kernel's whole BTF (13-17 ms here) for what CO-RE is not: the
 iterators' attach points and the kfunc. The attach points are found here too,
 as libbpf finds them (iter/NAME: the first FUNC named bpf_iter_NAME), and
 kept in the same file; the engine hands them to libbpf (libbpf.attach_by_id)
-so that a run without the kfunc does not read the kernel's BTF at all.
+so that a run without the kfunc does not read the kernel's BTF at all. The
+file also says which KERNEL_FUNCS the kernel has: with the attach points,
+what --backend auto asks of a kernel (host/probe.py), without a search of
+its BTF on every run.
 
 The minimized BTF is made here, in Python over the raw BTF (no bpftool on
 hosts; libbpf exports its relocation logic only as internal symbols), by
@@ -21,14 +24,14 @@ Only field relocations are handled, all the shipped object has; an object
 with others gets no minimized BTF (libbpf then reads the kernel's, as
 before) and the unit tests say so.
 
-The cache: /var/cache/sockterm/<object hash>.btf, read only when its key -
+The cache: /var/cache/sockterm/<object hash>-<format>.btf, read only when its key -
 the kernel's build id (/sys/kernel/notes), release, version and BTF size,
 and the object's BLAKE2b hash - matches the key stored inside it (a string at
-offset 1 of its string section, the attach points the next string: libbpf
-ignores both), and only when no one
-but root can have written it: the file and every directory up to / owned
-by root and writable by no one else, no symlinks. Anything else is
-regenerated or, where the directory cannot be trusted, not used at all.
+offset 1 of its string section, kernel_note() the next string: libbpf
+ignores both), and only when no one but root can have written it: the file
+and every directory up to / owned by root and writable by no one else, no
+symlinks. Anything else is regenerated or, where the directory cannot be
+trusted, not used at all.
 """
 
 from __future__ import annotations
@@ -47,9 +50,16 @@ CACHE_DIR = "/var/cache/sockterm"
 CACHE_ENV = "SOCKTERM_CACHE_DIR"        # tests and benchmarks; "" turns the cache off
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 KERNEL_NOTES = "/sys/kernel/notes"
-KEY_PREFIX = b"sockterm-core-btf:"
-ATTACH_PREFIX = b"sockterm-attach:"     # iter/tcp=63714;iter/udp=63733 (section=kernel BTF id)
-ITER_SECTION, ITER_FUNC = "iter/", "bpf_iter_"
+# the file's format, in its key and name (a sockterm of another format
+# neither reads it nor replaces it); 2: the note records KERNEL_FUNCS
+FORMAT = 2
+KEY_PREFIX = b"sockterm-core-btf-%d:" % FORMAT
+# iter/tcp=63714;iter/udp=63733;kfunc/bpf_sock_destroy=71234 (kernel BTF ids)
+NOTE_PREFIX = b"sockterm-kernel:"
+ITER_SECTION, ITER_FUNC, KFUNC_ITEM = "iter/", "bpf_iter_", "kfunc/"
+# the kfuncs whose presence the note records, for whichever object: what
+# --backend auto asks of a kernel (host/probe.py), known without a search
+KERNEL_FUNCS = ("bpf_sock_destroy",)
 
 HEADER = struct.Struct("<HBBIIIII")     # struct btf_header
 BTF_MAGIC = 0xEB9F
@@ -458,53 +468,69 @@ def write_btf(btf: Btf, kept: dict[int, set], key: bytes, note: bytes = b"") -> 
     return HEADER.pack(BTF_MAGIC, 1, 0, HEADER.size, 0, len(out), len(out), len(strings)) + out + strings
 
 
+def kernel_funcs(kernel: Btf, names) -> dict[str, int]:
+    """name -> the first FUNC so named in the kernel's BTF (as libbpf looks
+    up an attach point or a kfunc), 0 where it has none."""
+    data, str_at, str_end = kernel.data, kernel.str_at, kernel.str_end
+    wanted = {}
+    for name in names:
+        at = data.find(b"\0" + name.encode("latin-1") + b"\0", str_at, str_end)
+        if at >= 0:
+            wanted[at + 1 - str_at] = name     # kernel strings are deduplicated
+    found = dict.fromkeys(names, 0)
+    left = len(wanted)
+    unpack = TYPE.unpack_from
+    for tid in range(1, len(kernel.at) if left else 1):
+        name_off, info, _ = unpack(data, kernel.at[tid])
+        name = wanted.get(name_off)
+        if name is not None and info >> 24 & 0x1F == FUNC and not found[name]:
+            found[name] = tid
+            left -= 1
+            if not left:
+                break
+    return found
+
+
 def attach_points(sections, kernel: Btf) -> dict[str, int]:
     """Section -> the kernel BTF id libbpf would attach its programs to, for
     the object's iterator sections (libbpf: find_attach_btf_id, the first FUNC
     named bpf_iter_NAME in the kernel's BTF). A section whose function the
     kernel's BTF lacks is left out: libbpf looks it up itself, and says why
     it is missing."""
-    data, str_at, str_end = kernel.data, kernel.str_at, kernel.str_end
-    wanted = {}
-    for section in sections:
-        if section.startswith(ITER_SECTION):
-            name = (ITER_FUNC + section[len(ITER_SECTION):]).encode("latin-1")
-            at = data.find(b"\0" + name + b"\0", str_at, str_end)
-            if at >= 0:
-                wanted[at + 1 - str_at] = section     # kernel strings are deduplicated
-    found: dict[str, int] = {}
-    unpack = TYPE.unpack_from
-    for tid in range(1, len(kernel.at)):
-        name_off, info, _ = unpack(data, kernel.at[tid])
-        section = wanted.get(name_off)
-        if section is not None and info >> 24 & 0x1F == FUNC and section not in found:
-            found[section] = tid
-            if len(found) == len(wanted):
-                break
-    return found
+    iters = {ITER_FUNC + section[len(ITER_SECTION):]: section
+             for section in sections if section.startswith(ITER_SECTION)}
+    return {iters[name]: tid for name, tid in kernel_funcs(kernel, iters).items() if tid}
 
 
-def attach_note(points: dict[str, int]) -> bytes:
-    return ATTACH_PREFIX + b";".join(f"{sec}={tid}".encode("latin-1")
-                                     for sec, tid in sorted(points.items()))
+def kernel_note(points: dict[str, int], kfuncs: dict[str, int]) -> bytes:
+    """What the cached file says of its kernel, after the key: the attach
+    points, and which KERNEL_FUNCS the kernel has (id, 0 for none)."""
+    items = sorted(points.items()) + sorted((KFUNC_ITEM + name, tid) for name, tid in kfuncs.items())
+    return NOTE_PREFIX + b";".join(f"{item}={tid}".encode("latin-1") for item, tid in items)
 
 
-def parse_attach_note(note: bytes) -> dict[str, int]:
-    """attach_note() read back ({} for anything else)."""
-    if not note.startswith(ATTACH_PREFIX):
-        return {}
-    points = {}
-    for item in note[len(ATTACH_PREFIX):].split(b";"):
-        section, _, tid = item.decode("latin-1").partition("=")
-        if not section.startswith(ITER_SECTION) or not tid.isdigit() or int(tid) <= 0:
-            return {}
-        points[section] = int(tid)
-    return points
+def parse_note(note: bytes) -> tuple[dict[str, int], dict[str, int]]:
+    """kernel_note() read back: (attach points, kernel functions); ({}, {})
+    for anything else."""
+    if not note.startswith(NOTE_PREFIX):
+        return {}, {}
+    points, kfuncs = {}, {}
+    for item in note[len(NOTE_PREFIX):].split(b";"):
+        name, _, tid = item.decode("latin-1").partition("=")
+        if not tid.isdigit():
+            return {}, {}
+        if name.startswith(ITER_SECTION) and int(tid) > 0:
+            points[name] = int(tid)
+        elif name.startswith(KFUNC_ITEM) and len(name) > len(KFUNC_ITEM):
+            kfuncs[name[len(KFUNC_ITEM):]] = int(tid)
+        else:
+            return {}, {}
+    return points, kfuncs
 
 
 def minimize(obj: bytes, kernel: Btf, key: bytes = b"") -> bytes:
     """The minimized BTF for a BPF object's CO-RE relocations against a kernel's
-    BTF, with the object's attach points in that kernel (attach_points()).
+    BTF, with what kernel_note() says of that kernel.
     Checked before it is returned: every relocation resolves against it as
     against the kernel's, field for field."""
     sections = elf_sections(obj)
@@ -519,7 +545,8 @@ def minimize(obj: bytes, kernel: Btf, key: bytes = b"") -> bytes:
         for spec in specs:
             marks.field(spec)
         outcomes.append([_outcome(kernel, spec) for spec in specs])
-    out = write_btf(kernel, marks.kept, key, attach_note(attach_points(sections, kernel)))
+    note = kernel_note(attach_points(sections, kernel), kernel_funcs(kernel, KERNEL_FUNCS))
+    out = write_btf(kernel, marks.kept, key, note)
     small = Resolver(local, Btf(out), relos)
     for (type_id, access, _kind), want in zip(relos, outcomes):
         got = [_outcome(small.targ, spec) for spec in small.resolve(type_id, access)]
@@ -582,9 +609,10 @@ def trusted_dir(path: str) -> str:
 
 
 class CustomBtf(NamedTuple):
-    """A minimized BTF on disk, and the attach points written in it."""
+    """A minimized BTF on disk, and what its note says of the kernel."""
     path: str
     attach: dict      # section -> kernel BTF id (attach_points())
+    kfuncs: dict      # KERNEL_FUNCS name -> kernel BTF id, 0: the kernel has none
 
 
 def _note(data, btf: Btf, key: bytes) -> bytes:
@@ -594,27 +622,27 @@ def _note(data, btf: Btf, key: bytes) -> bytes:
     return bytes(data[start:end]) if end >= 0 else b""
 
 
-def _read_cached(path: str, key: bytes) -> tuple[str, dict]:
-    """('', its attach points) when the file at path is root's alone and holds
-    key; else (why not, {})."""
+def _read_cached(path: str, key: bytes) -> tuple[str, CustomBtf | None]:
+    """('', what it holds) when the file at path is root's alone and holds
+    key; else (why not, None)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        return exc.strerror, {}
+        return exc.strerror, None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-            return "not a regular file that only root can write", {}
+            return "not a regular file that only root can write", None
         data = os.read(fd, st.st_size + 1)
     finally:
         os.close(fd)
     try:
         btf = Btf(data)
     except Unsupported as exc:
-        return str(exc), {}
+        return str(exc), None
     if len(data) != btf.str_end or data[btf.str_at:btf.str_at + len(key) + 2] != b"\0" + key + b"\0":
-        return "made for another kernel or object", {}
-    return "", parse_attach_note(_note(data, btf, key))
+        return "made for another kernel or object", None
+    return "", CustomBtf(path, *parse_note(_note(data, btf, key)))
 
 
 def _write(directory: str, path: str, data: bytes) -> None:
@@ -639,15 +667,39 @@ def _kernel_btf(path: str) -> Btf:
             return Btf(f.read())
 
 
+def _identity(path: str):
+    """What changes when the file at path is written, replaced, chmod-ed or
+    chown-ed, or a directory's entries change (None: it is not there)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+# custom_btf()'s answers in this process: (object, directory, kernel paths)
+# -> (the identities of the object, the directory and the file it was
+# decided on, the answer). The probe asks first (--backend auto), the
+# engine's load next; anything changed since is looked at again.
+_seen: dict[tuple, tuple] = {}
+
+
 def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = None,
-               btf_path: str = VMLINUX_BTF, notes_path: str = KERNEL_NOTES) -> CustomBtf | None:
+               btf_path: str = VMLINUX_BTF, notes_path: str = KERNEL_NOTES,
+               make: bool = True) -> CustomBtf | None:
     """A minimized BTF for this object on this kernel, made and cached if need
-    be; None (libbpf reads the kernel's BTF) when there is no cache to trust
-    or the object cannot be minimized."""
+    be (make=False: only one already made); None (libbpf reads the kernel's)
+    when there is no cache to trust or the object cannot be minimized."""
     if directory is None:
         directory = os.environ.get(CACHE_ENV, CACHE_DIR)
     if not directory:
         return None
+    args = (object_path, directory, btf_path, notes_path)
+    seen = _seen.get(args)
+    if seen is not None and seen[0] == (_identity(object_path), _identity(directory),
+                                        _identity(seen[1].path)):
+        log(f"btf cache: CO-RE against {seen[1].path}")
+        return seen[1]
     try:
         with open(object_path, "rb") as f:
             obj = f.read()
@@ -657,29 +709,35 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
     if not key:
         log("btf cache: the kernel has no build id; using its full BTF")
         return None
-    path = os.path.join(directory, key.rsplit(b":", 1)[1][:32].decode() + ".btf")   # the object's
+    # the object's, in this format
+    path = os.path.join(directory, f"{key.rsplit(b':', 1)[1][:32].decode()}-{FORMAT}.btf")
     why = trusted_dir(directory) if os.path.isdir(directory) else trusted_dir(os.path.dirname(directory))
     if why:
         log(f"btf cache: not used ({why})")
         return None
-    why, attach = _read_cached(path, key)
-    if not why:
+    ids = (_identity(object_path), _identity(directory), _identity(path))
+    why, found = _read_cached(path, key)
+    if found is not None:
         log(f"btf cache: CO-RE against {path}")
-        return CustomBtf(path, attach)
-    log(f"btf cache: {path}: {why}; regenerating")
-    try:
-        data = minimize(obj, _kernel_btf(btf_path), key)
-        _write(directory, path, data)
-        attach = parse_attach_note(_note(data, Btf(data), key))
+    elif not make:
+        return None
+    else:
+        log(f"btf cache: {path}: {why}; regenerating")
+        try:
+            data = minimize(obj, _kernel_btf(btf_path), key)
+            _write(directory, path, data)
+        except Unsupported as exc:
+            log(f"btf cache: cannot minimize: {exc}")
+            return None
+        except (struct.error, ValueError, IndexError, KeyError) as exc:
+            # a damaged object: libbpf's own open reports it, in its words
+            log(f"btf cache: cannot read the object ({exc}); using the kernel's BTF")
+            return None
+        except OSError as exc:
+            log(f"btf cache: cannot write {path}: {exc.strerror}")
+            return None
+        found = CustomBtf(path, *parse_note(_note(data, Btf(data), key)))
+        ids = (_identity(object_path), _identity(directory), _identity(path))
         log(f"btf cache: made {path} ({len(data)} bytes)")
-    except Unsupported as exc:
-        log(f"btf cache: cannot minimize: {exc}")
-        return None
-    except (struct.error, ValueError, IndexError, KeyError) as exc:
-        # a damaged object: libbpf's own open reports it, in its words
-        log(f"btf cache: cannot read the object ({exc}); using the kernel's BTF")
-        return None
-    except OSError as exc:
-        log(f"btf cache: cannot write {path}: {exc.strerror}")
-        return None
-    return CustomBtf(path, attach)
+    _seen[args] = (ids, found)
+    return found

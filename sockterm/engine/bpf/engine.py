@@ -20,12 +20,9 @@ import struct
 from ... import model
 from . import btfcache, libbpf, record
 from .config import compile_config
-from .. import EngineError, HostFacts
+from .objects import OBJECT_NAME, READ_OBJECT_NAME, object_path  # noqa: F401 (also theirs)
+from .. import EngineError, HostFacts, silent
 
-OBJECT_NAME = "sockterm.bpf.o"
-# the same programs without the bpf_sock_destroy kfunc (bpf/sockterm.bpf.c):
-# for every run whose iterators destroy nothing
-READ_OBJECT_NAME = "sockterm-read.bpf.o"
 READ_SIZE = 1 << 16          # the kernel fills at most one 32 KiB seq buffer per read
 PROGRAMS = {"tcp": "st_tcp", "udp": "st_udp"}
 # the builds that also read a socket's namespace and cgroup (--cgroup, --container, --pod)
@@ -33,13 +30,6 @@ SCOPED_PROGRAMS = {"tcp": "st_tcp_scoped", "udp": "st_udp_scoped"}
 HELD_PROGRAMS = {False: "st_held", True: "st_held_scoped"}       # the one pass: by scoped
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
-
-
-def object_path(name: str = OBJECT_NAME) -> str:
-    # beside the package's modules (a plain directory: wheels are unpacked);
-    # importlib.resources would cost a fresh process ~10 ms of imports
-    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(package, "data", name)
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
@@ -140,7 +130,7 @@ class BpfEngine:
     name = "bpf"
 
     def __init__(self, *, flt, scope, kill: bool, owners: bool = True, walks: bool = True,
-                 held: bool = False, log=lambda msg: None, host: HostFacts | None = None):
+                 held: bool = False, log=silent, host: HostFacts | None = None):
         self.flt = flt
         self.host = host or HostFacts.here()
         self.scope = scope
@@ -187,15 +177,25 @@ class BpfEngine:
         if not os.path.exists(path):
             raise EngineError(f"BPF object missing at {path}: reinstall sockterm")
         wanted = self._wanted()
+        # libbpf's messages are callbacks into Python (~840 in an open and
+        # load, ~0.7 ms): where nobody reads the log, only a failure's
+        quiet = self.log is silent
         while True:
-            self._open_object(path, wanted)
-            lib.log.clear()
-            err = lib.bpf_object__load(self.obj)
+            with lib.printing(not quiet):
+                self._open_object(path, wanted)
+                lib.log.clear()
+                err = lib.bpf_object__load(self.obj)
             for line in lib.notices:
                 self.log(f"libbpf: {line}")
             lib.notices.clear()
             if not err:
                 break
+            if quiet:
+                # the same open and load again, for libbpf's words on why
+                quiet = False
+                lib.bpf_object__close(self.obj)
+                self.obj = None
+                continue
             refused = _refused_program(lib.log, wanted)
             if refused is None:
                 raise self._load_error(-err)
@@ -283,7 +283,10 @@ class BpfEngine:
         if not self.kill:
             # nothing to record: a 16,384-entry hash map costs its creation ~0.7 ms
             lib.bpf_map__set_max_entries(self._map("st_kill_errors"), 1)
-        if self._loads_held():
+        if not self._loads_held():
+            # libbpf creates every map of the object, used or not
+            lib.bpf_map__set_max_entries(self._map("st_shared"), 1)
+        else:
             # one entry per descriptor table the pass visits (a process's);
             # a full map makes the pass's counts untrusted, not wrong
             tables = sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())

@@ -8,6 +8,7 @@ libbpf.so.1 is the fallback.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -163,6 +164,18 @@ class Libbpf:
             return self.bpf_program__set_type(prog, BPF_PROG_TYPE_TRACING)
         except Exception:       # noqa: BLE001 - an exception cannot cross into C
             return -22          # -EINVAL: libbpf says the program could not be prepared
+
+    @contextlib.contextmanager
+    def printing(self, on: bool):
+        """libbpf's messages reach log and notices (on), or go nowhere: each
+        is a call into the interpreter, ~840 in one open and load."""
+        if not on:
+            self.libbpf_set_print(PRINT_FN())       # NULL: libbpf prints nothing
+        try:
+            yield
+        finally:
+            if not on:
+                self.libbpf_set_print(self._print_cb)
 
     def __getattr__(self, name: str):
         """A function of _API, typed and bound the first time it is used (a
