@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from sockterm.engine.bpf import btfcache, libbpf
+from sockterm.engine.bpf import btfcache, btfmin, libbpf
 from sockterm.engine.bpf.engine import HELD_PROGRAMS, PROGRAMS, SCOPED_PROGRAMS, object_path
 
 PROGRAM_NAMES = (*PROGRAMS.values(), *SCOPED_PROGRAMS.values(), *HELD_PROGRAMS.values())
@@ -64,7 +64,7 @@ def test_object_relocates_against_the_minimized_btf_as_against_the_kernels(cache
     # and the comparison can fail: one member moved, one relocation differs
     with open(path, "rb") as f:
         data = bytearray(f.read())
-    small = btfcache.Btf(bytes(data))
+    small = btfmin.Btf(bytes(data))
     sock = next(i for i in range(1, len(small.at)) if small.name(small.type(i)[1]) == "sock_common")
     names = [small.name(n) for n, _, _ in small.members(sock)]
     at = small.at[sock] + 12 + 12 * names.index("skc_family") + 8
@@ -145,8 +145,8 @@ def test_attach_points_are_where_libbpf_attaches():
     vmlinux = c.btf__load_vmlinux_btf()
     assert vmlinux
     try:
-        points = btfcache.attach_points(btfcache.elf_sections(open(object_path(), "rb").read()),
-                                        btfcache._kernel_btf(btfcache.VMLINUX_BTF))
+        points = btfmin.attach_points(btfmin.elf_sections(open(object_path(), "rb").read()),
+                                        btfmin.kernel_btf(btfcache.VMLINUX_BTF))
         assert points
         for section, tid in points.items():
             name = ("bpf_iter_" + section.split("/", 1)[1]).encode()
@@ -283,8 +283,8 @@ def test_auto_decides_from_the_cache_without_searching_the_kernels_btf(cache_dir
     # the record is what decides: one made saying the kernel has no kfunc
     for name in os.listdir(cache_dir):
         os.unlink(os.path.join(cache_dir, name))
-    real = btfcache.kernel_funcs
-    monkeypatch.setattr(btfcache, "kernel_funcs", lambda kernel, names: dict.fromkeys(names, 0)
+    real = btfmin.kernel_funcs
+    monkeypatch.setattr(btfmin, "kernel_funcs", lambda kernel, names: dict.fromkeys(names, 0)
                         if "bpf_sock_destroy" in names else real(kernel, names))
     assert btfcache.custom_btf(object_path(READ_OBJECT_NAME), directory=cache_dir).kfuncs == {
         "bpf_sock_destroy": 0}

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from sockterm.engine.bpf import btfcache
+from sockterm.engine.bpf import btfcache, btfmin
 from sockterm.engine.bpf.engine import OBJECT_NAME, READ_OBJECT_NAME, object_path
 
 VMLINUX = btfcache.VMLINUX_BTF
@@ -22,15 +22,15 @@ def shipped() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def kernel() -> btfcache.Btf:
+def kernel() -> btfmin.Btf:
     if not os.access(VMLINUX, os.R_OK):
         pytest.skip("no readable kernel BTF")
-    return btfcache._kernel_btf(VMLINUX)
+    return btfmin.kernel_btf(VMLINUX)
 
 
 @pytest.fixture(scope="module")
 def minimized(kernel) -> bytes:
-    return btfcache.minimize(shipped(), kernel, btfcache.cache_key(shipped()))   # checks itself
+    return btfmin.minimize(shipped(), kernel, btfcache.cache_key(shipped()))   # checks itself
 
 
 def note(name: bytes, kind: int, desc: bytes) -> bytes:
@@ -43,26 +43,26 @@ def test_every_relocation_of_the_shipped_objects_can_be_minimized(name):
     # a new kind of relocation in bpf/ (bpf_core_type_exists, an enum value)
     # would silently cost every run the kernel's whole BTF: it must fail here
     with open(object_path(name), "rb") as f:
-        sections = btfcache.elf_sections(f.read())
-    relos = btfcache.core_relos(sections[".BTF.ext"])
+        sections = btfmin.elf_sections(f.read())
+    relos = btfmin.core_relos(sections[".BTF.ext"])
     assert relos
     kinds = {kind for _, _, kind in relos}
-    assert kinds <= set(btfcache.FIELD_KINDS) | {btfcache.TYPE_ID_LOCAL}, kinds
+    assert kinds <= set(btfmin.FIELD_KINDS) | {btfmin.TYPE_ID_LOCAL}, kinds
 
 
 def test_minimized_btf_keeps_only_what_the_relocations_reach(kernel, minimized):
-    small = btfcache.Btf(minimized)
+    small = btfmin.Btf(minimized)
     assert len(minimized) < 16 << 10 and len(small.at) < 200 < len(kernel.at)
     key = btfcache.cache_key(shipped())
     assert minimized[small.str_at:small.str_at + len(key) + 2] == b"\0" + key + b"\0"
     structs = {small.name(small.type(i)[1]): i for i in range(1, len(small.at))
-               if small.type(i)[0] == btfcache.STRUCT}
+               if small.type(i)[0] == btfmin.STRUCT}
     for name in ("sock", "sock_common", "socket_alloc", "task_struct", "file", "net"):
         assert name in structs, name
     # the root keeps its size and only the members the object reads, at their offsets
     sock = structs["sock"]
     kept = {small.name(n): off for n, _, off in small.members(sock)}
-    full_sock = btfcache.Resolver(btfcache.Btf(minimized), kernel, [(sock, 0, 0)]).cands[sock][0]
+    full_sock = btfmin.Resolver(btfmin.Btf(minimized), kernel, [(sock, 0, 0)]).cands[sock][0]
     full = {kernel.name(n): off for n, _, off in kernel.members(full_sock)}
     assert small.type(sock)[3] == kernel.type(full_sock)[3]
     assert "sk_socket" in kept and len(kept) < len(full) / 4
@@ -70,37 +70,36 @@ def test_minimized_btf_keeps_only_what_the_relocations_reach(kernel, minimized):
 
 
 def test_attach_points_are_the_iterator_functions_written_after_the_key(kernel, minimized):
-    sections = btfcache.elf_sections(shipped())
-    points = btfcache.attach_points(sections, kernel)
+    sections = btfmin.elf_sections(shipped())
+    points = btfmin.attach_points(sections, kernel)
     assert set(points) == {"iter/tcp", "iter/udp", "iter/task_file"}
     for section, tid in points.items():
         kind, name_off, _, _ = kernel.type(tid)
-        assert kind == btfcache.FUNC and kernel.name(name_off) == "bpf_iter_" + section[5:]
-    small = btfcache.Btf(minimized)
-    note = btfcache._note(minimized, small, btfcache.cache_key(shipped()))
+        assert kind == btfmin.FUNC and kernel.name(name_off) == "bpf_iter_" + section[5:]
+    note = btfcache._note(minimized, btfcache.cache_key(shipped()))
     assert note.startswith(btfcache.NOTE_PREFIX)
     assert btfcache.parse_note(note)[0] == points
     # a function the kernel lacks is left to libbpf (it says why it is missing)
-    assert btfcache.attach_points({"iter/tcp": b"", "iter/no_such_table": b"", ".text": b""},
+    assert btfmin.attach_points({"iter/tcp": b"", "iter/no_such_table": b"", ".text": b""},
                                   kernel) == {"iter/tcp": points["iter/tcp"]}
 
 
 def test_the_note_says_which_kernel_funcs_the_kernel_has(kernel, minimized):
     # every object's note, the read object's too (it has no kfunc of its own):
     # what --backend auto asks of the kernel
-    funcs = btfcache.kernel_funcs(kernel, ["bpf_sock_destroy", "bpf_no_such_kfunc", "bpf_iter_tcp"])
+    funcs = btfmin.kernel_funcs(kernel, ["bpf_sock_destroy", "bpf_no_such_kfunc", "bpf_iter_tcp"])
     assert funcs["bpf_no_such_kfunc"] == 0
-    assert funcs["bpf_iter_tcp"] == btfcache.attach_points({"iter/tcp": b""}, kernel)["iter/tcp"]
+    assert funcs["bpf_iter_tcp"] == btfmin.attach_points({"iter/tcp": b""}, kernel)["iter/tcp"]
     has = open(VMLINUX, "rb").read().find(b"\0bpf_sock_destroy\0") >= 0
     assert (funcs["bpf_sock_destroy"] > 0) == has
     if has:
         kind, name_off, _, _ = kernel.type(funcs["bpf_sock_destroy"])
-        assert kind == btfcache.FUNC and kernel.name(name_off) == "bpf_sock_destroy"
+        assert kind == btfmin.FUNC and kernel.name(name_off) == "bpf_sock_destroy"
     for name in (OBJECT_NAME, READ_OBJECT_NAME):
         with open(object_path(name), "rb") as f:
             obj = f.read()
-        made = btfcache.minimize(obj, kernel, btfcache.cache_key(obj))
-        note = btfcache._note(made, btfcache.Btf(made), btfcache.cache_key(obj))
+        made = btfmin.minimize(obj, kernel, btfcache.cache_key(obj))
+        note = btfcache._note(made, btfcache.cache_key(obj))
         assert btfcache.parse_note(note)[1] == {"bpf_sock_destroy": funcs["bpf_sock_destroy"]}
 
 
@@ -124,7 +123,7 @@ def test_the_read_object_has_no_kfunc():
     # a kfunc extern makes libbpf read the kernel's whole BTF: only the object
     # the iterators destroy with may have one (engine.READ_OBJECT_NAME)
     def strings(name):
-        btf = btfcache.Btf(btfcache.elf_sections(open(object_path(name), "rb").read())[".BTF"])
+        btf = btfmin.Btf(btfmin.elf_sections(open(object_path(name), "rb").read())[".BTF"])
         return bytes(btf.data[btf.str_at:btf.str_end]).split(b"\0")
     assert b"bpf_sock_destroy" in strings(OBJECT_NAME)
     assert b"bpf_sock_destroy" not in strings(READ_OBJECT_NAME)
@@ -132,16 +131,16 @@ def test_the_read_object_has_no_kfunc():
 
 
 def test_only_field_relocations_are_minimized():
-    local = btfcache.Btf(btfcache.elf_sections(shipped())[".BTF"])
+    local = btfmin.Btf(btfmin.elf_sections(shipped())[".BTF"])
     with pytest.raises(btfcache.Unsupported, match="kind 7"):
-        btfcache.Resolver(local, local, [(1, 0, 7)])       # BPF_CORE_TYPE_ID_TARGET
+        btfmin.Resolver(local, local, [(1, 0, 7)])       # BPF_CORE_TYPE_ID_TARGET
 
 
 @pytest.mark.parametrize("name,want", [("sock", "sock"), ("sock___old", "sock"),
                                        ("sock___a___b", "sock___a"), ("__sk___x", "__sk"),
                                        ("a____b", "a____b"), ("x___", "x___")])
 def test_essential_name_is_libbpfs(name, want):
-    assert btfcache.essential(name) == want
+    assert btfmin.essential(name) == want
 
 
 def test_build_id_is_the_gnu_note():

@@ -135,7 +135,7 @@ class Libbpf:
 
     def attach_by_id(self, points: dict[str, int]) -> None:
         """Iterator sections whose programs attach to these kernel BTF ids
-        (btfcache.attach_points(), for this kernel): libbpf then needs no
+        (btfmin.attach_points(), for this kernel): libbpf then needs no
         kernel BTF for them. libbpf reads the kernel's whole BTF before it
         loads any BPF_PROG_TYPE_TRACING program, for its attach point, even
         when told where the point is (obj_needs_vmlinux_btf); so a section
