@@ -10,11 +10,11 @@ the reads of its matches.
 
 from __future__ import annotations
 
+import _socket       # the socket module's C half (see model.py)
 import ctypes
 import errno
 import os
 import re
-import socket
 import struct
 
 from ... import model
@@ -28,8 +28,8 @@ PROGRAMS = {"tcp": "st_tcp", "udp": "st_udp"}
 # the builds that also read a socket's namespace and cgroup (--cgroup, --container, --pod)
 SCOPED_PROGRAMS = {"tcp": "st_tcp_scoped", "udp": "st_udp_scoped"}
 HELD_PROGRAMS = {False: "st_held", True: "st_held_scoped"}       # the one pass: by scoped
-PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
-FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
+PROTO_NAMES = {_socket.IPPROTO_TCP: "tcp", _socket.IPPROTO_UDP: "udp"}
+FAMILIES = {_socket.AF_INET: 4, _socket.AF_INET6: 6}
 
 
 def decode(buf, ns: model.Namespace) -> list[model.Sock]:
@@ -270,7 +270,7 @@ class BpfEngine:
         cfg = compile_config(self.flt, scope, self.kill)
         if self._loads_held():
             if self._probe is None:
-                self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
             cfg.probe_ino = os.fstat(self._probe.fileno()).st_ino
         err = lib.bpf_map__set_initial_value(self._map(".rodata.cfg"), ctypes.byref(cfg),
                                              ctypes.sizeof(cfg))
