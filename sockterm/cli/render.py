@@ -441,7 +441,7 @@ SHRINK = (("PROCESS", FOLD), ("RESULT", FOLD), ("NETNS", SOFT), ("PROCESS", SOFT
 PROCESS, RESULT = 5, 6                 # the columns made of parts: holders, words
 NAMES = ("NETNS", "PROCESS")           # the columns whose text may be cut (clip)
 SEPARATOR = {PROCESS: ",", RESULT: " "}   # how their parts join on one line
-_PID = re.compile(r"\[\d+\]$")
+_PID = r"\[\d+\]$"     # compiled where a name is cut (re's cache keeps it)
 
 
 def use_color(out) -> bool:
@@ -469,7 +469,7 @@ def clip(part: str, width: int, marker: str = MARKER) -> str:
     and so does a part that cannot keep two characters of its own."""
     if len(part) <= width:
         return part
-    found = _PID.search(part)
+    found = re.search(_PID, part)
     tail = found.group() if found else ""
     head = part[:len(part) - len(tail)]
     room = width - len(tail) - len(marker)
@@ -481,7 +481,7 @@ def clip(part: str, width: int, marker: str = MARKER) -> str:
 
 def narrowest(part: str, keep: int) -> int:
     """The width part can be cut to keeping `keep` characters of its own."""
-    found = _PID.search(part)
+    found = re.search(_PID, part)
     return min(len(part), keep + 1 + (len(found.group()) if found else 0))
 
 

@@ -84,7 +84,7 @@ ONE_PASS = "one-pass"        # iter/task_file: every held socket host-wide, and 
 # refuses in place of the capability's own (tests of the degradation)
 _REFUSED_STANDINS = {ENUMERATE: "st_refused_tcp", ONE_PASS: "st_refused_task_file"}
 _WHAT = {ENUMERATE: "the socket iterators", ONE_PASS: "the one-pass program"}
-_FAILED_PROGRAM = re.compile(r"prog '([^']+)': failed to load")
+_FAILED_PROGRAM = r"prog '([^']+)': failed to load"     # compiled where a load failed
 
 
 # each st_held record's namespace, and nothing else
@@ -538,7 +538,7 @@ def _refused_program(log: list[str], wanted: dict) -> str | None:
     if not _verifier_reason(log):
         return None
     for line in reversed(log):
-        found = _FAILED_PROGRAM.search(line)
+        found = re.search(_FAILED_PROGRAM, line)
         if found:
             return found.group(1) if found.group(1) in wanted else None
     return None
