@@ -291,3 +291,23 @@ def test_auto_decides_from_the_cache_without_searching_the_kernels_btf(cache_dir
     assert engine.known_kernel_features()["sock_destroy_kfunc"] is False
     opened, said = run()
     assert opened == 0 and "engine: diag (the kernel lacks the bpf_sock_destroy kfunc" in said, said
+
+
+def test_a_cache_directory_that_cannot_be_written_is_not_made_on_every_run(cache_dir):
+    """A read-only cache directory (a read-only root, a read-only mount): the
+    minimized BTF would be made on every run and never kept, ~150 ms each;
+    libbpf reads the kernel's BTF instead, and the run works."""
+    command = [sys.executable, "-m", "sockterm", "--backend", "bpf", "-v", "match", "--netns",
+               "host", "--dst", "192.0.2.1:9"]
+    read_only = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 'mount -t tmpfs -o ro,mode=755 tmpfs "$0" && exec "$@"', cache_dir]
+    run = subprocess.run(read_only + command, capture_output=True, text=True,
+                         env=dict(os.environ, SOCKTERM_CACHE_DIR=cache_dir))
+    assert run.returncode == 1, run.stderr
+    assert f"{cache_dir} cannot be written: using the kernel's BTF" in run.stderr
+    assert "regenerating" not in run.stderr and "btf cache: made" not in run.stderr
+    assert "0 sockets in 1 namespace searched (engine bpf)" in run.stderr
+    # and a writable one is made as before
+    run = subprocess.run(command, capture_output=True, text=True,
+                         env=dict(os.environ, SOCKTERM_CACHE_DIR=cache_dir))
+    assert run.returncode == 1 and "btf cache: made" in run.stderr, run.stderr

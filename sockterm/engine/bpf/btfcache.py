@@ -187,6 +187,16 @@ def _write(directory: str, path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _writable(directory: str) -> bool:
+    """Can a file be made in directory (made if missing)? False on a
+    read-only file system, root or not."""
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK)
+
+
 def _identity(path: str):
     """What changes when the file at path is written, replaced, chmod-ed or
     chown-ed, or a directory's entries change (None: it is not there)."""
@@ -240,6 +250,11 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
     if found is not None:
         log(f"btf cache: CO-RE against {path}")
     elif not make:
+        return None
+    elif not _writable(directory):
+        # made on every run and never kept, it would cost more (~150 ms) than
+        # libbpf's read of the kernel's BTF (~20 ms)
+        log(f"btf cache: {path}: {why}; {directory} cannot be written: using the kernel's BTF")
         return None
     else:
         log(f"btf cache: {path}: {why}; regenerating")
