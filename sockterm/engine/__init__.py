@@ -67,12 +67,13 @@ def known_kernel_features() -> dict[str, bool] | None:
     host/probe.py's terms: the TCP and UDP socket iterators, the
     bpf_sock_destroy kfunc. None where nothing is cached for this kernel."""
     from .bpf import btfcache
-    from .bpf.objects import READ_OBJECT_NAME, object_path
-    found = btfcache.custom_btf(object_path(READ_OBJECT_NAME), make=False)
-    if found is None or "bpf_sock_destroy" not in found.kfuncs:
-        return None
-    return {"iter_tcp": "iter/tcp" in found.attach, "iter_udp": "iter/udp" in found.attach,
-            "sock_destroy_kfunc": found.kfuncs["bpf_sock_destroy"] > 0}
+    from .bpf.objects import OBJECT_NAME, READ_OBJECT_NAME, object_path
+    for name in (READ_OBJECT_NAME, OBJECT_NAME):        # a listing's, a kill's
+        found = btfcache.custom_btf(object_path(name), make=False)
+        if found is not None and "bpf_sock_destroy" in found.kfuncs:
+            return {"iter_tcp": "iter/tcp" in found.attach, "iter_udp": "iter/udp" in found.attach,
+                    "sock_destroy_kfunc": found.kfuncs["bpf_sock_destroy"] > 0}
+    return None
 
 
 def capabilities(name: str) -> Capabilities:

@@ -280,6 +280,14 @@ def test_auto_decides_from_the_cache_without_searching_the_kernels_btf(cache_dir
     assert engine.known_kernel_features() == probe.btf_names()
     opened, said = run()
     assert opened == 0 and "engine: bpf" in said, said
+    # a kill's object says the same (a host that only ever kills has only its cache)
+    from sockterm.engine.bpf.engine import OBJECT_NAME
+    kills = btfcache.custom_btf(object_path(OBJECT_NAME), directory=cache_dir)
+    for name in os.listdir(cache_dir):
+        if name != os.path.basename(kills.path):
+            os.unlink(os.path.join(cache_dir, name))
+    assert btfcache.custom_btf(object_path(READ_OBJECT_NAME), directory=cache_dir, make=False) is None
+    assert engine.known_kernel_features() == probe.btf_names()
     # the record is what decides: one made saying the kernel has no kfunc
     for name in os.listdir(cache_dir):
         os.unlink(os.path.join(cache_dir, name))
