@@ -280,8 +280,9 @@ class BpfEngine:
         for name, entries in self._entries.items():
             lib.bpf_map__set_max_entries(self._map(name), max(1, len(entries)))
         lib.bpf_map__set_max_entries(self._map("st_ns"), max(1, len(scope.namespaces or ())))
-        if not self.kill:
-            # nothing to record: a 16,384-entry hash map costs its creation ~0.7 ms
+        if not (self.kill and self.walks):
+            # no iterator destroys (the one pass never does): nothing to
+            # record, and a 16,384-entry hash map costs its creation ~0.7 ms
             lib.bpf_map__set_max_entries(self._map("st_kill_errors"), 1)
         if not self._loads_held():
             # libbpf creates every map of the object, used or not
