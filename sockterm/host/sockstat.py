@@ -70,11 +70,11 @@ class Counters:
 
     def read(self) -> Counts:
         stat4, stat6, snmp = (os.pread(fd, 4096, 0) for fd in self._fds)
-        tcp4, udp4, tcp6, udp6 = _patterns()
-        tcp, tw = tcp4.search(stat4).groups()
-        (udp,) = udp4.search(stat4).groups()
-        (tcp6,) = tcp6.search(stat6).groups()
-        (udp6,) = udp6.search(stat6).groups()
+        in_tcp4, in_udp4, in_tcp6, in_udp6 = _patterns()
+        tcp, tw = in_tcp4.search(stat4).groups()
+        (udp,) = in_udp4.search(stat4).groups()
+        (tcp6,) = in_tcp6.search(stat6).groups()
+        (udp6,) = in_udp6.search(stat6).groups()
         return Counts(tcp=int(tcp) + int(tcp6), tw=int(tw), udp=int(udp) + int(udp6),
                       opens=_opens(snmp))
 
