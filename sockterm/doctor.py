@@ -254,6 +254,14 @@ def container_checks(host) -> list[Check]:
     return [Check("container", True, f"host PID namespace, CAP_BPF, BTF; {files}")]
 
 
+def _object_detail(info, summary: str = "") -> str:
+    """A shipped BPF object as doctor shows it (objinfo.inspect()): summary,
+    or its path, hash, programs and license; then any problem."""
+    detail = summary or (f"{info.path} sha256:{info.sha256[:16]} programs "
+                         f"{', '.join(sorted(info.programs))}; license {info.license}")
+    return detail + (f"; {'; '.join(info.problems)}" if info.problems else "")
+
+
 def run(timed: bool = True) -> Findings:
     """All checks, the engine auto picks, the caveats that apply, and (timed)
     the hash table finding."""
@@ -284,18 +292,12 @@ def run(timed: bool = True) -> Findings:
         checks.append(Check("libbpf", False, str(exc)))
     # the object the iterators destroy with, and the one every other run loads
     info = objinfo.inspect(object_path(OBJECT_NAME))
-    checks.append(Check("BPF object", info.ok,
-                        f"{object_path(OBJECT_NAME)} sha256:{info.sha256[:16]} programs "
-                        f"{', '.join(sorted(info.programs))}; license {info.license}"
-                        + (f"; {'; '.join(info.problems)}" if info.problems else "")))
+    checks.append(Check("BPF object", info.ok, _object_detail(info)))
     read = objinfo.inspect(object_path(READ_OBJECT_NAME))
     same = read.programs == info.programs and read.license == info.license
     # beside it: one line where it is what it should be
-    checks.append(Check("BPF read object", read.ok and same,
-                        (f"the same programs, no kfunc (sha256:{read.sha256[:16]})" if same else
-                         f"{object_path(READ_OBJECT_NAME)} sha256:{read.sha256[:16]} programs "
-                         f"{', '.join(sorted(read.programs))}; license {read.license}")
-                        + (f"; {'; '.join(read.problems)}" if read.problems else "")))
+    checks.append(Check("BPF read object", read.ok and same, _object_detail(
+        read, f"the same programs, no kfunc (sha256:{read.sha256[:16]})" if same else "")))
     objects_ok = info.ok and read.ok and same
     capabilities = _capabilities(host, objects_ok)
     checks += [Check(name, ok, detail) for name, (ok, detail) in capabilities.items()]
