@@ -211,14 +211,20 @@ def test_only_a_kill_in_the_kernel_reads_the_kernels_btf(cache_dir, monkeypatch,
         assert not read_btf, read_btf
 
 
+def traced(calls: str, argv: list, env=None) -> tuple[str, subprocess.CompletedProcess]:
+    """A sockterm run under strace: (its system calls of the `calls` class, the run)."""
+    with tempfile.NamedTemporaryFile("r") as trace:
+        run = subprocess.run(["strace", "-f", "-qq", "-e", f"trace={calls}", "-o", trace.name,
+                              sys.executable, "-m", "sockterm", *argv],
+                             capture_output=True, text=True, env=env)
+        return trace.read(), run
+
+
 def bpf_programs_loaded(argv: list) -> tuple[list, subprocess.CompletedProcess]:
     """The programs a sockterm run loads, in order (BPF_PROG_LOAD, seen by strace)."""
     import re
-    with tempfile.NamedTemporaryFile("r") as trace:
-        run = subprocess.run(["strace", "-f", "-qq", "-e", "trace=bpf", "-o", trace.name,
-                              sys.executable, "-m", "sockterm", *argv],
-                             capture_output=True, text=True)
-        return re.findall(r'BPF_PROG_LOAD.*?prog_name="(st_\w+)"', trace.read()), run
+    trace, run = traced("bpf", argv)
+    return re.findall(r'BPF_PROG_LOAD.*?prog_name="(st_\w+)"', trace), run
 
 
 def test_a_listing_loads_the_one_pass_only_once_something_matched():
@@ -267,12 +273,9 @@ def test_auto_decides_from_the_cache_without_searching_the_kernels_btf(cache_dir
     argv = ["-v", "match", "--netns", "host", "--dst", "192.0.2.1:9"]
 
     def run() -> tuple[int, str]:
-        with tempfile.NamedTemporaryFile("r") as trace:
-            done = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", trace.name,
-                                   sys.executable, "-m", "sockterm", *argv],
-                                  capture_output=True, text=True, env=env)
-            assert done.returncode == 1, done.stderr
-            return len(re.findall(r"/sys/kernel/btf/vmlinux", trace.read())), done.stderr
+        trace, done = traced("openat", argv, env)
+        assert done.returncode == 1, done.stderr
+        return len(re.findall(r"/sys/kernel/btf/vmlinux", trace)), done.stderr
 
     assert engine.known_kernel_features() is None and os.listdir(cache_dir) == []
     opened, said = run()                      # searches, then makes the cache
