@@ -20,7 +20,7 @@ import os
 import struct
 
 from ... import model
-from .. import EngineError
+from .. import EngineError, silent
 from . import libbpf, record
 from .config import compile_config
 from .engine import FAMILIES, PROTO_NAMES, _verifier_reason, object_path
@@ -139,7 +139,7 @@ class WatchSource:
     """The loaded, attached watch program and its ring buffer. open() raises
     EngineError, in one line, when the kernel cannot give the events."""
 
-    def __init__(self, *, flt, scope, log=lambda msg: None):
+    def __init__(self, *, flt, scope, log=silent):
         self.flt, self.scope, self.log = flt, scope, log
         self.lib = None
         self.obj = None

@@ -15,6 +15,7 @@ import socket
 
 from ... import model
 from ... import states as st
+from .. import silent
 from . import wire as n
 
 AF = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -83,7 +84,7 @@ CHUNK = 256      # destroys per netlink send; a stop request is honoured between
 ACK_BUFFER = 8192   # what a destroy-only socket reads its acks into
 
 
-def destroy_with(dsock, socks, log=lambda msg: None, rng=None, stop=None) -> None:
+def destroy_with(dsock, socks, log=silent, rng=None, stop=None) -> None:
     """SOCK_DESTROY each sock over dsock (a DiagSocket in the sockets' namespace)
     and set its result; server sockets are taken group by group (see
     _destroy_servers). `socks` must be in dump order. Once stop() says so, no
@@ -225,7 +226,7 @@ class Destroyer:
     each by its exact tuple, interface and cookie, an O(1) lookup in the
     kernel. Per namespace, a NETLINK_SOCK_DIAG socket created inside it."""
 
-    def __init__(self, log=lambda msg: None):
+    def __init__(self, log=silent):
         self.log = log
 
     def open(self) -> None:

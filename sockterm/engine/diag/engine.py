@@ -16,7 +16,7 @@ import socket
 from ... import model
 from ... import states as st
 from ...exitcodes import ExitCode
-from .. import CannotDestroy, EngineError, HostFacts, Scope
+from .. import CannotDestroy, EngineError, HostFacts, Scope, silent
 from . import wire as n
 from .bytecode import compile_bytecode, state_mask
 from .destroy import AF, PROTO_NUMS, destroy_with, settle_unacked
@@ -71,7 +71,7 @@ class DiagEngine:
     walks = True                       # dumps need nothing the kernel may refuse
     one_pass = False                   # held() is the bpf engine's
 
-    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=lambda msg: None,
+    def __init__(self, *, flt, scope, kill: bool, owners: bool = True, log=silent,
                  held: bool = False, walks: bool = True, host: HostFacts | None = None):
         self.flt = flt
         self.host = host or HostFacts.here()
