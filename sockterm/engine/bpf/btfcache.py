@@ -174,9 +174,9 @@ def _read_cached(path: str, key: bytes) -> tuple[str, CustomBtf | None]:
     return "", CustomBtf(path, *parse_note(_note(data, key)))
 
 
-def _write(directory: str, path: str, data: bytes) -> None:
-    """Atomically (a reader sees the old file or the whole new one)."""
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+def _write(path: str, data: bytes) -> None:
+    """Atomically (a reader sees the old file or the whole new one), in a
+    directory _writable() made."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
@@ -261,7 +261,7 @@ def custom_btf(object_path: str, log=lambda msg: None, directory: str | None = N
         from . import btfmin
         try:
             data = btfmin.minimize(obj, btfmin.kernel_btf(btf_path), key)
-            _write(directory, path, data)
+            _write(path, data)
         except Unsupported as exc:
             log(f"btf cache: cannot minimize: {exc}")
             return None
