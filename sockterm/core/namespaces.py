@@ -31,7 +31,7 @@ def find_namespaces(flt: Filter, report: Report, log, node, host) -> tuple[list,
     every namespace there is."""
     # not root, or in a user namespace of its own: only where it runs, as ss
     own_only = not host.enters_other_namespaces
-    found, skipped = netns.discover(own_only)
+    found, skipped = netns.discover(own_only, host_only=netns.only_host(flt.netns))
     report.skipped.extend(skipped)
     for note in skipped:
         log(f"skipped {note}")

@@ -1,5 +1,5 @@
-"""The one pass made: each namespace's counters opened (while the engine
-loads), read, the pass over every process's descriptors, the counters read
+"""The one pass made: each namespace's counters opened and read (while the
+engine loads), the pass over every process's descriptors, the counters read
 again; then, per namespace, walk or not and why (decide.py), and the search
 (execute.py)."""
 
@@ -20,7 +20,8 @@ def stream(run) -> Iterator[model.Sock]:
     counters = run.counting.result() or {}
     run.counting = None
     try:
-        before = read_counts(counters)
+        # read where they were opened, while the engine loaded
+        before = {ino: c.first if c is not None else None for ino, c in counters.items()}
         certain = {r.ns.ino: decide.certain_walk(run.flt, run.scope, before.get(r.ns.ino))
                    for r in run.nsrs}
         if not run.attribute and all(certain.values()):
@@ -78,20 +79,23 @@ def _walk_reason(run, ino: int, before: dict, after: dict, found) -> tuple[str |
 
 
 def open_counters(run, nsrs: list) -> dict:
-    """netns inode -> its Counters (None: unreadable). Through a process in
-    the namespace where there is one, else from a worker inside it, which
-    (to kill) makes the namespace's netlink socket while it is there."""
+    """netns inode -> its Counters (None: unreadable), each read once as it
+    opens (its `first` counts). Through a process in the namespace where
+    there is one, else from a worker inside it, which (to kill) makes the
+    namespace's netlink socket while it is there."""
     sockstat.reserve_descriptors(4 * len(nsrs))
     found, inside = {}, []
     for nsr in nsrs:
         counters = sockstat.Counters.of_process(nsr.ns)
         if counters is None:
             inside.append(nsr)
+        else:
+            counters.first_read()
         found[nsr.ns.ino] = counters
     destroyer = run.netlink.destroyer
 
     def here():
-        counters = sockstat.Counters.here()
+        counters = sockstat.Counters.here().first_read()
         try:
             return counters, destroyer.enter() if destroyer else None
         except OSError:

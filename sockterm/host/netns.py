@@ -158,9 +158,11 @@ class Discovery:
         if pid is not None:
             ns.pids.append(pid)
 
-    def run(self, own_only: bool = False) -> list[Namespace]:
+    def run(self, own_only: bool = False, host_only: bool = False) -> list[Namespace]:
         """Every namespace; with own_only, just sockterm's own (named as
-        usual), for a caller who could not enter the others anyway."""
+        usual), for a caller who could not enter the others anyway; with
+        host_only (--netns host), the host's found through kthreadd without
+        looking at every process (names from `ip netns` as usual)."""
         host_path = kthreadd_netns()
         if host_path:
             self._add(host_path, name=HOST)
@@ -173,7 +175,7 @@ class Discovery:
                 names = []
             for name in names:
                 self._add(os.path.join(directory, name), name=name)
-        if not own_only:
+        if not own_only and not (host_only and host_path):
             for mount in _nsfs_mounts():
                 self._add(mount)
             for entry in os.scandir("/proc"):
@@ -199,10 +201,15 @@ class Discovery:
         return f"net:[{ns.ino}]"
 
 
-def discover(own_only: bool = False) -> tuple[list[Namespace], list[str]]:
+def discover(own_only: bool = False, host_only: bool = False) -> tuple[list[Namespace], list[str]]:
     d = Discovery()
-    found = d.run(own_only)
+    found = d.run(own_only, host_only)
     return found, d.skipped
+
+
+def only_host(selectors) -> bool:
+    """Do these --netns values name the host's namespace alone?"""
+    return bool(selectors) and all(sel.strip() == HOST for sel in selectors)
 
 
 def is_identity(selector: str) -> bool:
@@ -219,14 +226,20 @@ def resolve(selectors, namespaces: list[Namespace]) -> list[Namespace]:
     NAMESPACE/NAME, a container's name), an inode, or an nsfs path."""
     chosen: dict[int, Namespace] = {}
     by_ino = {ns.ino: ns for ns in namespaces}
+    # name -> namespaces (a runbook may name hundreds: no scan per name)
+    by_name: dict[str, list[Namespace]] = {}
+    by_shown: dict[str, list[Namespace]] = {}
+    for ns in namespaces:
+        for name in dict.fromkeys([ns.name, *ns.aliases]):
+            by_name.setdefault(name, []).append(ns)
+        # the name as sockterm shows it (control characters escaped) names it too
+        by_shown.setdefault(shown(ns.name), []).append(ns)
     for sel in selectors:
         key = sel.strip()
         ino = None
         if key.startswith("net:[") and key.endswith("]"):
             key = key[5:-1]
-        named = ([ns for ns in namespaces if ns.name == key or key in ns.aliases]
-                 # the name as sockterm shows it (control characters escaped) names it too
-                 or [ns for ns in namespaces if shown(ns.name) == key])
+        named = by_name.get(key) or by_shown.get(key, [])
         if key.isdigit():
             ino = int(key)
             if ino not in by_ino:

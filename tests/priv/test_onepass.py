@@ -364,6 +364,25 @@ def test_counts_that_change_during_the_pass_mean_a_walk(topo, engine, monkeypatc
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_counts_read_before_the_pass_see_a_socket_opened_after_them(topo, engine, monkeypatch):
+    """The first counts are read as the counters open, while the engine
+    loads: a connection made after that, before the pass, is a change."""
+    from sockterm.engine.bpf import engine as bpf_engine
+    ns = topo.ns("early")
+    h = topo.holder(ns)
+    held_population(h)
+    original = bpf_engine.BpfEngine.held
+
+    def connect_then_held(self, namespaces=None):
+        h.call("connect", dst="127.0.0.1", port=PORT)     # after the first counts, before the pass
+        return original(self, namespaces)
+    monkeypatch.setattr(bpf_engine.BpfEngine, "held", connect_then_held)
+    socks, report = run("list", [ns], engine, "needed")
+    assert [(r.walked, r.walk_reason) for r in report.namespaces] == [(True, "changed")]
+    assert cookies(socks) == set(ss_view([ns]))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_no_netlink_destroy_falls_back_to_a_walk(topo, engine, monkeypatch):
     """A kernel without CONFIG_INET_DIAG_DESTROY answers EOPNOTSUPP: the
     namespace is walked, and its engine's destroy takes the sockets."""

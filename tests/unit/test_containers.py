@@ -290,7 +290,7 @@ def test_only_the_chosen_namespaces_are_named_when_netns_needs_no_names(fake, mo
     from sockterm.core import pipeline
     from sockterm.filter import build_filter
     node, nss = _pod_node(fake)
-    monkeypatch.setattr(netns, "discover", lambda own_only: (list(nss), []))
+    monkeypatch.setattr(netns, "discover", lambda own_only, host_only=False: (list(nss), []))
     monkeypatch.setattr(C, "host_namespaces", lambda: {1})
     asked = []
     attribute = node.attribute

@@ -131,6 +131,16 @@ Udp: 5 0
 """
 
 
+def test_opens_found_by_column_name():
+    """ActiveOpens and PassiveOpens are found by name, wherever the kernel
+    puts them; the Ip and Udp lines around Tcp's are no part of it."""
+    assert sockstat._opens(SNMP.encode()) == 160
+    moved = SNMP.replace("MaxConn ActiveOpens PassiveOpens", "PassiveOpens MaxConn ActiveOpens") \
+                .replace("-1 129 31", "31 -1 129")
+    assert sockstat._opens(moved.encode()) == 160
+    assert sockstat._opens(SNMP.replace("129 31 2", "130 31 2").encode()) == 161
+
+
 def test_counters_read_inuse_tw_and_opens(tmp_path):
     for name, text in zip(("sockstat", "sockstat6", "snmp"), (SOCKSTAT, SOCKSTAT6, SNMP)):
         (tmp_path / name).write_text(text)
