@@ -5,13 +5,14 @@ again; then, per namespace, walk or not and why (decide.py), and the search
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Iterator
 
 from .. import model
 from ..engine import EngineError
-from ..host import sockstat
-from . import decide, execute, pool
+from ..host import enter, sockstat
+from . import decide, execute
 
 
 def stream(run) -> Iterator[model.Sock]:
@@ -81,8 +82,12 @@ def _walk_reason(run, ino: int, before: dict, after: dict, found) -> tuple[str |
 def open_counters(run, nsrs: list) -> dict:
     """netns inode -> its Counters (None: unreadable), each read once as it
     opens (its `first` counts). Through a process in the namespace where
-    there is one, else from a worker inside it, which (to kill) makes the
-    namespace's netlink socket while it is there."""
+    there is one, else from inside it, where (to kill) the namespace's
+    netlink socket is made too. Called on a thread of its own (never the
+    main one, which stays home), which enters the namespaces one after
+    another: a few system calls each, which the pool's workers would hand
+    to the consumer one namespace at a time for more than they cost
+    (200 namespaces: 21 ms in one thread, 40 through two workers)."""
     sockstat.reserve_descriptors(4 * len(nsrs))
     found, inside = {}, []
     for nsr in nsrs:
@@ -92,6 +97,8 @@ def open_counters(run, nsrs: list) -> dict:
         else:
             counters.first_read()
         found[nsr.ns.ino] = counters
+    if not inside:
+        return found
     destroyer = run.netlink.destroyer
 
     def here():
@@ -100,16 +107,20 @@ def open_counters(run, nsrs: list) -> dict:
             return counters, destroyer.enter() if destroyer else None
         except OSError:
             return counters, None
-
-    def open_inside(nsr, entry, emit):
-        try:
-            emit((nsr.ns.ino, entry.call(nsr.ns, here)))
-        except OSError:
-            pass
-    for ino, (counters, dsock) in pool.run(inside, open_inside, stop=run.cancel.is_set):
-        found[ino] = counters
-        if dsock is not None:
-            run.dsocks[ino] = dsock
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for nsr in inside:
+            if run.cancel.is_set():
+                break
+            try:
+                counters, dsock = enter.run_in(nsr.ns, here, home)
+            except OSError:
+                continue
+            found[nsr.ns.ino] = counters
+            if dsock is not None:
+                run.dsocks[nsr.ns.ino] = dsock
+    finally:
+        os.close(home)
     return found
 
 
