@@ -42,6 +42,14 @@ CURVE_GROWTH = 1.5           # sockterm at the most namespaces / at the fewest
 ALL_WALK_SLACK = 1.05        # sockterm / walk all when every namespace is walked
 
 SOCKTERM, WALK_ALL, SS_LOOP = "sockterm", "walk all", "ss loop"
+# The curve's points are minutes apart, and this VM's speed changes by tens of
+# percent over minutes: each pass also times a run whose work is the same at
+# every point (one namespace, the host's; nothing matching: a walk of the
+# host's table, which holds the same 160,000 sockets at every point). Its
+# change from the first point to the last is the machine's, which the
+# report states beside the growth (the target is judged on the raw growth).
+REFERENCE = "reference"
+REFERENCE_ARGS = ("--backend", "bpf", "match", "--netns", "host", "--dst", "192.0.2.99", "-o", "json")
 
 # A time-wait socket in each namespace given: a loopback connection whose
 # client closes first (the client end waits in time-wait for 60 s).
@@ -67,14 +75,19 @@ def contenders(w) -> dict:
             SS_LOOP: (ss_kill_loop(w, LOOPBACK, 80), True, None)}
 
 
-def rotating(w, passes: int, log, before=None) -> dict:
+def rotating(w, passes: int, log, before=None, reference: bool = False) -> dict:
     """Each contender once a pass, in an order that rotates (and reverses
-    every other pass); the workload refilled after every kill."""
-    from .run import check_kill
+    every other pass); the workload refilled after every kill. With
+    reference, each pass also times REFERENCE (results[REFERENCE])."""
+    from .run import check_kill, sockterm
     entries = contenders(w)
     results = {name: measure.Result(name) for name in entries}
+    if reference:
+        results[REFERENCE] = measure.Result(REFERENCE)
     names = list(entries)
     for p in range(passes):
+        if reference:
+            results[REFERENCE].samples.append(measure.run(sockterm(*REFERENCE_ARGS)))
         order = names[p % len(names):] + names[:p % len(names)]
         for name in (order if p % 2 == 0 else order[::-1]):
             if before:
@@ -95,13 +108,13 @@ def time_wait_everywhere(w) -> None:
                    check=True)
 
 
-def _case(spec, passes, log, time_wait=False) -> dict:
+def _case(spec, passes, log, time_wait=False, reference=False) -> dict:
     log(f"one pass: {spec.label()} = {spec.sockets} sockets, building")
     with LoopbackWorkload(spec, log=log) as w:
         log(f"built in {w.build_seconds:.1f}s; {passes} rotating passes")
         before = (lambda: time_wait_everywhere(w)) if time_wait else None
         load = os.getloadavg()
-        kills = rotating(w, passes, log, before)
+        kills = rotating(w, passes, log, before, reference)
         return {"spec": spec, "kills": kills, "loadavg": [load, os.getloadavg()],
                 "walks": walk_reasons(w, time_wait)}
 
@@ -127,7 +140,7 @@ def curve(namespaces, total: int, kills: int, passes: int, log) -> list[dict]:
     for n in namespaces:
         target = max(1, round(kills / n))
         others = total // (2 * n) - target
-        points.append(_case(LoopSpec(n, target, others), passes, log))
+        points.append(_case(LoopSpec(n, target, others), passes, log, reference=True))
     return points
 
 
@@ -180,6 +193,14 @@ def report(res: dict, table, fmt_ms) -> list:
                "vs ss loop", "vs walk all", "namespaces walked"])
         first, last = points[0]["kills"][SOCKTERM], points[-1]["kills"][SOCKTERM]
         growth = last.wall / first.wall
+        ref_first, ref_last = points[0]["kills"].get(REFERENCE), points[-1]["kills"].get(REFERENCE)
+        if ref_first and ref_last and ref_first.samples and ref_last.samples:
+            drift = ref_last.wall / ref_first.wall
+            table(f"one pass, curve: the machine's drift (`sockterm {' '.join(REFERENCE_ARGS)}`, "
+                  "the same work at every point)",
+                  [[p["spec"].namespaces, fmt_ms(p["kills"][REFERENCE].wall)] for p in points]
+                  + [["drift", f"{drift:.2f}x"], ["growth / drift", f"{growth / drift:.2f}x"]],
+                  ["namespaces", "reference ms"])
         ok = all(r.ok for p in points for r in p["kills"].values())
         checks.append((f"one pass: sockterm at {points[-1]['spec'].namespaces} namespaces <= "
                        f"{CURVE_GROWTH} x at {points[0]['spec'].namespaces}",
