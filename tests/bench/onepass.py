@@ -43,7 +43,7 @@ ALL_WALK_SLACK = 1.05        # sockterm / walk all when every namespace is walke
 
 SOCKTERM, WALK_ALL, SS_LOOP = "sockterm", "walk all", "ss loop"
 # The curve's points are minutes apart, and this VM's speed changes by tens of
-# percent over minutes: each pass also times a run whose work is the same at
+# percent over minutes: before each kill, a run is timed whose work is the same at
 # every point (one namespace, the host's; nothing matching: a walk of the
 # host's table, which holds the same 160,000 sockets at every point). Its
 # change from the first point to the last is the machine's, which the
@@ -78,7 +78,7 @@ def contenders(w) -> dict:
 def rotating(w, passes: int, log, before=None, reference: bool = False) -> dict:
     """Each contender once a pass, in an order that rotates (and reverses
     every other pass); the workload refilled after every kill. With
-    reference, each pass also times REFERENCE (results[REFERENCE])."""
+    reference, REFERENCE is timed before each of them (results[REFERENCE])."""
     from .run import check_kill, sockterm
     entries = contenders(w)
     results = {name: measure.Result(name) for name in entries}
@@ -86,10 +86,10 @@ def rotating(w, passes: int, log, before=None, reference: bool = False) -> dict:
         results[REFERENCE] = measure.Result(REFERENCE)
     names = list(entries)
     for p in range(passes):
-        if reference:
-            results[REFERENCE].samples.append(measure.run(sockterm(*REFERENCE_ARGS)))
         order = names[p % len(names):] + names[:p % len(names)]
         for name in (order if p % 2 == 0 else order[::-1]):
+            if reference:
+                results[REFERENCE].samples.append(measure.run(sockterm(*REFERENCE_ARGS)))
             if before:
                 before()
             argv, shell, env = entries[name]
