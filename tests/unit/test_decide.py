@@ -139,6 +139,9 @@ def test_opens_found_by_column_name():
                 .replace("-1 129 31", "31 -1 129")
     assert sockstat._opens(moved.encode()) == 160
     assert sockstat._opens(SNMP.replace("129 31 2", "130 31 2").encode()) == 161
+    # a line that only contains "Tcp:" is no Tcp line; the last line may lack its newline
+    odd = "IpExtTcp: 1\nIpExtTcp: 2\n" + SNMP.rstrip("\n").replace("\nUdp: InDatagrams NoPorts\nUdp: 5 0", "")
+    assert sockstat._opens(odd.encode()) == 160
 
 
 def test_counters_read_inuse_tw_and_opens(tmp_path):
