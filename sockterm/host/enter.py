@@ -33,6 +33,8 @@ def run_in(ns: Namespace, fn, home: int):
     thread; the thread is back in its namespace `home` (an fd) afterwards."""
     if ns.ino == os.fstat(home).st_ino:
         return fn()      # already there: setns would need CAP_SYS_ADMIN even for this
+    if threading.current_thread() is threading.main_thread():
+        raise RuntimeError("run_in: the main thread never leaves its namespace")
     fd = None
     last = None
     for path in ns.paths():
