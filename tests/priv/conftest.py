@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 
 import pytest
@@ -152,6 +153,17 @@ def sockterm(*args, input=None, env=None, prefix=()):
 def confined(*args, namespaces=(), **kw):
     """The CLI where it can reach nothing but `namespaces` (tests/confine.py)."""
     return sockterm(*args, prefix=confine.prefix(namespaces), **kw)
+
+
+def traced(calls: str, argv: list, env=None) -> tuple[str, subprocess.CompletedProcess]:
+    """A sockterm run under strace: (its system calls named by `calls`, the
+    run). Not through sockterm() above: no kill rail, so only for runs that
+    destroy nothing they were not meant to (a kill of an unused address)."""
+    with tempfile.NamedTemporaryFile("r") as trace:
+        run = subprocess.run(["strace", "-f", "-qq", "-e", f"trace={calls}", "-o", trace.name,
+                              sys.executable, "-m", "sockterm", *argv],
+                             capture_output=True, text=True, env=env)
+        return trace.read(), run
 
 
 def sockterm_json(*args, **kw):

@@ -13,6 +13,7 @@ import tempfile
 
 import pytest
 
+from conftest import traced
 from sockterm.engine.bpf import btfcache, btfmin, libbpf
 from sockterm.engine.bpf.engine import HELD_PROGRAMS, PROGRAMS, SCOPED_PROGRAMS, object_path
 
@@ -209,15 +210,6 @@ def test_only_a_kill_in_the_kernel_reads_the_kernels_btf(cache_dir, monkeypatch,
         assert read_btf, said[-20:]
     else:
         assert not read_btf, read_btf
-
-
-def traced(calls: str, argv: list, env=None) -> tuple[str, subprocess.CompletedProcess]:
-    """A sockterm run under strace: (its system calls of the `calls` class, the run)."""
-    with tempfile.NamedTemporaryFile("r") as trace:
-        run = subprocess.run(["strace", "-f", "-qq", "-e", f"trace={calls}", "-o", trace.name,
-                              sys.executable, "-m", "sockterm", *argv],
-                             capture_output=True, text=True, env=env)
-        return trace.read(), run
 
 
 def bpf_programs_loaded(argv: list) -> tuple[list, subprocess.CompletedProcess]:

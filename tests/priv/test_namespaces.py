@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import sh, sockterm, sockterm_json
+from conftest import sh, sockterm, sockterm_json, traced
 
 
 @pytest.fixture
@@ -125,17 +125,12 @@ def test_netns_host_alone_is_found_without_a_look_at_every_process(lone_process)
     """`--netns host` needs the host's namespace only (kthreadd's): no
     process's namespace is looked at (on a node, thousands of stats), and
     what it finds is the host's, named so."""
-    import sys
     listener = subprocess.run(["ss", "-Htln", "sport", "= :7777"], capture_output=True, text=True)
     assert listener.stdout == ""          # the lone process's listener is not the host's
     path = f"/proc/{lone_process.pid}/ns/net"
 
     def stats(*args):
-        with tempfile.NamedTemporaryFile("r") as trace:
-            run = subprocess.run(["strace", "-f", "-qq", "-e", "trace=stat,lstat,newfstatat,statx", "-o", trace.name,
-                                  sys.executable, "-m", "sockterm", "list", "-o", "json",
-                                  *args], capture_output=True, text=True)
-            return trace.read(), run
+        return traced("stat,lstat,newfstatat,statx", ["list", "-o", "json", *args])
     trace, run = stats("--netns", "host")
     assert run.returncode in (0, 1), run.stderr
     assert path not in trace
