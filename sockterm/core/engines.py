@@ -86,13 +86,15 @@ def _open(name: str, common: dict):
 
 def open_one_pass(run, name: str) -> str:
     """Set run.source, the engine that makes the one pass; '' when it is
-    there, else why not."""
+    there, else why not. The walk engine makes it where it can and is open;
+    else an engine of its own (walks=False, no kfunc) makes it: beside a
+    fallback's walks, or first where the walk engine opens late."""
     from .. import engine as engines
     if run.source is not None:
         return ""
     if run.bpf_failed:
         return f"BPF cannot load: {run.bpf_failed}"
-    if engines.capabilities(name).one_pass:
+    if engines.capabilities(name).one_pass and run.engine is not None:
         if not run.engine.one_pass:
             return f"the kernel refused its program: {run.engine.lost.get('one-pass', '')}"
         run.source = run.engine

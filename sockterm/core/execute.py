@@ -14,6 +14,7 @@ from .. import model
 from ..engine import EngineError
 from . import held, pool
 from .outcome import emit_gone, namespace_failed
+from .report import SocktermError
 
 
 def search_pass(run, nsrs: list, owners=None) -> Iterator[model.Sock]:
@@ -21,6 +22,8 @@ def search_pass(run, nsrs: list, owners=None) -> Iterator[model.Sock]:
     pass's sockets listed or destroyed); account each batch."""
     if run.cancel.is_set() or not nsrs:
         return
+    if any(r.walked for r in nsrs):
+        run.walk_engine()      # here, before anything is destroyed, where it opens late
     attribution = None
     if owners is None and run.attribute and any(r.walked for r in nsrs):
         # a kill attributes before it reads (a killed socket's holder may
@@ -89,12 +92,13 @@ def _search(run, nsr, entry: pool.Entry, emit, ready) -> None:
 def walk(run, nsr, entry: pool.Entry, emit, ready) -> None:
     """One namespace: enter, read (and destroy), emit batches. Its failure
     is recorded on nsr, never raised."""
-    ns, engine = nsr.ns, run.engine
+    ns = nsr.ns
     seen: set = set()
     done = False
     try:
+        engine = run.walk_engine()      # opened already, unless the pass sent this one late
         handle = entry.call(ns, engine.enter)
-    except (OSError, EngineError) as exc:
+    except (OSError, EngineError, SocktermError) as exc:
         namespace_failed(run, nsr, exc, emit)
         return
     # a kill's sockets are attributed before any is destroyed (its holder may

@@ -71,7 +71,7 @@ def _walk_reason(run, ino: int, before: dict, after: dict, found) -> tuple[str |
         return decide.kill_reason(run.held_socks.get(ino, ()),
                                   can_destroy=run.netlink.destroyer is not None,
                                   host_tcp=run.host_tcp,
-                                  in_kernel=run.engine.destroys_while_reading)
+                                  in_kernel=run.walks_destroy_in_kernel())
     if reason is None:
         cookie, why = decide.cookie_reason(run.held_socks.uncookied(ino), run.host_tcp)
         if cookie:

@@ -106,7 +106,10 @@ class _Run:
         self.paced = paced              # a plan in small batches: never a walk for bulk
         self.cancel = options.cancel
         self.log = options.log
-        self.engine = None
+        self.engine = None                       # what walks: walk_engine()
+        self.engine_name = ""
+        self._opening = threading.Lock()         # walk_engine(): one thread opens it
+        self._walk_error: SocktermError | None = None
         self.source = None                       # what makes the one pass (a bpf engine)
         self.netlink = engines.Netlink(self.log)   # SOCK_DESTROY and lookups by exact tuple
         self.bpf_failed = ""                     # why auto's BPF load failed
@@ -152,6 +155,7 @@ class _Run:
                         and capabilities(name).owners_in_one_pass))
         self.nsrs = [model.NamespaceReport(ns=ns, engine=name)
                      for ns in sorted(found, key=model.ns_order)]
+        late = one_pass and self._walks_open_late(name)
         if one_pass:
             if self.kill:
                 self.netlink.open("one pass", "namespaces are walked to kill")
@@ -159,13 +163,16 @@ class _Run:
             # process) while the engine loads
             self.counting = _Background(lambda: onepass.open_counters(self, self.nsrs))
         try:
-            self.engine, name = engines.open_engine(self, name, one_pass)
+            if late:
+                why = engines.open_one_pass(self, name)
+                if self.source is None:     # no one pass: every namespace is walked
+                    late = one_pass = False
+            if not late:
+                self.engine, name = engines.open_engine(self, name, one_pass)
         except BaseException:
             self._drop_counters()
             raise
-        self.report.engine = name
-        for nsr in self.nsrs:
-            nsr.engine = name
+        self._name_engine(name)
         self.report.namespaces.extend(self.nsrs)
         if self.planned:
             # searched when the plan was made, nothing there to kill: the report
@@ -183,6 +190,49 @@ class _Run:
             self.log(f"no one pass ({why}): every namespace is walked")
             for nsr in self.nsrs:
                 nsr.walk_reason = decide.without_one_pass(self.options.walk)
+
+    def _walks_open_late(self, name: str) -> bool:
+        """Is the walk engine opened only when a namespace needs a walk? Where
+        the one pass makes it and auto may fall back (a kill or a listing
+        without a plan): the pass may leave nothing to walk, and a kill's walk
+        programs cost their verification and the kfunc's read of the kernel's
+        whole BTF (~22 ms of a kill in four namespaces here). An engine asked
+        for by name, and a plan's, are opened up front: refused there, before
+        anything is touched."""
+        can = capabilities(name)
+        return (can.one_pass and can.refusable and self.options.backend == "auto"
+                and not self.planned and not self.planning)
+
+    def walk_engine(self):
+        """The engine the walks use, opened on first use where it opens late
+        (any thread may ask; the first opens it, home, out of any namespace).
+        Under auto a refusal of its programs makes it the fallback, and the
+        report says so; a failure to open even that is each walk's failure."""
+        if self.engine is None:
+            with self._opening:
+                if self.engine is None:
+                    if self._walk_error is not None:
+                        raise self._walk_error
+                    try:
+                        engine, name = engines.open_engine(self, self.engine_name, False)
+                    except SocktermError as exc:
+                        self._walk_error = exc
+                        raise
+                    self._name_engine(name)
+                    self.engine = engine
+        return self.engine
+
+    def walks_destroy_in_kernel(self) -> bool:
+        """Does a kill's walk destroy in the kernel (the bpf kfunc), known
+        before the walk engine opens (decide.py weighs it)?"""
+        if self.engine is not None:
+            return self.engine.destroys_while_reading
+        return self.kill and capabilities(self.engine_name).destroys_while_reading
+
+    def _name_engine(self, name: str) -> None:
+        self.engine_name = self.report.engine = name
+        for nsr in self.nsrs:
+            nsr.engine = name
 
     def _set_up_plan(self) -> None:
         """kill(plan): a namespace the scan found whole in the one pass has its

@@ -46,10 +46,12 @@ class Capabilities(NamedTuple):
     one_pass: bool = False            # held(): the one pass, host-wide
     owners_in_one_pass: bool = False  # owners() is the one pass's visit of every descriptor
     refusable: bool = False           # the kernel may refuse its programs: auto then runs FALLBACK
+    destroys_while_reading: bool = False  # a kill's walk destroys as it reads (the kfunc)
 
 
 CAPABILITIES = {
-    "bpf": Capabilities(one_pass=True, owners_in_one_pass=True, refusable=True),
+    "bpf": Capabilities(one_pass=True, owners_in_one_pass=True, refusable=True,
+                        destroys_while_reading=True),
     "diag": Capabilities(),
 }
 FALLBACK = "diag"           # what auto runs where the kernel refuses the other's walks

@@ -77,8 +77,14 @@ def netns_args(topo):
     return [a for ns in topo.namespaces for a in ("--netns", ns)]
 
 
-def engine_for(refuse: str) -> str:
-    return "diag" if {"enumerate", "kfunc"} & set(refuse.split(",")) else "bpf"
+def engine_for(refuse: str, walked: bool) -> str:
+    """The engine a run reports: diag where the kfunc is missing (auto picks
+    it up front), or where the iterators are refused and a namespace was
+    walked. Under auto the walk engine opens at the first walk: where the one
+    pass leaves nothing to walk, the iterators are never loaded (nor refused)
+    and bpf made the run."""
+    refused = set(refuse.split(","))
+    return "diag" if "kfunc" in refused or ("enumerate" in refused and walked) else "bpf"
 
 
 REFUSALS = ["", "one-pass", "enumerate", "enumerate,one-pass", "kfunc"]
@@ -88,12 +94,15 @@ REFUSALS = ["", "one-pass", "enumerate", "enumerate,one-pass", "kfunc"]
 def test_lists_and_kills_exactly_with_what_loads(topo, refuse):
     targets, spared = scene(topo)
     env = {"SOCKTERM_TEST_REFUSE": refuse}
-    expected = engine_for(refuse)
+    # every namespace is walked where the one pass cannot run, none where it can
+    walked = "one-pass" in refuse
+    expected = engine_for(refuse, walked)
 
     # the kill first, while no cookie has been made: the one pass reads none
     code, doc, err = sockterm_json("-v", "kill", "--yes", "--dst", f"{VIP4}:8000",
                                    *netns_args(topo), env=env)
     assert code == 0, err
+    assert {n["walk_reason"] is not None for n in doc["namespaces"]} == {walked}, doc["namespaces"]
     assert doc["engine"] == expected and {n["engine"] for n in doc["namespaces"]} == {expected}
     assert doc["summary"]["killed"] == len(targets) == len(doc["sockets"])
     assert {s["result"] for s in doc["sockets"]} == {"killed"}
@@ -107,10 +116,8 @@ def test_lists_and_kills_exactly_with_what_loads(topo, refuse):
     if "one-pass" in refuse:
         assert reasons == {"no-one-pass"}
         assert "refused" in err and "one-pass" in err
-    else:
-        assert None in reasons, doc["namespaces"]     # the one pass found some whole
-    if "enumerate" in refuse:
-        assert "refused the socket iterators" in err
+    # the iterators are loaded (and refused) only where a namespace is walked
+    assert ("refused the socket iterators" in err) is ("enumerate" in refuse and walked)
 
     # then the list, of sockets whose cookies nobody asked for yet
     code, doc, err = sockterm_json("-v", "list", *netns_args(topo), "--state", "established",
@@ -123,10 +130,10 @@ def test_lists_and_kills_exactly_with_what_loads(topo, refuse):
     assert got == ss_sockets(topo.namespaces) and all(got.values())
     assert len(got) == 2 * len(spared)
 
-    # doctor names the engine the run used, and each capability's fate
+    # doctor names the engine auto walks with, and each capability's fate
     code, out, err = sockterm("doctor", "-o", "json", env=env)
     found = json.loads(out)
-    assert found["auto_engine"]["engine"] == expected
+    assert found["auto_engine"]["engine"] == engine_for(refuse, walked=True)
     caps = found["capabilities"]
     assert caps["enumerate"]["ok"] is ("enumerate" not in refuse)
     assert caps["one-pass"]["ok"] is ("one-pass" not in refuse)
@@ -134,6 +141,34 @@ def test_lists_and_kills_exactly_with_what_loads(topo, refuse):
     assert caps["destroy-by-netlink"]["ok"] is True
 
     # a refused program leaves nothing behind
+    assert held_by_me() == (set(), set())
+    left = wait_no_orphans()
+    assert not any(left.values()), left
+
+
+def test_a_walk_the_pass_asks_for_loads_the_iterators_then(topo):
+    """Under auto the walk engine opens when the one pass leaves a namespace
+    to walk: there the refused iterators make it the fallback (diag), which
+    walks that namespace; the others are killed from the pass, exactly."""
+    targets, spared = scene(topo)
+    backlog_ns = topo.namespaces[1]            # client 0: a child its listener never accepted
+    client = topo.holder(backlog_ns)
+    client.call("listen", addr="127.0.0.1", port=9000)
+    [waiting] = client.call("connect", dst="127.0.0.1", port=9000)
+    env = {"SOCKTERM_TEST_REFUSE": "enumerate"}
+    code, doc, err = sockterm_json("-v", "kill", "--yes", "--dst", f"{VIP4}:8000",
+                                   *netns_args(topo), env=env)
+    assert code == 0, err
+    reasons = {n["netns_name"]: n["walk_reason"] for n in doc["namespaces"]}
+    assert reasons.pop(backlog_ns) == "unheld" and set(reasons.values()) == {None}, reasons
+    assert doc["engine"] == "diag" and {n["engine"] for n in doc["namespaces"]} == {"diag"}
+    assert "refused the socket iterators" in err
+    assert doc["summary"]["killed"] == len(targets) == len(doc["sockets"])
+    for c, conn in targets:
+        assert c.status([conn["id"]])[conn["id"]] == errno.ECONNABORTED
+    for c, conn in spared:
+        assert c.status([conn["id"]])[conn["id"]] == 0
+    assert client.status([waiting["id"]])[waiting["id"]] == 0    # not named: left alone
     assert held_by_me() == (set(), set())
     left = wait_no_orphans()
     assert not any(left.values()), left
