@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
+import _socket       # the socket module's C half (see model.py)
 import time
 
 from .text import shown
@@ -150,10 +150,13 @@ def write(text: str, *, severity: int = SEVERITY_NOTICE,
             continue
         data = journal_entry(text, severity=severity) if kind == "journal" else frame(text, severity=severity)
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+            try:
                 sock.settimeout(2.0)
                 sock.connect(path)
                 sock.send(data)
+            finally:
+                sock.close()
         except OSError as exc:
             problems.append(f"{path}: {exc.strerror or exc}")
             continue

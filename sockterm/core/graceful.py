@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+import _socket       # the socket module's C half (see model.py)
 import time
 from typing import Iterator
 
@@ -100,7 +100,7 @@ class _Closing:
                  abort_rest: bool, failed: list):
         self.plan, self.report, self.options = the_plan, report, options
         self.cancel, self.log = options.cancel, options.log
-        self.how = socket.SHUT_WR if half_close else socket.SHUT_RDWR
+        self.how = _socket.SHUT_WR if half_close else _socket.SHUT_RDWR
         self.abort_rest = abort_rest
         self.holders = _Holders(the_plan.sockets)
         report.engine, report.graceful = the_plan.engine, True
@@ -158,7 +158,7 @@ class _Closing:
     def _shut(self, sock: model.Sock) -> None:
         """Through the first holder that still has it; the next ones only
         when that one let go of it or may not be touched."""
-        how = socket.SHUT_RDWR if sock.state == st.LISTEN else self.how
+        how = _socket.SHUT_RDWR if sock.state == st.LISTEN else self.how
         outcome = errno.ESRCH
         for pid, _comm in sock.processes:
             err, fd = self.holders.shut(pid, sock, how)

@@ -11,7 +11,7 @@ kernel's inet_diag_bc_audit()/valid_cc() accept.
 
 from __future__ import annotations
 
-import socket
+import _socket       # the socket module's C half (see model.py)
 
 from ... import states as st
 from ...model import V4_PREFIX
@@ -56,10 +56,10 @@ def addr_tree(side: str, network) -> tuple:
     value = int(network.network_address)
     packed = network.network_address.packed
     if plen >= 96 and value >> 32 == _MAPPED_NET_BITS >> 32:
-        return _hostcond(code, socket.AF_INET, plen - 96, packed[12:])
-    v6 = _hostcond(code, socket.AF_INET6, plen, packed)
+        return _hostcond(code, _socket.AF_INET, plen - 96, packed[12:])
+    v6 = _hostcond(code, _socket.AF_INET6, plen, packed)
     if plen <= 96 and (_MAPPED_NET_BITS >> (128 - plen)) == (value >> (128 - plen)):
-        return any_of([v6, _hostcond(code, socket.AF_INET, 0, bytes(4))])
+        return any_of([v6, _hostcond(code, _socket.AF_INET, 0, bytes(4))])
     return v6
 
 

@@ -11,15 +11,15 @@ lands on it, a bounded number of times.
 from __future__ import annotations
 
 import errno
-import socket
+import _socket       # the socket module's C half (see model.py)
 
 from ... import model
 from ... import states as st
 from .. import silent
 from . import wire as n
 
-AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-PROTO_NUMS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+AF = {4: _socket.AF_INET, 6: _socket.AF_INET6}
+PROTO_NUMS = {"tcp": _socket.IPPROTO_TCP, "udp": _socket.IPPROTO_UDP}
 _ZERO16 = bytes(16)
 
 RETRY_ERRNOS = (errno.ENOENT, errno.ESTALE)
@@ -158,7 +158,7 @@ def _members(dsock, socks):
             sport, dport, src, dst, ifi, c0, c1 = row[9:16]
             alive.add(c0 | c1 << 32)
             if not dport and dst == _ZERO16:
-                key = (proto, fam, src, socket.ntohs(sport), ifi)
+                key = (proto, fam, src, _socket.ntohs(sport), ifi)
                 group[key] = group.get(key, 0) + 1
     return alive, group
 
@@ -215,7 +215,7 @@ def find_cookie(dsock, sock) -> int:
     if row is None:
         return 0
     sport, dport, rsrc, rdst = row[9:13]
-    if (socket.ntohs(sport), socket.ntohs(dport), rsrc, rdst) != (sock.sport, sock.dport, src, dst):
+    if (_socket.ntohs(sport), _socket.ntohs(dport), rsrc, rdst) != (sock.sport, sock.dport, src, dst):
         return 0
     return row[14] | row[15] << 32
 
@@ -239,8 +239,8 @@ class Destroyer:
             raise EngineError(f"cannot open a NETLINK_SOCK_DIAG socket: {exc.strerror}") from None
         try:
             [err] = dsock.request_acks([n.encode_request(
-                n.SOCK_DESTROY, n.NLM_F_REQUEST | n.NLM_F_ACK, 0, family=socket.AF_INET,
-                proto=socket.IPPROTO_TCP, states=n.TCPF_ALL, cookie=(0, 0))])
+                n.SOCK_DESTROY, n.NLM_F_REQUEST | n.NLM_F_ACK, 0, family=_socket.AF_INET,
+                proto=_socket.IPPROTO_TCP, states=n.TCPF_ALL, cookie=(0, 0))])
         finally:
             dsock.close()
         if err == errno.EOPNOTSUPP:

@@ -11,7 +11,7 @@ before anything is destroyed.
 from __future__ import annotations
 
 import errno
-import socket
+import _socket       # the socket module's C half (see model.py)
 
 from ... import model
 from ... import states as st
@@ -28,8 +28,8 @@ def decode_rows(rows, proto, ns, flt, scope):
     Sock = model.Sock
     matches, admits = flt.matches, scope.admits
     out = []
-    fam_num = {socket.AF_INET: 4, socket.AF_INET6: 6}
-    ntohs = socket.ntohs
+    fam_num = {_socket.AF_INET: 4, _socket.AF_INET6: 6}
+    ntohs = _socket.ntohs
     v4 = model.V4_PREFIX
     ns_ino, ns_name = ns.ino, ns.name
     cgroups = scope.reads_cgroup
@@ -108,7 +108,7 @@ class DiagEngine:
     def _probe(self, dsock, family, proto) -> None:
         """An empty dump validates the bytecode; a destroy of no socket (cookie 0
         is never a socket's) tells whether the kernel can destroy at all."""
-        what = f"{proto}/IPv{4 if family == socket.AF_INET else 6}"
+        what = f"{proto}/IPv{4 if family == _socket.AF_INET else 6}"
         try:
             for _ in dsock.dump(family, PROTO_NUMS[proto], 0, self.bytecode):
                 pass

@@ -21,7 +21,7 @@ that wire.py is what these declarations say (wire_mismatches()).
 from __future__ import annotations
 
 import os
-import socket
+import _socket       # the socket module's C half (see model.py)
 import struct
 
 from pyroute2 import netlink as _pr
@@ -168,7 +168,7 @@ def describe_bytecode(bytecode: bytes) -> list[dict]:
         if op["code"] in (INET_DIAG_BC_S_COND, INET_DIAG_BC_D_COND):
             cond = inet_diag_hostcond(bytecode, offset=off + OP.size)
             cond.decode()
-            alen = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(cond["family"], 0)
+            alen = {_socket.AF_INET: 4, _socket.AF_INET6: 16}.get(cond["family"], 0)
             start = off + OP.size + HOSTCOND.size
             entry.update(family=cond["family"], prefix_len=cond["prefix_len"],
                          port=cond["port"], addr=bytes(bytecode[start:start + alen]))

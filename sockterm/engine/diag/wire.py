@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+import _socket       # the socket module's C half (see model.py)
 import struct
 
 # include/uapi/linux/netlink.h, sock_diag.h
@@ -77,7 +77,7 @@ def nla_bytecode(bytecode: bytes) -> bytes:
 
 def sockid_addr(addr16: bytes, family: int) -> bytes:
     """A 16-byte v4-mapped or IPv6 address as inet_diag_sockid carries it for `family`."""
-    if family == socket.AF_INET:
+    if family == _socket.AF_INET:
         return addr16[12:] + bytes(12)
     return addr16
 
@@ -89,7 +89,7 @@ def encode_request(msg_type: int, flags: int, seq: int, *, family: int, proto: i
     """One inet_diag_req_v2 message, via the flattened layout (fast path)."""
     attr = nla_bytecode(bytecode) if bytecode else b""
     return REQ.pack(REQ.size + len(attr), msg_type, flags, seq, 0, family, proto, 0, 0, states,
-                    socket.htons(sport), socket.htons(dport), src, dst, ifindex,
+                    _socket.htons(sport), _socket.htons(dport), src, dst, ifindex,
                     cookie[0], cookie[1]) + attr
 
 
@@ -119,14 +119,14 @@ class DiagSocket:
     BATCH = 256                    # destroy requests in flight per send
 
     def __init__(self, recv_size: int = RECV_SIZE):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
                                   NETLINK_SOCK_DIAG)
         try:
             self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             try:
-                self.sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 20)   # SO_RCVBUFFORCE
+                self.sock.setsockopt(_socket.SOL_SOCKET, 33, 1 << 20)   # SO_RCVBUFFORCE
             except OSError:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
             self.sock.bind((0, 0))
         except BaseException:
             self.sock.close()
