@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..exitcodes import ExitCode
 from ..text import shown, terminal_width
+from .options import Option, help_option, option
 
 COMMANDS = {
     "list": ("sockterm.cli.show", "list_cmd", "Show sockets in every network namespace."),
@@ -50,16 +51,18 @@ def help_width() -> int:
     return max(min(terminal_width(), MAX_HELP_WIDTH) - 2, 50)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
+# -h/--help is given to each command by hand (help_option): an Option of ours
+@click.group(cls=LazyGroup, context_settings={"help_option_names": [],
                                                "max_content_width": MAX_HELP_WIDTH,
                                                "terminal_width": help_width()})
-@click.version_option(__version__, "-V", "--version", prog_name="sockterm")
-@click.option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default="auto",
-              show_default=True, envvar="SOCKTERM_BACKEND",
-              help="Engine: bpf (socket iterators + bpf_sock_destroy), diag (netlink "
-                   "SOCK_DESTROY, like ss -K), or auto (bpf where the kernel can).")
-@click.option("-v", "--verbose", is_flag=True, help="Explain decisions and skipped namespaces on stderr.")
-@click.option("--debug", is_flag=True, envvar="SOCKTERM_DEBUG", help="Show tracebacks on errors.")
+@click.version_option(__version__, "-V", "--version", prog_name="sockterm", cls=Option)
+@option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default="auto",
+        show_default=True, envvar="SOCKTERM_BACKEND",
+        help="Engine: bpf (socket iterators + bpf_sock_destroy), diag (netlink "
+             "SOCK_DESTROY, like ss -K), or auto (bpf where the kernel can).")
+@option("-v", "--verbose", is_flag=True, help="Explain decisions and skipped namespaces on stderr.")
+@option("--debug", is_flag=True, envvar="SOCKTERM_DEBUG", help="Show tracebacks on errors.")
+@help_option()
 @click.pass_context
 def cli(ctx, *, backend: str, verbose: bool, debug: bool):
     """Find sockets anywhere on this host and forcefully terminate the ones you name.

@@ -7,13 +7,14 @@ import json
 import click
 
 from ..exitcodes import ExitCode
-from .options import global_options
+from .options import global_options, help_option, option
 
 
 @click.command("doctor")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Output format.")
+@option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+        show_default=True, help="Output format.")
 @global_options
+@help_option()
 def doctor_cmd(*, output: str):
     """Tell what works on this host and why not: kernel, BTF, socket iterators,
     bpf_sock_destroy, sock_diag and SOCK_DESTROY, capabilities, the shipped BPF
@@ -27,13 +28,13 @@ def doctor_cmd(*, output: str):
     found = doctor.run()
     if output == "json":
         click.echo(json.dumps({
-            "can_kill": found.can_kill,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in found.checks],
-            "capabilities": found.capabilities,
-            "auto_engine": {"engine": found.auto, "why_not_bpf": found.auto_why or None},
-            "caveats": found.caveats,
-            "hash_tables": found.hash_tables,
-            "ends": found.ends,
+             "can_kill": found.can_kill,
+             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in found.checks],
+             "capabilities": found.capabilities,
+             "auto_engine": {"engine": found.auto, "why_not_bpf": found.auto_why or None},
+             "caveats": found.caveats,
+             "hash_tables": found.hash_tables,
+             "ends": found.ends,
         }, indent=2))
     else:
         _report(found)

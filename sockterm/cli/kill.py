@@ -8,7 +8,7 @@ import click
 
 from ..exitcodes import ExitCode
 from ..text import shown
-from .options import filter_args, filter_options, global_options, output_options, watch_option
+from .options import filter_args, filter_options, global_options, help_option, option, output_options, watch_option
 from .run import abort, build_filter, core_options, renderer_for, show, stderr_log, stream
 
 
@@ -16,24 +16,25 @@ from .run import abort, build_filter, core_options, renderer_for, show, stderr_l
 @filter_options
 @output_options
 @global_options
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
-@click.option("--max", "max_kills", type=click.IntRange(min=0), metavar="N",
-              help="Refuse, killing nothing, when more than N sockets match.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N",
-              help="Destroy at most N sockets a second: the matching set is fixed first, "
-                   "then destroyed in paced batches.")
-@click.option("--dry-run", is_flag=True, help="Only show what would be killed (same as match).")
-@click.option("--graceful", is_flag=True,
-              help="Shut connections down instead of aborting them: a FIN, after what was "
-                   "queued, through a descriptor of the process holding each socket "
-                   "(pidfd_getfd). Sockets no process holds are left alone.")
-@click.option("--half-close", is_flag=True,
-              help="With --graceful: shut down only the sending side (SHUT_WR); the peer's "
-                   "data still reaches the application.")
-@click.option("--abort-rest", is_flag=True,
-              help="With --graceful: abort the sockets no process holds (orphans, time-wait, "
-                   "request sockets) instead of leaving them.")
+@option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
+@option("--max", "max_kills", type=click.IntRange(min=0), metavar="N",
+        help="Refuse, killing nothing, when more than N sockets match.")
+@option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N",
+        help="Destroy at most N sockets a second: the matching set is fixed first, "
+             "then destroyed in paced batches.")
+@option("--dry-run", is_flag=True, help="Only show what would be killed (same as match).")
+@option("--graceful", is_flag=True,
+        help="Shut connections down instead of aborting them: a FIN, after what was "
+             "queued, through a descriptor of the process holding each socket "
+             "(pidfd_getfd). Sockets no process holds are left alone.")
+@option("--half-close", is_flag=True,
+        help="With --graceful: shut down only the sending side (SHUT_WR); the peer's "
+             "data still reaches the application.")
+@option("--abort-rest", is_flag=True,
+        help="With --graceful: abort the sockets no process holds (orphans, time-wait, "
+             "request sockets) instead of leaving them.")
 @watch_option
+@help_option()
 @click.pass_context
 def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_run: bool,
              graceful: bool, half_close: bool, abort_rest: bool, watch: float | None, **kwargs):
@@ -75,7 +76,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True, watch=watch)
     mode = _mode(graceful, half_close, abort_rest)
     meta = {"command": "kill", "mode": mode["mode"], "shutdown": mode["shutdown"],
-            "filter": flt.describe()}
+             "filter": flt.describe()}
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
@@ -114,7 +115,7 @@ def _mode(graceful: bool, half_close: bool, abort_rest: bool) -> dict:
     if not graceful:
         return {"mode": "abort", "shutdown": None, "abort_rest": None}
     return {"mode": "graceful", "shutdown": "SHUT_WR" if half_close else "SHUT_RDWR",
-            "abort_rest": abort_rest}
+             "abort_rest": abort_rest}
 
 
 def _watch(flt, opts, duration: float, max_kills, rate, audit):

@@ -10,6 +10,33 @@ import click
 OUTPUT_FORMATS = ("table", "tsv", "json", "jsonl")
 
 
+class Option(click.Option):
+    """click's Option, its help kept as written. click's own passes the help
+    through inspect.cleandoc as each option is made, and inspect is ~7 ms of
+    imports (ast, dis, tokenize) that a run printing no help never needs
+    (main.py defers it). Every help text here is one clean paragraph, which
+    cleandoc returns unchanged (tests/unit/test_cli_options.py checks each)."""
+
+    def __init__(self, *args, help=None, **kwargs):
+        if kwargs.get("deprecated"):        # click writes the label into the help
+            super().__init__(*args, help=help, **kwargs)
+            return
+        super().__init__(*args, **kwargs)
+        self.help = help
+
+
+def option(*param_decls, **kwargs):
+    """click.option, made an Option of ours."""
+    return click.option(*param_decls, cls=Option, **kwargs)
+
+
+def help_option():
+    """-h/--help, made an Option of ours: given to each command by hand (the
+    group's help_option_names is empty), as click would add it, last."""
+    return click.help_option("-h", "--help", cls=Option)
+
+
+
 def _complete_states(ctx, param, incomplete):
     from ..states import state_names
     return [n for n in state_names() if n.startswith(incomplete)]
@@ -73,52 +100,52 @@ def _compose(*decorators):
 
 
 filter_options = _compose(
-    click.option("--dst", "dst", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
+    option("--dst", "dst", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
                  help="Peer address, prefix and/or port (IPv6 as [ADDR]:PORT). Repeatable."),
-    click.option("--src", "src", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
+    option("--src", "src", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
                  help="Local address, prefix and/or port. Repeatable."),
-    click.option("--dport", "dport", multiple=True, metavar="P|LO-HI",
+    option("--dport", "dport", multiple=True, metavar="P|LO-HI",
                  help="Peer port or port range. Repeatable."),
-    click.option("--sport", "sport", multiple=True, metavar="P|LO-HI",
+    option("--sport", "sport", multiple=True, metavar="P|LO-HI",
                  help="Local port or port range. Repeatable."),
-    click.option("--proto", "proto", multiple=True, type=click.Choice(["tcp", "udp"]),
+    option("--proto", "proto", multiple=True, type=click.Choice(["tcp", "udp"]),
                  help="Protocol. Repeatable; default both."),
-    click.option("-4", "ipv4", is_flag=True, help="IPv4 sockets only."),
-    click.option("-6", "ipv6", is_flag=True, help="IPv6 sockets only."),
-    click.option("--state", "state", multiple=True, metavar="NAME",
+    option("-4", "ipv4", is_flag=True, help="IPv4 sockets only."),
+    option("-6", "ipv6", is_flag=True, help="IPv6 sockets only."),
+    option("--state", "state", multiple=True, metavar="NAME",
                  shell_complete=_complete_states,
                  help="Socket state or group as ss(8) names them (established, syn-sent, "
                       "listening, unconnected, connected, all, ...). Repeatable. "
                       "match/kill default: connected sockets except time-wait."),
-    click.option("--netns", "netns", multiple=True, metavar="NAME|INODE|PATH",
+    option("--netns", "netns", multiple=True, metavar="NAME|INODE|PATH",
                  shell_complete=_complete_netns,
                  help="Only this network namespace (ip netns name, inode or nsfs path). "
                       "Repeatable; default every namespace."),
-    click.option("--pid", "pid", multiple=True, metavar="PID",
+    option("--pid", "pid", multiple=True, metavar="PID",
                  help="Only sockets held by this process. Repeatable."),
-    click.option("--comm", "comm", multiple=True, metavar="NAME",
+    option("--comm", "comm", multiple=True, metavar="NAME",
                  help="Only sockets held by processes with this name (/proc/PID/comm). Repeatable."),
-    click.option("--container", "container", multiple=True, metavar="NAME|ID",
+    option("--container", "container", multiple=True, metavar="NAME|ID",
                  shell_complete=_complete_containers,
                  help="Only sockets of this running container (docker, podman, containerd, "
                       "CRI-O, LXC, nspawn): name, id, or an id prefix of 4+ characters. Repeatable."),
-    click.option("--pod", "pod", multiple=True, metavar="[NAMESPACE/]NAME",
+    option("--pod", "pod", multiple=True, metavar="[NAMESPACE/]NAME",
                  shell_complete=_complete_pods,
                  help="Only sockets of this Kubernetes pod on this node. Repeatable."),
-    click.option("--cgroup", "cgroup", multiple=True, metavar="PATH",
+    option("--cgroup", "cgroup", multiple=True, metavar="PATH",
                  shell_complete=_complete_cgroups,
                  help="Only sockets created in this cgroup v2 or below it (path under the "
                       "cgroup2 mount, or a unit name such as nginx.service). Repeatable."),
-    click.option("--uid", "uid", multiple=True, metavar="USER|UID",
+    option("--uid", "uid", multiple=True, metavar="USER|UID",
                  help="Only sockets owned by this user. Repeatable."),
 )
 
 output_options = _compose(
-    click.option("-o", "--output", "output", type=click.Choice(OUTPUT_FORMATS),
+    option("-o", "--output", "output", type=click.Choice(OUTPUT_FORMATS),
                  help="Output format; default: table on a terminal, tsv otherwise."),
-    click.option("-H", "--no-header", "no_header", is_flag=True,
+    option("-H", "--no-header", "no_header", is_flag=True,
                  help="Omit the header line of table and tsv output."),
-    click.option("--no-processes", "no_processes", is_flag=True,
+    option("--no-processes", "no_processes", is_flag=True,
                  help="Do not attribute sockets to processes (faster)."),
 )
 
@@ -141,7 +168,7 @@ class Duration(click.ParamType):
         return seconds
 
 
-watch_option = click.option(
+watch_option = option(
     "--watch", "watch", type=Duration(), metavar="DURATION",
     help="After the kill of what matches now, keep watching for DURATION (30s, 5m, 1h): every new "
          "connection that matches, in any namespace, is destroyed as the kernel reports it "
@@ -157,12 +184,12 @@ def _set_global(ctx, param, value):
 
 # the global options, also accepted after the subcommand
 global_options = _compose(
-    click.option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default=None,
+    option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default=None,
                  expose_value=False, callback=_set_global, is_eager=True,
                  help="Engine, as the global option (before the command)."),
-    click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_global,
+    option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_global,
                  is_eager=True, help="Explain decisions on stderr, as the global option."),
-    click.option("--debug", is_flag=True, expose_value=False, callback=_set_global,
+    option("--debug", is_flag=True, expose_value=False, callback=_set_global,
                  is_eager=True, help="Show tracebacks on errors, as the global option."),
 )
 

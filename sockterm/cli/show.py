@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import filter_args, filter_options, global_options, output_options, watch_option
+from .options import filter_args, filter_options, global_options, help_option, output_options, watch_option
 from .run import build_filter, show
 
 
@@ -18,6 +18,7 @@ def _show(ctx, command: str, kwargs: dict, watch: float | None = None) -> int:
 @filter_options
 @output_options
 @global_options
+@help_option()
 @click.pass_context
 def list_cmd(ctx, **kwargs):
     """Show sockets in every network namespace (all states unless --state).
@@ -32,6 +33,7 @@ def list_cmd(ctx, **kwargs):
 @output_options
 @global_options
 @watch_option
+@help_option()
 @click.pass_context
 def match_cmd(ctx, *, watch: float | None, **kwargs):
     """Show exactly what `kill` with the same filter would destroy.
