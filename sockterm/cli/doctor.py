@@ -28,13 +28,13 @@ def doctor_cmd(*, output: str):
     found = doctor.run()
     if output == "json":
         click.echo(json.dumps({
-             "can_kill": found.can_kill,
-             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in found.checks],
-             "capabilities": found.capabilities,
-             "auto_engine": {"engine": found.auto, "why_not_bpf": found.auto_why or None},
-             "caveats": found.caveats,
-             "hash_tables": found.hash_tables,
-             "ends": found.ends,
+            "can_kill": found.can_kill,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in found.checks],
+            "capabilities": found.capabilities,
+            "auto_engine": {"engine": found.auto, "why_not_bpf": found.auto_why or None},
+            "caveats": found.caveats,
+            "hash_tables": found.hash_tables,
+            "ends": found.ends,
         }, indent=2))
     else:
         _report(found)

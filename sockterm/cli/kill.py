@@ -8,7 +8,8 @@ import click
 
 from ..exitcodes import ExitCode
 from ..text import shown
-from .options import filter_args, filter_options, global_options, help_option, option, output_options, watch_option
+from .options import (filter_args, filter_options, global_options, help_option, option,
+                      output_options, watch_option)
 from .run import abort, build_filter, core_options, renderer_for, show, stderr_log, stream
 
 
@@ -76,7 +77,7 @@ def kill_cmd(ctx, *, yes: bool, max_kills: int | None, rate: float | None, dry_r
     renderer = renderer_for(kwargs["output"], kwargs["no_header"], kill=True, watch=watch)
     mode = _mode(graceful, half_close, abort_rest)
     meta = {"command": "kill", "mode": mode["mode"], "shutdown": mode["shutdown"],
-             "filter": flt.describe()}
+            "filter": flt.describe()}
     log = stderr_log(ctx.obj["verbose"])
 
     def audit(report, error):
@@ -115,7 +116,7 @@ def _mode(graceful: bool, half_close: bool, abort_rest: bool) -> dict:
     if not graceful:
         return {"mode": "abort", "shutdown": None, "abort_rest": None}
     return {"mode": "graceful", "shutdown": "SHUT_WR" if half_close else "SHUT_RDWR",
-             "abort_rest": abort_rest}
+            "abort_rest": abort_rest}
 
 
 def _watch(flt, opts, duration: float, max_kills, rate, audit):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import filter_args, filter_options, global_options, help_option, output_options, watch_option
+from .options import (filter_args, filter_options, global_options, help_option, output_options,
+                      watch_option)
 from .run import build_filter, show
 
 
