@@ -15,7 +15,7 @@ class Option(click.Option):
     through inspect.cleandoc as each option is made, and inspect is ~7 ms of
     imports (ast, dis, tokenize) that a run printing no help never needs
     (main.py defers it). Every help text here is one clean paragraph, which
-    cleandoc returns unchanged (tests/unit/test_cli_options.py checks each)."""
+    cleandoc returns unchanged (tests/unit/test_deferred.py checks each)."""
 
     def __init__(self, *args, help=None, **kwargs):
         if kwargs.get("deprecated"):        # click writes the label into the help
@@ -34,7 +34,6 @@ def help_option():
     """-h/--help, made an Option of ours: given to each command by hand (the
     group's help_option_names is empty), as click would add it, last."""
     return click.help_option("-h", "--help", cls=Option)
-
 
 
 def _complete_states(ctx, param, incomplete):
@@ -101,52 +100,52 @@ def _compose(*decorators):
 
 filter_options = _compose(
     option("--dst", "dst", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
-                 help="Peer address, prefix and/or port (IPv6 as [ADDR]:PORT). Repeatable."),
+           help="Peer address, prefix and/or port (IPv6 as [ADDR]:PORT). Repeatable."),
     option("--src", "src", multiple=True, metavar="ADDR[/PREFIX][:PORT]",
-                 help="Local address, prefix and/or port. Repeatable."),
+           help="Local address, prefix and/or port. Repeatable."),
     option("--dport", "dport", multiple=True, metavar="P|LO-HI",
-                 help="Peer port or port range. Repeatable."),
+           help="Peer port or port range. Repeatable."),
     option("--sport", "sport", multiple=True, metavar="P|LO-HI",
-                 help="Local port or port range. Repeatable."),
+           help="Local port or port range. Repeatable."),
     option("--proto", "proto", multiple=True, type=click.Choice(["tcp", "udp"]),
-                 help="Protocol. Repeatable; default both."),
+           help="Protocol. Repeatable; default both."),
     option("-4", "ipv4", is_flag=True, help="IPv4 sockets only."),
     option("-6", "ipv6", is_flag=True, help="IPv6 sockets only."),
     option("--state", "state", multiple=True, metavar="NAME",
-                 shell_complete=_complete_states,
-                 help="Socket state or group as ss(8) names them (established, syn-sent, "
-                      "listening, unconnected, connected, all, ...). Repeatable. "
-                      "match/kill default: connected sockets except time-wait."),
+           shell_complete=_complete_states,
+           help="Socket state or group as ss(8) names them (established, syn-sent, "
+                "listening, unconnected, connected, all, ...). Repeatable. "
+                "match/kill default: connected sockets except time-wait."),
     option("--netns", "netns", multiple=True, metavar="NAME|INODE|PATH",
-                 shell_complete=_complete_netns,
-                 help="Only this network namespace (ip netns name, inode or nsfs path). "
-                      "Repeatable; default every namespace."),
+           shell_complete=_complete_netns,
+           help="Only this network namespace (ip netns name, inode or nsfs path). "
+                "Repeatable; default every namespace."),
     option("--pid", "pid", multiple=True, metavar="PID",
-                 help="Only sockets held by this process. Repeatable."),
+           help="Only sockets held by this process. Repeatable."),
     option("--comm", "comm", multiple=True, metavar="NAME",
-                 help="Only sockets held by processes with this name (/proc/PID/comm). Repeatable."),
+           help="Only sockets held by processes with this name (/proc/PID/comm). Repeatable."),
     option("--container", "container", multiple=True, metavar="NAME|ID",
-                 shell_complete=_complete_containers,
-                 help="Only sockets of this running container (docker, podman, containerd, "
-                      "CRI-O, LXC, nspawn): name, id, or an id prefix of 4+ characters. Repeatable."),
+           shell_complete=_complete_containers,
+           help="Only sockets of this running container (docker, podman, containerd, "
+                "CRI-O, LXC, nspawn): name, id, or an id prefix of 4+ characters. Repeatable."),
     option("--pod", "pod", multiple=True, metavar="[NAMESPACE/]NAME",
-                 shell_complete=_complete_pods,
-                 help="Only sockets of this Kubernetes pod on this node. Repeatable."),
+           shell_complete=_complete_pods,
+           help="Only sockets of this Kubernetes pod on this node. Repeatable."),
     option("--cgroup", "cgroup", multiple=True, metavar="PATH",
-                 shell_complete=_complete_cgroups,
-                 help="Only sockets created in this cgroup v2 or below it (path under the "
-                      "cgroup2 mount, or a unit name such as nginx.service). Repeatable."),
+           shell_complete=_complete_cgroups,
+           help="Only sockets created in this cgroup v2 or below it (path under the "
+                "cgroup2 mount, or a unit name such as nginx.service). Repeatable."),
     option("--uid", "uid", multiple=True, metavar="USER|UID",
-                 help="Only sockets owned by this user. Repeatable."),
+           help="Only sockets owned by this user. Repeatable."),
 )
 
 output_options = _compose(
     option("-o", "--output", "output", type=click.Choice(OUTPUT_FORMATS),
-                 help="Output format; default: table on a terminal, tsv otherwise."),
+           help="Output format; default: table on a terminal, tsv otherwise."),
     option("-H", "--no-header", "no_header", is_flag=True,
-                 help="Omit the header line of table and tsv output."),
+           help="Omit the header line of table and tsv output."),
     option("--no-processes", "no_processes", is_flag=True,
-                 help="Do not attribute sockets to processes (faster)."),
+           help="Do not attribute sockets to processes (faster)."),
 )
 
 
@@ -185,12 +184,12 @@ def _set_global(ctx, param, value):
 # the global options, also accepted after the subcommand
 global_options = _compose(
     option("--backend", type=click.Choice(["auto", "bpf", "diag"]), default=None,
-                 expose_value=False, callback=_set_global, is_eager=True,
-                 help="Engine, as the global option (before the command)."),
+           expose_value=False, callback=_set_global, is_eager=True,
+           help="Engine, as the global option (before the command)."),
     option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_global,
-                 is_eager=True, help="Explain decisions on stderr, as the global option."),
+           is_eager=True, help="Explain decisions on stderr, as the global option."),
     option("--debug", is_flag=True, expose_value=False, callback=_set_global,
-                 is_eager=True, help="Show tracebacks on errors, as the global option."),
+           is_eager=True, help="Show tracebacks on errors, as the global option."),
 )
 
 
