@@ -22,10 +22,11 @@ def search_pass(run, nsrs: list, owners=None) -> Iterator[model.Sock]:
     pass's sockets listed or destroyed); account each batch."""
     if run.cancel.is_set() or not nsrs:
         return
-    if any(r.walked for r in nsrs):
+    walks = any(r.walked for r in nsrs)
+    if walks:
         run.walk_engine()      # here, before anything is destroyed, where it opens late
     attribution = None
-    if owners is None and run.attribute and any(r.walked for r in nsrs):
+    if owners is None and run.attribute and walks:
         # a kill attributes before it reads (a killed socket's holder may
         # close it at once); a listing once something matched (when nothing
         # does, the host's descriptors are never scanned)

@@ -181,7 +181,7 @@ class _Run:
             self.report.namespaces.sort(key=lambda r: model.ns_order(r.ns))
             self.report.warnings.extend(failure(r) for r in self.planned.searched
                                         if r.error and not r.gone)
-        if one_pass:
+        if one_pass and not late:       # where it opens late, the one pass's engine opened first
             why = engines.open_one_pass(self, name)
         if self.planned:
             self._set_up_plan()
