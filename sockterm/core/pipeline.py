@@ -160,7 +160,9 @@ class _Run:
             if self.kill:
                 self.netlink.open("one pass", "namespaces are walked to kill")
             # the namespaces' counters open (a setns each, for those without a
-            # process) while the engine loads
+            # process) while the engine loads, in descriptors reserved here,
+            # while this thread is the process's only one
+            sockstat.reserve_descriptors(4 * len(self.nsrs))
             self.counting = _Background(lambda: onepass.open_counters(self, self.nsrs))
         try:
             if late:
