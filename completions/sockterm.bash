@@ -31,4 +31,3 @@ _sockterm_completion_setup() {
 }
 
 _sockterm_completion_setup;
-

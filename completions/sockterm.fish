@@ -16,4 +16,3 @@ function _sockterm_completion;
 end;
 
 complete --no-files --command sockterm --arguments "(_sockterm_completion)";
-
