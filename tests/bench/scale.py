@@ -13,6 +13,11 @@ each), 5,000 of them (25 a namespace) the ones to kill. At each size:
 Targets: `list -o jsonl` peak RSS <= 200 MB at 500,000 sockets, its time
 linear in the sockets listed (the cost of each socket between the sizes
 agrees within 30%), and the kill of 5,000 <= 1.0 s with the default engine.
+
+The sizes are visited up and back down (100k, 250k, 500k, 250k, 100k; the
+lists only on the way back): this VM's speed drifts by tens of percent over
+the minutes between sizes, and a drift that only goes one way otherwise
+reads as a curve. Each size's time is the median of its lists on both visits.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def lists() -> dict:
             "list -o jsonl (diag)": sockterm("--backend", "diag", "list", "-o", "jsonl")}
 
 
-def point(sockets: int, cfg: dict, log) -> dict:
+def point(sockets: int, cfg: dict, log, kills: bool = True) -> dict:
     from .run import _kill_once, host_sockets, kill_args, sockterm
     spec = spec_for(sockets, cfg["namespaces"], cfg["kills"])
     log(f"scale: {spec.label()} = {spec.sockets} sockets, building")
@@ -63,7 +68,7 @@ def point(sockets: int, cfg: dict, log) -> dict:
             out["lists"][name] = res
             log(f"{name}: {res.wall * 1000:.0f} ms, {res.rss:.1f} MiB, "
                 f"{res.samples[-1].lines} lines {'' if res.ok else res.note}")
-        for engine in ("bpf", "diag"):
+        for engine in ("bpf", "diag") if kills else ():
             name = f"kill {spec.doomed} ({engine})"
             res = out["kills"][name] = measure.Result(name)
             argv = sockterm("--backend", engine, *kill_args(w, f"{LOOPBACK}:80"))
@@ -76,7 +81,16 @@ def point(sockets: int, cfg: dict, log) -> dict:
 
 def section(quick: bool, log, res: dict) -> None:
     cfg = QUICK if quick else FULL
-    res["scale"] = {"points": [point(n, cfg, log) for n in cfg["sizes"]], "cfg": cfg}
+    points = [point(n, cfg, log) for n in cfg["sizes"]]
+    for p in reversed(points[:-1]):          # back down: the lists again
+        again = point(p["spec"].sockets, cfg, log, kills=False)
+        for name, r in again["lists"].items():
+            first = p["lists"][name]
+            first.samples.extend(r.samples)
+            if not r.ok:
+                first.ok, first.note = False, first.note or r.note
+        p["loadavg"].extend(again["loadavg"])
+    res["scale"] = {"points": points, "cfg": cfg}
 
 
 def report(res: dict, table, fmt_ms) -> list:
