@@ -31,7 +31,7 @@ import os
 from . import measure
 from .workload import LOOPBACK, LoopbackWorkload, LoopSpec
 
-FULL = dict(sizes=(100_000, 250_000, 500_000), namespaces=200, kills=5_000, repeats=3)
+FULL = dict(sizes=(100_000, 250_000, 500_000), namespaces=200, kills=5_000, repeats=5)
 QUICK = dict(sizes=(10_000, 25_000, 50_000), namespaces=20, kills=500, repeats=1)
 RSS_LIMIT_MIB = 200e6 / 2**20      # 200 MB
 KILL_LIMIT = 1.0                   # seconds, 5,000 sockets, the default engine
