@@ -62,6 +62,13 @@ class Result:
     def rss(self):
         return max((s.rss_mib for s in self.samples), default=float("nan"))
 
+    def absorb(self, other: "Result") -> None:
+        """other's samples (the same command measured again, later) added to
+        these; a failure of either stays a failure."""
+        self.samples.extend(other.samples)
+        if not other.ok:
+            self.ok, self.note = False, self.note or other.note
+
 
 def helper() -> str:
     """Path of the compiled rusage_run helper."""

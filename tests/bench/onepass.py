@@ -149,10 +149,7 @@ def curve(namespaces, total: int, kills: int, passes: int, log) -> list[dict]:
     points = [_case(spec(n), passes, log, reference=True) for n in namespaces]
     again = _case(spec(namespaces[0]), passes, log, reference=True)
     for name, res in again["kills"].items():
-        first = points[0]["kills"][name]
-        first.samples.extend(res.samples)
-        if not res.ok:
-            first.ok, first.note = False, first.note or res.note
+        points[0]["kills"][name].absorb(res)
     points[0]["loadavg"].extend(again["loadavg"])
     return points
 

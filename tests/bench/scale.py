@@ -96,10 +96,7 @@ def section(quick: bool, log, res: dict) -> None:
     for p in reversed(points[:-1]):          # back down: the lists again
         again = point(p["spec"].sockets, cfg, log, kills=False)
         for name, r in again["lists"].items():
-            first = p["lists"][name]
-            first.samples.extend(r.samples)
-            if not r.ok:
-                first.ok, first.note = False, first.note or r.note
+            p["lists"][name].absorb(r)
         p["loadavg"].extend(again["loadavg"])
     res["scale"] = {"points": points, "cfg": cfg}
 
