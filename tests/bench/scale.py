@@ -4,24 +4,29 @@ The node the issue describes: 100,000, 250,000 and 500,000 loopback sockets
 over 200 namespaces (LoopbackWorkload: holders within 18,000 descriptors
 each), 5,000 of them (25 a namespace) the ones to kill. At each size:
 
-  list -o jsonl   on each engine, and bpf with --no-processes: wall, CPU and
-                  peak RSS, the lines it printed (every socket on the host,
-                  the workload's and whatever else runs there)
+  list -o jsonl   on each engine, and bpf with --no-processes, alternating:
+                  wall, CPU and peak RSS, the lines it printed (every socket
+                  on the host, the workload's and whatever else runs there)
   kill            the 5,000, named by --dst and the workload's namespaces, on
                   each engine; checked from the sockets' side, then refilled
-
-The first list of each workload runs once untimed by the curve (its time is
-reported on its own line): it also makes the kernel's cookies for the new
-sockets, one exact lookup each, which later runs find made.
 
 Targets: `list -o jsonl` peak RSS <= 200 MB at 500,000 sockets, its time
 linear in the sockets listed (the cost of each socket between the sizes
 agrees within 30%), and the kill of 5,000 <= 1.0 s with the default engine.
 
-The sizes are visited up and back down (100k, 250k, 500k, 250k, 100k; the
-lists only on the way back): this VM's speed drifts by tens of percent over
-the minutes between sizes, and a drift that only goes one way otherwise
-reads as a curve. Each size's time is the median of its lists on both visits.
+One workload serves every size: the 100,000 are built once, and the sizes
+above are layers of spared connections grown onto every namespace and
+dropped again (LoopbackWorkload.grow/shrink: RSTs, no TIME_WAIT left). The
+sizes are visited up, then down and up again (SCHEDULE): this VM's speed
+drifts by tens of percent over minutes, and sizes measured one after the
+other, each on a workload built anew, read that drift (and each build's
+own) as a curve. Each size's time is the median of its lists over all its
+visits.
+
+A socket made since the last list has no cookie yet: the first list after a
+layer is made also makes them, one exact lookup a socket. On the way up
+that list is timed on its own line ("first ..."), later it runs untimed, so
+the lists of the curve compare like with like.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ import os
 from . import measure
 from .workload import LOOPBACK, LoopbackWorkload, LoopSpec
 
-FULL = dict(sizes=(100_000, 250_000, 500_000), namespaces=200, kills=5_000, repeats=5)
+FULL = dict(sizes=(100_000, 250_000, 500_000), namespaces=200, kills=5_000, repeats=3)
 QUICK = dict(sizes=(10_000, 25_000, 50_000), namespaces=20, kills=500, repeats=1)
+# the sizes' indexes in the order visited: up (kills at each), down, up, down
+SCHEDULE = (0, 1, 2, 1, 0, 1, 2, 1, 0)
 RSS_LIMIT_MIB = 200e6 / 2**20      # 200 MB
 KILL_LIMIT = 1.0                   # seconds, 5,000 sockets, the default engine
 LINEAR_SLACK = 1.3                 # per-socket cost between sizes may differ by this much
@@ -52,53 +59,70 @@ def lists() -> dict:
             "list -o jsonl (diag)": sockterm("--backend", "diag", "list", "-o", "jsonl")}
 
 
-def point(sockets: int, cfg: dict, log, kills: bool = True) -> dict:
+def _list(res: measure.Result, argv, spec: LoopSpec) -> measure.Sample:
+    sample = measure.run(argv, count_lines=True)
+    res.samples.append(sample)
+    if sample.rc not in (0, 1):
+        res.ok, res.note = False, f"exit {sample.rc}: {sample.err.strip()[-200:]}"
+    elif sample.lines < spec.sockets:
+        res.ok, res.note = False, f"{sample.lines} lines < {spec.sockets} sockets"
+    return sample
+
+
+def visit(p: dict, w: LoopbackWorkload, cfg: dict, log, first: bool, new: int) -> int:
+    """One visit of a size: its lists (and on the first, its first list and
+    kills). `new` sockets were made since the last list (none: 0); returns
+    how many it made (the kills' refills)."""
     from .run import _kill_once, host_sockets, kill_args, sockterm
-    spec = spec_for(sockets, cfg["namespaces"], cfg["kills"])
-    log(f"scale: {spec.label()} = {spec.sockets} sockets, building")
-    with LoopbackWorkload(spec, log=log) as w:
-        log(f"built in {w.build_seconds:.1f}s with {len(w.holders) + len(w.servers)} holders")
-        out = {"spec": spec, "loadavg": [os.getloadavg()], "host_sockets": host_sockets(),
-               "lists": {}, "kills": {}}
-        # the first run after the connections are made also makes their cookies
-        # (one exact lookup a socket the kernel has none for: ~10 us each);
-        # timed on its own, so that the lists below compare like with like
-        first_name, first_argv = next(iter(lists().items()))
-        first = out["first"] = measure.Result(f"first {first_name}: cookies made")
-        first.samples.append(measure.run(first_argv, count_lines=True))
-        log(f"{first.name}: {first.wall * 1000:.0f} ms")
-        for name, argv in lists().items():
-            res = measure.Result(name)
-            for _ in range(cfg["repeats"]):
-                sample = measure.run(argv, count_lines=True)
-                res.samples.append(sample)
-                if sample.rc not in (0, 1):
-                    res.ok, res.note = False, f"exit {sample.rc}: {sample.err.strip()[-200:]}"
-                elif sample.lines < spec.sockets:
-                    res.ok, res.note = False, f"{sample.lines} lines < {spec.sockets} sockets"
-            out["lists"][name] = res
-            log(f"{name}: {res.wall * 1000:.0f} ms, {res.rss:.1f} MiB, "
-                f"{res.samples[-1].lines} lines {'' if res.ok else res.note}")
-        for engine in ("bpf", "diag") if kills else ():
-            name = f"kill {spec.doomed} ({engine})"
-            res = out["kills"][name] = measure.Result(name)
-            argv = sockterm("--backend", engine, *kill_args(w, f"{LOOPBACK}:80"))
-            for _ in range(cfg["repeats"]):
-                _kill_once(w, res, argv, False)
-            log(f"{name}: {res.wall * 1000:.0f} ms {'' if res.ok else res.note}")
-        out["loadavg"].append(os.getloadavg())
-    return out
+    spec = p["spec"]
+    p["loadavg"].append(os.getloadavg())
+    commands = lists()
+    if first:
+        p["host_sockets"] = host_sockets()
+        name, argv = next(iter(commands.items()))
+        res = p["first"] = measure.Result(f"first {name}: {new} new sockets' cookies made")
+        _list(res, argv, spec)
+        log(f"{res.name}: {res.wall * 1000:.0f} ms")
+    elif new:
+        _list(measure.Result("cookies"), next(iter(commands.values())), spec)   # untimed
+    for _ in range(cfg["repeats"]):
+        for name, argv in commands.items():
+            res = p["lists"].setdefault(name, measure.Result(name))
+            _list(res, argv, spec)
+    log(f"{spec.sockets}: " + "; ".join(f"{n} {r.wall * 1000:.0f} ms {r.rss:.1f} MiB"
+                                        f"{'' if r.ok else ' ' + r.note}" for n, r in p["lists"].items()))
+    for engine in ("bpf", "diag") if first else ():
+        name = f"kill {spec.doomed} ({engine})"
+        res = p["kills"][name] = measure.Result(name)
+        argv = sockterm("--backend", engine, *kill_args(w, f"{LOOPBACK}:80"))
+        for _ in range(cfg["repeats"]):
+            _kill_once(w, res, argv, False)
+        log(f"{name}: {res.wall * 1000:.0f} ms {'' if res.ok else res.note}")
+    return spec.doomed if first else 0
 
 
 def section(quick: bool, log, res: dict) -> None:
     cfg = QUICK if quick else FULL
-    points = [point(n, cfg, log) for n in cfg["sizes"]]
-    for p in reversed(points[:-1]):          # back down: the lists again
-        again = point(p["spec"].sockets, cfg, log, kills=False)
-        for name, r in again["lists"].items():
-            p["lists"][name].absorb(r)
-        p["loadavg"].extend(again["loadavg"])
-    res["scale"] = {"points": points, "cfg": cfg}
+    specs = [spec_for(n, cfg["namespaces"], cfg["kills"]) for n in cfg["sizes"]]
+    points = [{"spec": spec, "loadavg": [], "host_sockets": -1, "lists": {}, "kills": {},
+               "visits": 0} for spec in specs]
+    log(f"scale: {specs[0].label()} = {specs[0].sockets} sockets, building")
+    with LoopbackWorkload(specs[0], log=log, room=specs[-1]) as w:
+        log(f"built in {w.build_seconds:.1f}s with {len(w.holders) + len(w.servers)} holders")
+        level, new = 0, specs[0].sockets       # sockets made since the last list
+        for i in SCHEDULE:
+            while level < i:
+                seconds = w.grow(specs[level + 1].others - specs[level].others)
+                new += specs[level + 1].sockets - specs[level].sockets
+                level += 1
+                log(f"grown to {specs[level].sockets} sockets in {seconds:.1f}s")
+            while level > i:
+                seconds = w.shrink()
+                level -= 1
+                log(f"shrunk to {specs[level].sockets} sockets in {seconds:.1f}s")
+            new = visit(points[i], w, cfg, log, first=not points[i]["visits"], new=new)
+            points[i]["visits"] += 1
+    res["scale"] = {"points": points, "cfg": cfg, "schedule": SCHEDULE}
 
 
 def report(res: dict, table, fmt_ms) -> list:
@@ -113,21 +137,24 @@ def report(res: dict, table, fmt_ms) -> list:
         for name in names:
             r = p["lists"][name]
             lines = r.samples[-1].lines if r.samples else 0
-            rows.append([p["spec"].sockets, name, fmt_ms(r.wall), fmt_ms(r.cpu), f"{r.rss:6.1f}",
-                         lines, f"{r.wall / max(lines, 1) * 1e6:6.2f}",
+            rows.append([p["spec"].sockets, name, len(r.samples), fmt_ms(r.wall), fmt_ms(r.cpu),
+                         f"{r.rss:6.1f}", lines, f"{r.wall / max(lines, 1) * 1e6:6.2f}",
                          "ok" if r.ok else f"FAIL: {r.note}"])
         if p.get("first"):
             r = p["first"]
-            rows.append([p["spec"].sockets, r.name, fmt_ms(r.wall), fmt_ms(r.cpu), f"{r.rss:6.1f}",
-                         r.samples[-1].lines, "", "(not in the curve)"])
+            rows.append([p["spec"].sockets, r.name, len(r.samples), fmt_ms(r.wall), fmt_ms(r.cpu),
+                         f"{r.rss:6.1f}", r.samples[-1].lines, "", "(not in the curve)"])
         for name, r in p["kills"].items():
-            rows.append([p["spec"].sockets, name, fmt_ms(r.wall), fmt_ms(r.cpu), f"{r.rss:6.1f}",
-                         "", "", "ok" if r.ok else f"FAIL: {r.note}"])
-    loads = [f"{x[0]:.1f}" for p in points for x in p["loadavg"]]
-    table(f"scale: {points[0]['spec'].namespaces} namespaces, loopback (load average "
-          f"{' -> '.join(loads)}; sockets on the host at each size "
+            rows.append([p["spec"].sockets, name, len(r.samples), fmt_ms(r.wall), fmt_ms(r.cpu),
+                         f"{r.rss:6.1f}", "", "", "ok" if r.ok else f"FAIL: {r.note}"])
+    loads = [f"{min(x[0] for x in p['loadavg']):.1f}-{max(x[0] for x in p['loadavg']):.1f}"
+             for p in points]
+    order = " -> ".join(str(points[i]["spec"].sockets // 1000) + "k"
+                        for i in res["scale"].get("schedule", range(len(points))))
+    table(f"scale: {points[0]['spec'].namespaces} namespaces, loopback, sizes visited "
+          f"{order} (load average at each size {', '.join(loads)}; sockets on the host "
           f"{', '.join(str(p['host_sockets']) for p in points)}){bpf_note()}",
-          rows, ["sockets", "command", "wall ms", "cpu ms", "maxrss MiB", "lines",
+          rows, ["sockets", "command", "runs", "wall ms", "cpu ms", "maxrss MiB", "lines",
                  "us a line", "check"])
     checks = []
     big = points[-1]

@@ -111,6 +111,7 @@ class Workload:
         self.servers: list[Holder] = []
         self.holders: list[Holder] = []
         self.build_seconds = 0.0
+        self.layered = 0             # connections in layers (LoopbackWorkload.grow)
 
     # -- namespaces ------------------------------------------------------------
     def _ns(self, role: str) -> str:
@@ -177,9 +178,9 @@ class Workload:
         for _ in range(n):
             self.servers.append(Holder({"op": "serve", "listeners": spec, "budget": FD_BUDGET}))
 
-    def _start_clients(self) -> list[tuple[Holder, list[dict]]]:
+    def _start_clients(self, jobs=None) -> list[tuple[Holder, list[dict]]]:
         plan, current, used = [], [], 0
-        for job in self._jobs():
+        for job in self._jobs() if jobs is None else jobs:
             while job["count"]:
                 take = min(job["count"], FD_BUDGET - used)
                 current.append(dict(job, count=take))
@@ -215,7 +216,7 @@ class Workload:
         return sum(s.recv() for s in self.servers)
 
     def wait_accepted(self, timeout: float = 60.0) -> None:
-        want = self.spec.connections
+        want = self.spec.connections + self.layered
         deadline = time.monotonic() + timeout
         while True:
             got = self.accepted()
@@ -302,7 +303,43 @@ class LoopSpec:
 class LoopbackWorkload(Workload):
     """LoopSpec.namespaces namespaces, each with its own loopback listeners and
     the clients connected to them; a server holder serves whole namespaces
-    (no reuseport split between processes), so accepts are deterministic."""
+    (no reuseport split between processes), so accepts are deterministic.
+
+    grow() adds a layer of spared connections to every namespace, in client
+    holders of its own, and shrink() drops the last layer again (its holders
+    exit, their sockets reset: nothing is left in TIME_WAIT), so one host can
+    be measured at several sizes, back and forth, with the same namespaces,
+    holders and listeners. `room` sizes the servers for the largest size."""
+
+    def __init__(self, spec: LoopSpec, log=print, room: LoopSpec | None = None):
+        super().__init__(spec, log)
+        self.room = room or spec
+        self.layers: list[tuple[int, list[Holder]]] = []   # (connections, its holders)
+
+    def grow(self, others: int) -> float:
+        """`others` more spared connections in every namespace; seconds taken."""
+        t0 = time.perf_counter()
+        jobs = [job for c in self.clients for job in self._other_jobs(f"/run/netns/{c}", others)]
+        started = self._start_clients(jobs)
+        for h, batch in started:
+            h.send("build", jobs=batch)
+        for h, _ in started:
+            h.recv()
+        self.layers.append((others * len(self.clients), [h for h, _ in started]))
+        self.layered += self.layers[-1][0]
+        self.wait_accepted()
+        return time.perf_counter() - t0
+
+    def shrink(self) -> float:
+        """The last layer's connections reset and gone; seconds taken."""
+        t0 = time.perf_counter()
+        connections, holders = self.layers.pop()
+        for h in holders:
+            h.close()
+            self.holders.remove(h)
+        self.layered -= connections
+        self.wait_accepted()
+        return time.perf_counter() - t0
 
     def _topology(self) -> None:
         for i in range(self.spec.namespaces):
@@ -311,7 +348,7 @@ class LoopbackWorkload(Workload):
             self._batch(c, ["link set lo up"])
 
     def _start_servers(self) -> None:
-        per_ns = self.spec.target + self.spec.others + 1 + len(BACKGROUND_PORTS)
+        per_ns = self.room.target + self.room.others + 1 + len(BACKGROUND_PORTS)
         if per_ns > FD_BUDGET:
             raise ValueError(f"{per_ns} sockets in one namespace exceed a holder's {FD_BUDGET}")
         step = FD_BUDGET // per_ns
@@ -328,12 +365,18 @@ class LoopbackWorkload(Workload):
             path = f"/run/netns/{c}"
             jobs += _split({"group": "target", "ns": path, "dst": LOOPBACK, "port": TARGET_PORT,
                             "proto": "tcp"}, s.target)
-            left = s.others
-            for i, port in enumerate(BACKGROUND_PORTS):
-                n = left // (len(BACKGROUND_PORTS) - i)
-                left -= n
-                jobs += _split({"group": "other", "ns": path, "dst": LOOPBACK, "port": port,
-                                "proto": "tcp"}, n)
+            jobs += self._other_jobs(path, s.others)
+        return jobs
+
+    @staticmethod
+    def _other_jobs(path: str, count: int) -> list[dict]:
+        """count spared connections in one namespace, spread over the background ports."""
+        jobs, left = [], count
+        for i, port in enumerate(BACKGROUND_PORTS):
+            n = left // (len(BACKGROUND_PORTS) - i)
+            left -= n
+            jobs += _split({"group": "other", "ns": path, "dst": LOOPBACK, "port": port,
+                            "proto": "tcp"}, n)
         return jobs
 
     def namespaces(self) -> list[str]:
