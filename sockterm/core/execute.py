@@ -30,7 +30,7 @@ def search_pass(run, nsrs: list, owners=None) -> Iterator[model.Sock]:
         # a kill attributes before it reads (a killed socket's holder may
         # close it at once); a listing once something matched (when nothing
         # does, the host's descriptors are never scanned)
-        attribution = Attribution(run.engine, run.report, start=run.kill)
+        attribution = Attribution(run.owners, run.report, start=run.kill)
         owners = attribution
     ready = attribution.ready if attribution and run.kill else None
 
@@ -226,9 +226,9 @@ class Attribution(threading.Thread):
     read, where reading destroys), so a killed socket is attributed before
     its application can react and close it."""
 
-    def __init__(self, engine, report, start: bool = True):
+    def __init__(self, owners, report, start: bool = True):
         super().__init__(name="sockterm-owners", daemon=True)
-        self.engine, self.report = engine, report
+        self.find, self.report = owners, report       # find() -> model.Owners
         self.owners = None
         self.ready = threading.Event()
         self.begun = False
@@ -252,7 +252,7 @@ class Attribution(threading.Thread):
 
     def run(self):
         try:
-            self.owners = self.engine.owners()
+            self.owners = self.find()
         except (OSError, EngineError) as exc:     # attribution informs; it never stops a run
             self.report.warnings.append(f"processes not shown: {exc}")
         finally:

@@ -1,8 +1,9 @@
 """Processes and the sockets they hold, read from procfs.
 
 The BPF engine attributes sockets with one in-kernel pass over every task's
-files; this module is what the diag engine uses instead, and what resolves
---pid/--comm and sockterm's own sockets to socket inodes.
+files; this module is what the diag engine uses instead where that pass
+cannot load or few files are open (core/decide.owners_from_proc), and what
+resolves --pid/--comm and sockterm's own sockets to socket inodes.
 """
 
 from __future__ import annotations
@@ -91,6 +92,16 @@ def inodes_of(pids) -> frozenset[int]:
 def own_inodes() -> frozenset[int]:
     """sockterm's own sockets, which it never touches."""
     return inodes_of([os.getpid()])
+
+
+def open_files() -> int | None:
+    """Files open on the whole host (fs.file-nr's first field: each open
+    file once, however many descriptors share it); None if unreadable."""
+    try:
+        with open("/proc/sys/fs/file-nr") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def owners_from_proc():

@@ -290,3 +290,13 @@ def test_cost_defaults_count_no_lookups_and_an_in_kernel_walk():
     # at exactly the walk's cost a walk is not cheaper: 100 destroys = 2 ms = an empty host's walk
     assert not decide.walk_cheaper(100, 0) and decide.walk_cheaper(101, 0)
     assert decide.bulk(161, lambda: 10_000) and not decide.bulk(159, lambda: 10_000)
+
+
+def test_walks_attribution_reads_proc_on_a_quiet_host_and_passes_on_a_busy_one():
+    # ~350 files open on a quiet VM: /proc (~2 ms) beats loading the owner pass
+    assert decide.owners_from_proc(350)
+    assert decide.owners_from_proc(1_500)
+    # a node of half a million sockets: /proc ~3 s, the pass ~0.2 s
+    assert not decide.owners_from_proc(3_000)
+    assert not decide.owners_from_proc(500_000)
+    assert decide.owners_from_proc(None)        # not known: nothing loaded for it
