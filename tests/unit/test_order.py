@@ -4,8 +4,13 @@ address and port, cookie. Namespaces searched at once leave in that order."""
 
 import random
 import socket
+import threading
+import time
+
+import pytest
 
 from sockterm import model
+from sockterm.core import pool
 from sockterm.core.execute import InOrder
 
 
@@ -76,6 +81,36 @@ def test_a_stop_or_a_failure_releases_what_is_held_in_order():
     order.take(a, [s1, s2])
     assert order.rest() == [s2, s1, s3]
     assert order.rest() == []
+
+
+@pytest.mark.parametrize("places", [4, None])
+def test_a_slow_first_namespace_holds_back_no_more_than_the_window(places):
+    """The first namespace's walk is slow; the later ones finish at once and
+    wait behind it with their sockets. With a window of 4, the workers start
+    no more than 4 namespaces until the first is let go; without one, all
+    30. Either way every socket leaves, in order."""
+    nsrs = [nsr(i + 1, f"n{i:02}") for i in range(30)]
+    socks = {n.ns.ino: sock(sport=n.ns.ino, netns=n.ns.ino) for n in nsrs}
+    window = pool.Window(places) if places else None
+    started, first_done = [], threading.Event()
+
+    def job(n, entry, emit):
+        started.append(n)
+        if n is nsrs[0]:
+            assert first_done.wait(10)
+        emit((n, [socks[n.ns.ino]]))
+        emit((n, None))
+    order, out, completed, while_slow = InOrder(nsrs, window), [], 0, None
+    for n, batch in pool.run(nsrs, job, stop=lambda: False, workers=2, window=window):
+        completed += batch is None
+        if completed == 3 and while_slow is None:
+            time.sleep(0.3)                  # room for a worker to run ahead
+            while_slow = len(started)
+            first_done.set()
+        out += order.take(n, batch)
+    out += order.rest()
+    assert while_slow == (places or len(nsrs))
+    assert out == [socks[n.ns.ino] for n in nsrs]
 
 
 def test_holders_in_pid_order_whatever_order_procfs_gave():
