@@ -9,6 +9,8 @@ the owner pass takes a fraction of one)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -43,8 +45,6 @@ FD_READ = re.compile(r'readlink(?:at)?\((?:AT_FDCWD, )?"/proc/(\d+)/fd/\d+"')
 def listed(ns: str, backend: str, env=None) -> tuple[list, set]:
     """The sockets `list --netns ns` shows with --backend, and the pids whose
     descriptors it read through /proc."""
-    import json
-    import os
     trace, run = traced("readlink,readlinkat",
                         ["--backend", backend, "list", "-o", "json", "--netns", ns],
                         env=dict(os.environ, **(env or {})))
@@ -131,5 +131,6 @@ def test_diag_reads_proc_where_few_files_are_open(topo):
         pytest.skip(f"{open_files()} files open on this host: not a quiet one")
     ns, server, client = scene(topo)
     sockets, read = listed(ns, "diag")
+    assert len(sockets) == 5
     assert holders(sockets) == expected(sockets, server, client)
     assert {server.pid, client.pid} <= read
