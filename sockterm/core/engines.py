@@ -100,14 +100,22 @@ def open_one_pass(run, name: str) -> str:
         run.source = run.engine
         return ""
     try:
-        run.source = engines.create(engines.ONE_PASS, flt=run.flt, scope=run.scope, kill=False,
-                                    owners=run.attribute, log=run.log,
-                                    held=True, walks=False)
-        run.closers.append(run.source)
+        run.source = pass_engine(run, owners=run.attribute)
     except EngineError as exc:
         run.source = None
         return f"BPF cannot load: {exc}"
     return ""
+
+
+def pass_engine(run, owners: bool):
+    """An engine of its own (walks=False, no kfunc) that makes the one pass
+    (and, with owners, its owner pass) over the run's filter and scope;
+    closed with the run. EngineError: BPF cannot load."""
+    from .. import engine as engines
+    source = engines.create(engines.ONE_PASS, flt=run.flt, scope=run.scope, kill=False,
+                            owners=owners, log=run.log, held=True, walks=False)
+    run.closers.append(source)
+    return source
 
 
 class Netlink:

@@ -238,14 +238,11 @@ class _Run:
         files = procs.open_files()
         if decide.owners_from_proc(files):
             return engine.owners()
-        from .. import engine as engines_
         try:
-            source = engines_.create(engines_.ONE_PASS, flt=self.flt, scope=self.scope, kill=False,
-                                     owners=True, log=self.log, held=True, walks=False)
+            source = engines.pass_engine(self, owners=True)
         except EngineError as exc:
             self.log(f"processes from /proc: BPF cannot load ({exc})")
             return engine.owners()
-        self.closers.append(source)
         try:
             owners = source.owners()
         except (OSError, EngineError) as exc:
