@@ -111,7 +111,7 @@ class Workload:
         self.servers: list[Holder] = []
         self.holders: list[Holder] = []
         self.build_seconds = 0.0
-        self.layered = 0             # connections in layers (LoopbackWorkload.grow)
+        self.layers: list[tuple[int, list[Holder]]] = []   # LoopbackWorkload.grow: (connections, holders)
 
     # -- namespaces ------------------------------------------------------------
     def _ns(self, role: str) -> str:
@@ -202,13 +202,19 @@ class Workload:
         t0 = time.perf_counter()
         self._topology()
         self._start_servers()
-        started = self._start_clients()
-        for h, jobs in started:
-            h.send("build", jobs=jobs)
-        for h, _ in started:
-            h.recv()
+        self._connect()
         self.wait_accepted()
         self.build_seconds = time.perf_counter() - t0
+
+    def _connect(self, jobs=None) -> list[Holder]:
+        """The client holders for jobs (default: the spec's), started and
+        connected; returns them."""
+        started = self._start_clients(jobs)
+        for h, batch in started:
+            h.send("build", jobs=batch)
+        for h, _ in started:
+            h.recv()
+        return [h for h, _ in started]
 
     def accepted(self) -> int:
         for s in self.servers:
@@ -216,7 +222,7 @@ class Workload:
         return sum(s.recv() for s in self.servers)
 
     def wait_accepted(self, timeout: float = 60.0) -> None:
-        want = self.spec.connections + self.layered
+        want = self.spec.connections + sum(connections for connections, _ in self.layers)
         deadline = time.monotonic() + timeout
         while True:
             got = self.accepted()
@@ -314,30 +320,22 @@ class LoopbackWorkload(Workload):
     def __init__(self, spec: LoopSpec, log=print, room: LoopSpec | None = None):
         super().__init__(spec, log)
         self.room = room or spec
-        self.layers: list[tuple[int, list[Holder]]] = []   # (connections, its holders)
 
     def grow(self, others: int) -> float:
         """`others` more spared connections in every namespace; seconds taken."""
         t0 = time.perf_counter()
         jobs = [job for c in self.clients for job in self._other_jobs(f"/run/netns/{c}", others)]
-        started = self._start_clients(jobs)
-        for h, batch in started:
-            h.send("build", jobs=batch)
-        for h, _ in started:
-            h.recv()
-        self.layers.append((others * len(self.clients), [h for h, _ in started]))
-        self.layered += self.layers[-1][0]
+        self.layers.append((others * len(self.clients), self._connect(jobs)))
         self.wait_accepted()
         return time.perf_counter() - t0
 
     def shrink(self) -> float:
         """The last layer's connections reset and gone; seconds taken."""
         t0 = time.perf_counter()
-        connections, holders = self.layers.pop()
+        _, holders = self.layers.pop()
         for h in holders:
             h.close()
             self.holders.remove(h)
-        self.layered -= connections
         self.wait_accepted()
         return time.perf_counter() - t0
 
