@@ -165,9 +165,10 @@ def _inside(names: list[str], command: list[str]) -> None:
         # a namespace deleted on the host (ip netns del) while unshare made
         # this mount namespace private may have taken its mount already: gone
         # is what is wanted (the check below sees that none is left)
-        if _libc.umount2(point, MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL,
-                                                                               errno.ENOENT):
-            _check(-1, f"umount {point!r}")
+        if _libc.umount2(point, MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err not in (errno.EINVAL, errno.ENOENT):
+                raise OSError(err, f"umount {point!r}: {os.strerror(err)}")
     os.makedirs("/run/netns", exist_ok=True)
     _check(_libc.mount(b"tmpfs", b"/run/netns", b"tmpfs", 0, b"mode=0755"), "mount /run/netns")
     for name, fd in fds.items():
